@@ -1,0 +1,3 @@
+from .structures import RoutingResult, TextFeatures
+
+__all__ = ['RoutingResult', 'TextFeatures']
