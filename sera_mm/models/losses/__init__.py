@@ -1,0 +1,3 @@
+from .moe_loss import MoERegularizationLoss
+
+__all__ = ['MoERegularizationLoss']

@@ -1,0 +1,55 @@
+# RefCOCO (UNC splits) in the layout mmdetection documents:
+#   data/coco/train2014/*.jpg
+#   data/coco/refcoco/{instances.json, refs(unc).p}
+dataset_type = 'RefCOCODataset'
+data_root = 'data/coco/'
+img_scale = 448
+context_length = 17  # 22 for RefCOCOg (umd)
+# CLIP mean colour in BGR (images are BGR until the data preprocessor)
+pad_val = (104.09373615, 116.7460125, 122.7709383)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadReferringMask'),
+    dict(type='Letterbox', scale=img_scale, pad_val=pad_val),
+    dict(type='TokenizeText', context_length=context_length),
+    dict(type='PackReferringInputs'),
+]
+# the mask is decoded after the letterbox: metrics use the original size
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Letterbox', scale=img_scale, pad_val=pad_val),
+    dict(type='LoadReferringMask'),
+    dict(type='TokenizeText', context_length=context_length),
+    dict(type='PackReferringInputs'),
+]
+train_dataloader = dict(
+    batch_size=16,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        ann_file='refcoco/instances.json',
+        split_file='refcoco/refs(unc).p',
+        split='train',
+        data_prefix=dict(img_path='train2014/'),
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=16,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        ann_file='refcoco/instances.json',
+        split_file='refcoco/refs(unc).p',
+        split='val',
+        test_mode=True,
+        data_prefix=dict(img_path='train2014/'),
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='RefSegMetric', threshold=0.35)
+test_evaluator = val_evaluator

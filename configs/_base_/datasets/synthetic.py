@@ -1,0 +1,26 @@
+# The synthetic REFER-format set written by
+#   python tools/dataset_converters/generate_synthetic.py --out data/synthetic
+# (images/, refsyn/instances.json, refsyn/refs(unc).p). Small images and a
+# small input size: the CPU demo and the tests train on it.
+_base_ = './refcoco.py'
+data_root = 'data/synthetic/'
+img_scale = 128
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadReferringMask'),
+    dict(type='Letterbox', scale=img_scale, pad_val={{_base_.pad_val}}),
+    dict(type='TokenizeText', context_length={{_base_.context_length}}),
+    dict(type='PackReferringInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Letterbox', scale=img_scale, pad_val={{_base_.pad_val}}),
+    dict(type='LoadReferringMask'),
+    dict(type='TokenizeText', context_length={{_base_.context_length}}),
+    dict(type='PackReferringInputs'),
+]
+_ann = dict(data_root=data_root, ann_file='refsyn/instances.json',
+            split_file='refsyn/refs(unc).p', data_prefix=dict(img_path='images/'))
+train_dataloader = dict(batch_size=16, num_workers=2, dataset=dict(_ann, pipeline=train_pipeline))
+val_dataloader = dict(batch_size=16, num_workers=2, dataset=dict(_ann, pipeline=test_pipeline))
+test_dataloader = dict(batch_size=16, num_workers=2, dataset=dict(_ann, pipeline=test_pipeline))

@@ -1,0 +1,295 @@
+"""RefCOCO / RefCOCO+ / RefCOCOg (REFER files) as an mmengine dataset."""
+import json
+import os.path as osp
+import random
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from mmengine.dataset import BaseDataset
+
+from sera_mm.registry import DATASETS
+from .refer_pickle import load_refer_pickle
+
+README_HINT = "see the README section 'Data preparation'"
+KNOWN_SPLITS = ('train', 'val', 'testA', 'testB', 'test')
+
+
+def _missing(kind: str, path: str) -> FileNotFoundError:
+    return FileNotFoundError(f'{kind} not found: {path} ({README_HINT})')
+
+
+@DATASETS.register_module()
+class RefCOCODataset(BaseDataset):
+    """Referring segmentation samples from REFER's ``instances.json`` and
+    ``refs(<by>).p``.
+
+    The layout is mmdetection's for RefCOCO, paths relative to ``data_root``::
+
+        data/coco/train2014/                     images
+        data/coco/refcoco/instances.json         COCO images + annotations
+        data/coco/refcoco/refs(unc).p            refs (RefCOCO, unc split)
+        data/coco/refcoco+/refs(unc).p
+        data/coco/refcocog/refs(umd).p, refs(google).p
+
+    Samples: in ``test_mode`` every sentence of every referent of ``split`` is
+    one sample; in training every referent is one sample whose sentence is
+    drawn anew each time the sample is fetched (so anew every epoch), with
+    Python's ``random`` (seeded per dataloader worker by torch and mmengine).
+    With an empty pipeline ``dataset[i]`` is a dict with ``img_path``,
+    ``image_id``, ``ref_id``, ``ann_id``, ``sent_id``, ``text`` (REFER's
+    ``sent``), ``category_id``, ``segmentation`` (raw COCO: polygons or RLE),
+    ``height``, ``width``, ``seg_fields`` and ``sample_idx``.
+
+    Every input error is raised at construction, before any training step,
+    with the path, key or id at fault in the message.
+
+    Args:
+        data_root: root joined to ``ann_file``, ``split_file`` and
+            ``data_prefix`` (e.g. 'data/coco/').
+        ann_file: COCO instances file (e.g. 'refcoco/instances.json').
+        split_file: REFER refs pickle (e.g. 'refcoco/refs(unc).p'); loaded
+            with an unpickler that refuses every global, so it runs no code.
+        split: 'train' | 'val' | 'testA' | 'testB' | 'test' (must be present
+            in ``split_file``).
+        data_prefix: ``dict(img_path='train2014/')``.
+        pipeline: transforms applied to each sample.
+        test_mode: one sample per sentence (True) or per referent (False).
+        shuffle_sentences: control experiment: deterministically permutes the
+            sentences (or, in training, the sentence lists of the referents)
+            across the samples of the split with ``shuffle_seed``, with no
+            sample keeping its own, so that the sentence no longer describes
+            its image. A model that reads the
+            text must then fail; one that ignores it is unaffected.
+        shuffle_seed: seed of that permutation.
+        check_images: check once per unique image that the file exists
+            (turn off for benchmarks of index building).
+        **kwargs: other :class:`mmengine.dataset.BaseDataset` arguments.
+    """
+
+    METAINFO = dict(classes=('background', 'object'),
+                    palette=[[0, 0, 0], [255, 0, 0]])
+
+    def __init__(self,
+                 data_root: str,
+                 ann_file: str,
+                 split_file: str,
+                 split: str = 'train',
+                 data_prefix: Optional[dict] = None,
+                 pipeline: Sequence = (),
+                 test_mode: bool = False,
+                 shuffle_sentences: bool = False,
+                 shuffle_seed: int = 0,
+                 check_images: bool = True,
+                 **kwargs: Any) -> None:
+        if split not in KNOWN_SPLITS:
+            raise ValueError(
+                f'split must be one of {list(KNOWN_SPLITS)}, got {split!r}')
+        self.split_file = split_file
+        self.split = split
+        self.shuffle_sentences = shuffle_sentences
+        self.shuffle_seed = shuffle_seed
+        self.check_images = check_images
+        super().__init__(
+            ann_file=ann_file,
+            data_root=data_root,
+            data_prefix=data_prefix or dict(img_path=''),
+            pipeline=list(pipeline),
+            test_mode=test_mode,
+            **kwargs)
+
+    def _join_prefix(self) -> None:
+        """Joins ``split_file`` to ``data_root`` too (called by __init__)."""
+        if self.split_file and not osp.isabs(self.split_file) \
+                and self.data_root:
+            self.split_file = osp.join(self.data_root, self.split_file)
+        super()._join_prefix()
+
+    # ------------------------------------------------------------------
+    # loading
+    # ------------------------------------------------------------------
+    def load_data_list(self) -> List[dict]:
+        """Reads the REFER files and validates them (called by full_init).
+
+        Returns:
+            one dict per referent (training) or per sentence (test mode).
+        """
+        if self.data_root and not osp.isdir(self.data_root):
+            raise _missing('data_root', self.data_root)
+        if not osp.isfile(self.ann_file):
+            raise _missing('ann_file', self.ann_file)
+        if not osp.isfile(self.split_file):
+            raise _missing('split_file', self.split_file)
+        images, anns = self._load_instances(self.ann_file)
+        refs = load_refer_pickle(self.split_file)
+        if not isinstance(refs, list):
+            raise ValueError(f'{self.split_file} must hold a list of refs, '
+                             f'got {type(refs).__name__}')
+
+        img_prefix = self.data_prefix.get('img_path', '') or ''
+        data_list: List[dict] = []
+        splits_present = set()
+        used_images: Dict[int, str] = {}
+        for n, ref in enumerate(refs):
+            try:
+                ref_split = ref['split']
+            except (TypeError, KeyError):
+                raise ValueError(f'{self.split_file}: ref #{n} has no key '
+                                 "'split' (not a REFER ref dict)") from None
+            splits_present.add(ref_split)
+            if ref_split != self.split:
+                continue
+            info = self._parse_ref(ref, n, images, anns, img_prefix)
+            used_images[info['image_id']] = info['img_path']
+            data_list.append(info)
+
+        if not data_list:
+            raise ValueError(
+                f'{self.split_file} has no ref of split {self.split!r}; '
+                f'splits present: {sorted(map(str, splits_present))}')
+        if self.check_images:
+            self._check_images(used_images)
+        if self.test_mode:
+            data_list = [dict(info, sent_id=s['sent_id'], text=s['text'])
+                         for info in data_list
+                         for s in info.pop('sentences')]
+        if self.shuffle_sentences:
+            self._shuffle(data_list)
+        return data_list
+
+    def _load_instances(self, path: str) -> Tuple[Dict[int, dict],
+                                                  Dict[int, dict]]:
+        """Returns ({image_id: image}, {ann_id: annotation}) of instances.json."""
+        try:
+            with open(path, 'rb') as f:
+                inst = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f'{path} is not valid JSON (truncated or '
+                             f'corrupt?): {e} ({README_HINT})') from e
+        if not isinstance(inst, dict):
+            raise ValueError(f'{path} must hold a JSON object with '
+                             f"'images' and 'annotations'")
+        for key in ('images', 'annotations'):
+            if not isinstance(inst.get(key), list):
+                raise ValueError(f"{path} has no list under key '{key}'")
+        try:
+            images = {img['id']: img for img in inst['images']}
+            anns = {ann['id']: ann for ann in inst['annotations']}
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{path}: an image or annotation has no key "
+                             f"{e}") from None
+        return images, anns
+
+    def _parse_ref(self, ref: dict, n: int, images: Dict[int, dict],
+                   anns: Dict[int, dict], img_prefix: str) -> dict:
+        """Validates one ref and returns its data info (with 'sentences')."""
+        where = f'{self.split_file}: ref #{n}'
+        try:
+            ref_id, ann_id, image_id = (ref['ref_id'], ref['ann_id'],
+                                        ref['image_id'])
+            sentences = ref['sentences']
+        except KeyError as e:
+            raise ValueError(f'{where} has no key {e}') from None
+        where = f'{self.split_file}: ref_id {ref_id}'
+        ann = anns.get(ann_id)
+        if ann is None:
+            raise ValueError(f'{where}: ann_id {ann_id} is not in '
+                             f'{self.ann_file} annotations')
+        img = images.get(image_id)
+        if img is None:
+            raise ValueError(f'{where}: image_id {image_id} is not in '
+                             f'{self.ann_file} images')
+        if ann.get('image_id') != image_id:
+            raise ValueError(
+                f'{where}: ann_id {ann_id} belongs to image_id '
+                f'{ann.get("image_id")} in {self.ann_file}, not {image_id}')
+        if not isinstance(sentences, list) or not sentences:
+            raise ValueError(f"{where} has an empty 'sentences' list")
+        try:
+            sents = [dict(sent_id=s['sent_id'], text=s['sent'])
+                     for s in sentences]
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{where}: a sentence has no key {e} "
+                             "(need 'sent_id' and 'sent')") from None
+        try:
+            height, width = int(img['height']), int(img['width'])
+            file_name = img['file_name']
+        except KeyError as e:
+            raise ValueError(f'{self.ann_file}: image {image_id} has no '
+                             f'key {e}') from None
+        seg = ann.get('segmentation')
+        _validate_segmentation(seg, height, width,
+                               f'{self.ann_file}: annotation {ann_id}')
+        # The ref's own 'file_name' carries an '_<ann_id>' suffix in REFER;
+        # the image file is the one named in instances.json.
+        return dict(
+            img_path=osp.join(img_prefix, file_name),
+            image_id=image_id, ref_id=ref_id, ann_id=ann_id,
+            category_id=ref.get('category_id', ann.get('category_id')),
+            height=height, width=width, segmentation=seg,
+            sentences=sents, seg_fields=[])
+
+    def _check_images(self, used_images: Dict[int, str]) -> None:
+        """Checks once per unique image that its file exists."""
+        missing = [p for p in used_images.values() if not osp.isfile(p)]
+        if missing:
+            raise FileNotFoundError(
+                f'{len(missing)} of {len(used_images)} images of split '
+                f'{self.split!r} not found, first: {missing[0]} '
+                f'({README_HINT})')
+
+    def _shuffle(self, data_list: List[dict]) -> None:
+        """Moves the text of every sample to another sample, in place.
+
+        A random order of the samples (seeded) is rotated by one, so the
+        permutation has no fixed point: no sample keeps its own text (in test
+        mode a sample may receive another sentence of its own referent).
+        """
+        keys = ('sent_id', 'text') if self.test_mode else ('sentences',)
+        n = len(data_list)
+        if n < 2:
+            return
+        order = np.random.default_rng(self.shuffle_seed).permutation(n)
+        texts = [{k: data_list[j][k] for k in keys} for j in order]
+        for pos, j in enumerate(order):
+            data_list[j].update(texts[(pos + 1) % n])
+
+    # ------------------------------------------------------------------
+    # fetching
+    # ------------------------------------------------------------------
+    def get_data_info(self, idx: int) -> dict:
+        """Returns the data info of sample ``idx`` (called on every fetch).
+
+        In training the sentence is drawn here, so it changes from fetch to
+        fetch; the referent's other sentences are dropped from the result.
+        """
+        info = super().get_data_info(idx)
+        if not self.test_mode:
+            sents = info.pop('sentences')
+            s = sents[random.randrange(len(sents))]
+            info['sent_id'], info['text'] = s['sent_id'], s['text']
+        return info
+
+
+def _validate_segmentation(seg: Any, height: int, width: int,
+                           where: str) -> None:
+    """Raises ValueError if ``seg`` is not a decodable COCO segmentation of
+    an image of ``height`` x ``width``."""
+    if isinstance(seg, list):
+        if not seg:
+            raise ValueError(f'{where}: empty polygon list')
+        for k, poly in enumerate(seg):
+            if not isinstance(poly, list) or len(poly) % 2 or len(poly) < 6:
+                n = len(poly) if isinstance(poly, list) else type(poly).__name__
+                raise ValueError(
+                    f'{where}: polygon {k} has {n} coordinates; need an even '
+                    'count of at least 6 (3 points)')
+    elif isinstance(seg, dict):
+        if 'counts' not in seg or 'size' not in seg:
+            raise ValueError(f"{where}: RLE needs keys 'counts' and 'size'")
+        if list(seg['size']) != [height, width]:
+            raise ValueError(
+                f'{where}: RLE size {list(seg["size"])} differs from the '
+                f'image size [{height}, {width}]')
+    else:
+        raise ValueError(f'{where}: segmentation must be polygons (list) or '
+                         f'RLE (dict), got {type(seg).__name__}')

@@ -1,0 +1,81 @@
+"""Loads REFER's ``refs(<by>).p`` without running code from the file.
+
+The REFER split files are pickles of plain containers: a list of dicts of
+str, int, float and lists. Plain ``pickle.load`` would import and call any
+global the file names (``os.system`` via ``__reduce__``), so a file from an
+untrusted mirror could run code. Plain containers and scalars are built by
+pickle opcodes without looking up any global, so an unpickler whose
+``find_class`` refuses every global still loads every genuine REFER file
+(Python 2 protocol-2 pickles included) and refuses everything else before a
+single call happens.
+"""
+import io
+import pickle
+from typing import Any
+
+PLAIN_TYPES = (dict, list, tuple, str, bytes, int, float, bool, type(None))
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickler that refuses every global and persistent id."""
+
+    def __init__(self, file: io.BufferedIOBase, path: str) -> None:
+        # latin1 lets Python 2 byte strings (SHORT_BINSTRING) load as str.
+        super().__init__(file, encoding='latin1')
+        self._path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        """Called for every global the pickle references: always refuses."""
+        raise pickle.UnpicklingError(
+            f'{self._path} references the global {module}.{name}; REFER split '
+            'files hold only plain lists, dicts, strings and numbers, so this '
+            'file is refused (it may be corrupt or crafted to run code)')
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError(
+            f'{self._path} uses a persistent id; refused (not a REFER file)')
+
+
+def _check_plain(obj: Any, path: str) -> None:
+    """Walks the loaded object; raises if anything is not a plain type."""
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        if type(x) not in PLAIN_TYPES:
+            raise pickle.UnpicklingError(
+                f'{path} holds an object of type {type(x).__name__}; refused')
+        if type(x) is dict:
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif type(x) in (list, tuple):
+            stack.extend(x)
+
+
+def load_refer_pickle(path: str, check_types: bool = False) -> Any:
+    """Loads a REFER ``refs(<by>).p`` file with the restricted unpickler.
+
+    Args:
+        path: the pickle file.
+        check_types: also walk the result and check that it holds plain
+            types only (the unpickler already guarantees it; the walk costs
+            about a second at RefCOCO scale, so it is off by default).
+
+    Returns:
+        The unpickled object (a list of ref dicts for a REFER file).
+
+    Raises:
+        pickle.UnpicklingError: the file references a global (a crafted or
+            foreign pickle) or is corrupt; the message names ``path``.
+    """
+    with open(path, 'rb') as f:
+        try:
+            obj = _PlainUnpickler(f, path).load()
+        except pickle.UnpicklingError:
+            raise
+        except Exception as e:  # truncated or not a pickle at all
+            raise pickle.UnpicklingError(
+                f'{path} is not a readable REFER pickle: '
+                f'{type(e).__name__}: {e}') from e
+    if check_types:
+        _check_plain(obj, path)
+    return obj

@@ -1,0 +1,309 @@
+"""Referring-segmentation metric: per-sentence IoU, mIoU, oIoU and Prec@X."""
+import json
+import os
+import os.path as osp
+import tempfile
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from mmengine.dist import is_main_process
+from mmengine.evaluator import BaseMetric
+from mmengine.logging import MMLogger, print_log
+from mmengine.structures import BaseDataElement
+from torch import Tensor
+
+from sera_mm.registry import METRICS
+
+PREC_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@METRICS.register_module()
+class RefSegMetric(BaseMetric):
+    """Referring image segmentation metric at the original image size.
+
+    The life-cycle is mmengine's: :meth:`process` is called once per batch
+    and reduces every sentence to a few numbers (intersection, union, IoU and
+    the sentence's identifiers), kept in ``self.results``; mmengine then
+    collects ``self.results`` from all ranks, and :meth:`compute_metrics`
+    turns them into the summary on rank 0 (and writes the per-sentence
+    records when ``output_dir`` is set).
+
+    The summary, in percent:
+
+    - ``mIoU``: mean over sentences of I / U.
+    - ``oIoU``: sum over sentences of I / sum of U.
+    - ``Prec@0.5`` ... ``Prec@0.9``: share of sentences whose IoU is
+      strictly greater than the threshold (SERA.md: "above"; CRIS and DETRIS
+      compare with ``>``, LAVT with ``>=``; the two differ only on sentences
+      whose IoU equals a threshold exactly).
+
+    A sentence whose union is empty (empty ground truth, empty prediction)
+    counts IoU 1.0. Pixels where the ground truth equals ``ignore_index``
+    count neither in I nor in U.
+
+    Args:
+        threshold (float): Probability threshold applied to
+            ``sigmoid(seg_logits)``; a pixel is foreground when the
+            probability is strictly greater. Defaults to 0.35.
+        ignore_index (int, optional): Ground-truth value excluded from I and
+            U; None to keep every pixel. Defaults to 255.
+        output_dir (str, optional): Folder for one JSON record per sentence
+            (written on rank 0 in :meth:`compute_metrics`); None writes
+            nothing. Defaults to None.
+        output_name (str, optional): File name inside ``output_dir``; None
+            gives ``per_sentence_<tag>.jsonl`` with ``tag`` the ``prefix``,
+            else ``dataset_meta['split']``, else ``'results'``. Defaults to
+            None.
+        collect_device (str): ``'cpu'`` or ``'gpu'``, how results are
+            gathered across ranks. Defaults to ``'cpu'``.
+        prefix (str, optional): Prefix of the metric names, e.g.
+            ``'refcoco_val'`` gives ``'refcoco_val/mIoU'``. Defaults to None.
+        collect_dir (str, optional): Folder for cross-rank collection when
+            ``collect_device='cpu'``. Defaults to None.
+    """
+
+    def __init__(self,
+                 threshold: float = 0.35,
+                 ignore_index: Optional[int] = 255,
+                 output_dir: Optional[str] = None,
+                 output_name: Optional[str] = None,
+                 collect_device: str = 'cpu',
+                 prefix: Optional[str] = None,
+                 collect_dir: Optional[str] = None) -> None:
+        super().__init__(
+            collect_device=collect_device,
+            prefix=prefix,
+            collect_dir=collect_dir)
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(
+                f'RefSegMetric: threshold must lie in (0, 1), got {threshold}')
+        self.threshold = threshold
+        self.ignore_index = ignore_index
+        self.output_dir = output_dir
+        self.output_name = output_name
+
+    def process(self, data_batch: Any,
+                data_samples: Sequence[Any]) -> None:
+        """Reduces each sentence of a batch to I, U and IoU.
+
+        Called once per batch by the evaluator. Appends one small dict per
+        sentence to ``self.results``; the masks themselves are not kept.
+
+        Args:
+            data_batch (Any): The batch from the dataloader (unused).
+            data_samples (Sequence[dict | SegDataSample]): The model's
+                outputs. Each holds ``seg_logits.data`` (1 x H x W raw
+                logits) or ``pred_sem_seg.data`` (1 x H x W in {0, 1}), and
+                ``gt_sem_seg.data`` (1 x H x W), all at the original image
+                size, and the metainfo keys ``ref_id``, ``sent_id``,
+                ``text`` and ``img_path`` (missing ones are recorded as
+                None).
+        """
+        for sample in data_samples:
+            if isinstance(sample, BaseDataElement):
+                sample = sample.to_dict()
+            name = self._sample_name(sample)
+            pred = self._prediction(sample, name)
+            gt = self._field(sample, 'gt_sem_seg', name)
+            if gt.dim() == 3:
+                if gt.shape[0] != 1:
+                    raise ValueError(
+                        f'RefSegMetric: gt_sem_seg of {name} must be '
+                        f'1 x H x W, got {tuple(gt.shape)}')
+                gt = gt[0]
+            if pred.shape != gt.shape:
+                raise ValueError(
+                    f'RefSegMetric: prediction {tuple(pred.shape)} and '
+                    f'gt_sem_seg {tuple(gt.shape)} of {name} differ in size; '
+                    'both must be at the original image size')
+            gt = gt.to(pred.device)
+            valid = torch.ones_like(pred) if self.ignore_index is None \
+                else gt != self.ignore_index
+            if ((gt != 0) & (gt != 1) & valid).any():
+                raise ValueError(
+                    f'RefSegMetric: gt_sem_seg of {name} holds values other '
+                    f'than 0, 1 and ignore_index={self.ignore_index}: '
+                    f'{gt.unique().tolist()}')
+            target = (gt == 1) & valid
+            pred = pred & valid
+            intersection = int((pred & target).sum().item())
+            union = int((pred | target).sum().item())
+            self.results.append(
+                dict(
+                    ref_id=sample.get('ref_id'),
+                    sent_id=sample.get('sent_id'),
+                    text=sample.get('text'),
+                    img_path=sample.get('img_path'),
+                    intersection=intersection,
+                    union=union,
+                    iou=intersection / union if union > 0 else 1.0))
+
+    def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        """Summarises the per-sentence results of the whole split.
+
+        Called once, on rank 0, after the results of all ranks were
+        collected. Logs a table, writes the per-sentence records when
+        ``output_dir`` is set.
+
+        Args:
+            results (list[dict]): The dicts made by :meth:`process`.
+
+        Returns:
+            dict[str, float]: ``mIoU``, ``oIoU`` and ``Prec@0.5`` ...
+            ``Prec@0.9``, in percent (mmengine adds the ``prefix``).
+        """
+        if not results:
+            raise ValueError('RefSegMetric: no results to compute metrics '
+                             'from; was process() called?')
+        metrics = summarise(
+            np.array([r['intersection'] for r in results], dtype=np.int64),
+            np.array([r['union'] for r in results], dtype=np.int64))
+        self._log_table(metrics, len(results))
+        if self.output_dir is not None and is_main_process():
+            self.write_records(results)
+        return metrics
+
+    def write_records(self, results: List[dict]) -> str:
+        """Writes one JSON line per sentence into ``output_dir``.
+
+        Called by :meth:`compute_metrics`. The file is written under a
+        temporary name in the same folder and renamed, so a reader never
+        sees a half-written file. Records are listed by ``ref_id`` then
+        ``sent_id``; ``key`` (``<ref_id>/<sent_id>``) tells apart the
+        sentences of one image.
+
+        Args:
+            results (list[dict]): The dicts made by :meth:`process`.
+
+        Returns:
+            str: Path of the written file.
+        """
+        os.makedirs(self.output_dir, exist_ok=True)
+        path = osp.join(self.output_dir, self._output_file_name())
+        records = sorted(results, key=_record_order)
+        fd, tmp_path = tempfile.mkstemp(
+            dir=self.output_dir, prefix='.' + osp.basename(path) + '.',
+            suffix='.tmp')
+        try:
+            with os.fdopen(fd, 'w', encoding='utf-8') as f:
+                for r in records:
+                    f.write(json.dumps(dict(
+                        key=f"{r['ref_id']}/{r['sent_id']}",
+                        ref_id=r['ref_id'],
+                        sent_id=r['sent_id'],
+                        sentence=r['text'],
+                        intersection=r['intersection'],
+                        union=r['union'],
+                        iou=r['iou'],
+                        img_path=r['img_path']), ensure_ascii=False))
+                    f.write('\n')
+            os.replace(tmp_path, path)
+        except BaseException:
+            if osp.exists(tmp_path):
+                os.remove(tmp_path)
+            raise
+        print_log(f'RefSegMetric: wrote {len(records)} per-sentence records '
+                  f'to {path}', logger='current')
+        return path
+
+    def _output_file_name(self) -> str:
+        """File name of the per-sentence records (see ``output_name``)."""
+        if self.output_name is not None:
+            return self.output_name
+        tag = self.prefix
+        if not tag and self.dataset_meta:
+            tag = self.dataset_meta.get('split')
+        return f'per_sentence_{tag or "results"}.jsonl'.replace('/', '_')
+
+    def _prediction(self, sample: dict, name: str) -> Tensor:
+        """The H x W bool foreground mask of one sample.
+
+        ``seg_logits`` wins over ``pred_sem_seg`` when both are present, so
+        that ``threshold`` is what decides.
+        """
+        if 'seg_logits' in sample:
+            logits = self._field(sample, 'seg_logits', name)
+            logits = self._single_channel(logits, 'seg_logits', name)
+            return torch.sigmoid(logits.float()) > self.threshold
+        if 'pred_sem_seg' in sample:
+            pred = self._field(sample, 'pred_sem_seg', name)
+            return self._single_channel(pred, 'pred_sem_seg', name) > 0
+        raise KeyError(f'RefSegMetric: {name} has neither seg_logits nor '
+                       'pred_sem_seg')
+
+    @staticmethod
+    def _single_channel(t: Tensor, key: str, name: str) -> Tensor:
+        """Checks that ``t`` is 1 x H x W (or H x W) and returns H x W."""
+        if t.dim() == 3 and t.shape[0] == 1:
+            return t[0]
+        if t.dim() == 2:
+            return t
+        raise ValueError(f'RefSegMetric: {key} of {name} must be 1 x H x W, '
+                         f'got {tuple(t.shape)}')
+
+    @staticmethod
+    def _field(sample: dict, key: str, name: str) -> Tensor:
+        """``sample[key]['data']`` as a tensor, with an error naming it."""
+        if key not in sample:
+            raise KeyError(f'RefSegMetric: {name} has no {key}')
+        data = sample[key]
+        if isinstance(data, BaseDataElement):
+            data = data.data
+        elif isinstance(data, dict):
+            data = data['data']
+        return torch.as_tensor(data)
+
+    @staticmethod
+    def _sample_name(sample: dict) -> str:
+        """How errors name a sample: its image path and ref/sentence ids."""
+        return (f"sample (img_path={sample.get('img_path')!r}, "
+                f"ref_id={sample.get('ref_id')!r}, "
+                f"sent_id={sample.get('sent_id')!r})")
+
+    def _log_table(self, metrics: Dict[str, float], num: int) -> None:
+        """Prints the summary as a one-row table through mmengine's logger."""
+        from prettytable import PrettyTable  # installed with mmseg
+        table = PrettyTable()
+        table.add_column('sentences', [num])
+        for key, value in metrics.items():
+            table.add_column(key, [f'{value:.2f}'])
+        title = f'RefSegMetric ({self.prefix})' if self.prefix \
+            else 'RefSegMetric'
+        print_log(f'{title}:\n' + table.get_string(),
+                  logger=MMLogger.get_current_instance())
+
+
+def summarise(intersections: np.ndarray,
+              unions: np.ndarray) -> Dict[str, float]:
+    """mIoU, oIoU and Prec@X in percent from per-sentence I and U.
+
+    Args:
+        intersections (np.ndarray): N intersections (pixel counts).
+        unions (np.ndarray): N unions; 0 means an empty prediction on an
+            empty ground truth, IoU 1.0.
+
+    Returns:
+        dict[str, float]: ``mIoU``, ``oIoU``, ``Prec@0.5`` ... ``Prec@0.9``.
+    """
+    assert intersections.shape == unions.shape and intersections.ndim == 1
+    ious = np.where(unions > 0,
+                    intersections / np.maximum(unions, 1), 1.0)
+    total_union = unions.sum()
+    metrics = dict(
+        mIoU=float(ious.mean() * 100),
+        oIoU=float(intersections.sum() / total_union * 100)
+        if total_union > 0 else 100.0)
+    for thr in PREC_THRESHOLDS:
+        metrics[f'Prec@{thr}'] = float((ious > thr).mean() * 100)
+    return metrics
+
+
+def _record_order(record: dict) -> Tuple[Tuple[int, Any], ...]:
+    """Sort key of the per-sentence records: ref_id, then sent_id.
+
+    Numbers sort numerically and before anything else, which sorts as text
+    (ids may be missing or strings in other data sets).
+    """
+    return tuple((0, v) if isinstance(v, (int, float)) else (1, str(v))
+                 for v in (record['ref_id'], record['sent_id']))

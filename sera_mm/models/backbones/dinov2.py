@@ -1,0 +1,354 @@
+"""DINOv2 with register tokens, on mmpretrain's VisionTransformer."""
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from mmengine.logging import print_log
+from mmengine.model import ModuleList
+from mmpretrain.models.backbones import VisionTransformer
+from torch import Tensor, nn
+
+from sera_mm.models.utils.structures import TextFeatures
+from sera_mm.registry import MODELS
+from .dinov2_checkpoint import OFFICIAL_LAYOUT, read_dinov2_checkpoint
+from .dinov2_layer import DINOv2Layer
+from .pos_embed import resize_pos_embed_antialias
+
+TRAINABLE_MODES = ('bitfit_ln', 'all', 'none')
+
+
+@MODELS.register_module()
+class DINOv2(VisionTransformer):
+    """DINOv2 ViT/14 with register tokens, adapter slots and PET freezing.
+
+    Token layout: ``[cls, registers, H*W patches]``. The position embedding
+    covers cls + a 37 x 37 patch grid (``img_size=518``); it is added before
+    the registers are inserted (registers have none) and resized to other
+    grids as the official reg models do (bicubic, antialias, to the grid
+    size; see :func:`resize_pos_embed_antialias`). LayerNorm eps 1e-6 and
+    LayerScale in every block, as in DINOv2.
+
+    Life-cycle: built from a config; :meth:`init_weights` (called by the
+    Runner or the segmentor) loads ``init_cfg=dict(type='Pretrained',
+    checkpoint=PATH)`` in the official or the converted key layout, then
+    applies ``trainable``; :meth:`train` re-applies ``trainable`` so that no
+    frozen parameter becomes trainable again; :meth:`forward` returns patch
+    maps of the blocks in ``out_indices``.
+
+    Args:
+        arch (str | dict): 'small' / 's', 'base' / 'b', 'large' / 'l', or a
+            dict with ``embed_dims``, ``num_layers``, ``num_heads`` and
+            ``feedforward_channels`` (e.g. a 2-layer model for tests).
+            Defaults to 'base'. ViT-g (SwiGLU FFN) is not supported.
+        img_size (int | tuple): Input size the stored position embedding is
+            made for. Keep 518 to hold the official 37 x 37 grid; other
+            inputs are served by resizing on the fly. Defaults to 518.
+        patch_size (int): Defaults to 14.
+        in_channels (int): Defaults to 3.
+        num_register_tokens (int): 0 or 4 in the official models.
+            Defaults to 4.
+        out_indices (Sequence[int]): Blocks whose output is returned
+            (negative counts from the end). Defaults to (3, 7, 11).
+        drop_rate (float): Dropout after the position embedding and in the
+            blocks. Defaults to 0.
+        drop_path_rate (float): Stochastic depth, linearly increasing over
+            the blocks. Defaults to 0.
+        layer_scale_init_value (float): LayerScale init. Defaults to 1e-5.
+        norm_cfg (dict): Defaults to ``dict(type='LN', eps=1e-6)``.
+        adapter_cfg (dict, optional): Config of the adapter built (one
+            instance per slot, ``MODELS.build``) for each block in
+            ``adapter_indices``; ``in_channels`` defaults to the backbone
+            width D. None: no adapters. Defaults to None.
+        adapter_indices (Sequence[int]): Blocks with an adapter.
+            Defaults to (1, 3, 5, 7, 9, 11).
+        adapter_scale (float): gamma, the adapter's weight next to the FFN.
+            Defaults to 0.2.
+        trainable (str): Which backbone parameters train: 'bitfit_ln' (biases
+            and LayerNorm weights only), 'all' or 'none'. Adapters are not
+            touched: they stay as built (trainable). Defaults to 'bitfit_ln'.
+        init_cfg (dict | list[dict], optional): mmengine init config; see
+            the life-cycle above. ``Pretrained`` takes an optional ``prefix``
+            (e.g. ``'backbone.'``). Defaults to None.
+    """
+    arch_zoo = {
+        **dict.fromkeys(['s', 'small'], {
+            'embed_dims': 384, 'num_layers': 12, 'num_heads': 6,
+            'feedforward_channels': 1536}),
+        **dict.fromkeys(['b', 'base'], {
+            'embed_dims': 768, 'num_layers': 12, 'num_heads': 12,
+            'feedforward_channels': 3072}),
+        **dict.fromkeys(['l', 'large'], {
+            'embed_dims': 1024, 'num_layers': 24, 'num_heads': 16,
+            'feedforward_channels': 4096}),
+    }
+    num_extra_tokens = 1  # tokens with a position embedding: cls only
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'base',
+                 img_size: Union[int, Tuple[int, int]] = 518,
+                 patch_size: int = 14,
+                 in_channels: int = 3,
+                 num_register_tokens: int = 4,
+                 out_indices: Sequence[int] = (3, 7, 11),
+                 drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 layer_scale_init_value: float = 1e-5,
+                 norm_cfg: dict = dict(type='LN', eps=1e-6),
+                 adapter_cfg: Optional[dict] = None,
+                 adapter_indices: Sequence[int] = (1, 3, 5, 7, 9, 11),
+                 adapter_scale: float = 0.2,
+                 trainable: str = 'bitfit_ln',
+                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+        arch_settings = self._resolve_arch(arch)
+        if trainable not in TRAINABLE_MODES:
+            raise ValueError(f'trainable={trainable!r}; choose from {TRAINABLE_MODES}')
+        # The parent builds everything but the blocks (num_layers=0): it
+        # would build plain TransformerEncoderLayers, we need DINOv2Layer.
+        super().__init__(
+            arch={**arch_settings, 'num_layers': 0},
+            img_size=img_size,
+            patch_size=patch_size,
+            in_channels=in_channels,
+            out_indices=[],
+            drop_rate=drop_rate,
+            qkv_bias=True,
+            norm_cfg=norm_cfg,
+            final_norm=True,
+            out_type='featmap',
+            with_cls_token=True,
+            layer_scale_init_value=layer_scale_init_value,
+            init_cfg=init_cfg)
+        self.arch_settings = arch_settings
+        self.num_layers = arch_settings['num_layers']
+        self.patch_size = patch_size
+        self.out_indices = self._resolve_indices(out_indices, 'out_indices')
+
+        dpr = np.linspace(0, drop_path_rate, self.num_layers)
+        self.layers = ModuleList(
+            DINOv2Layer(
+                embed_dims=self.embed_dims,
+                num_heads=arch_settings['num_heads'],
+                feedforward_channels=arch_settings['feedforward_channels'],
+                layer_scale_init_value=layer_scale_init_value,
+                drop_rate=drop_rate,
+                drop_path_rate=float(dpr[i]),
+                qkv_bias=True,
+                norm_cfg=norm_cfg) for i in range(self.num_layers))
+
+        self.num_register_tokens = num_register_tokens
+        self.num_prefix_tokens = 1 + num_register_tokens
+        if num_register_tokens > 0:
+            self.register_tokens = nn.Parameter(
+                torch.zeros(1, num_register_tokens, self.embed_dims))
+        else:
+            self.register_parameter('register_tokens', None)
+
+        self.adapter_scale = adapter_scale
+        self.adapters = nn.ModuleDict()
+        if adapter_cfg is not None:
+            for index in self._resolve_indices(adapter_indices, 'adapter_indices'):
+                cfg = dict(adapter_cfg)
+                cfg.setdefault('in_channels', self.embed_dims)
+                self.adapters[str(index)] = MODELS.build(cfg)
+
+        self.trainable = trainable
+        self._apply_trainable()
+
+    # ----------------------------------------------------------- construction
+    @classmethod
+    def _resolve_arch(cls, arch: Union[str, dict]) -> dict:
+        """Returns the arch settings dict of a name or a custom dict."""
+        if isinstance(arch, str):
+            if arch.lower() not in cls.arch_zoo:
+                raise ValueError(f'DINOv2 arch {arch!r} is not one of '
+                                 f'{sorted(cls.arch_zoo)}')
+            return dict(cls.arch_zoo[arch.lower()])
+        essential = {'embed_dims', 'num_layers', 'num_heads', 'feedforward_channels'}
+        if not isinstance(arch, dict) or not essential <= set(arch):
+            raise ValueError(f'custom DINOv2 arch must be a dict with keys '
+                             f'{sorted(essential)}, got {arch!r}')
+        return dict(arch)
+
+    def _resolve_indices(self, indices: Sequence[int], name: str) -> List[int]:
+        """Turns negative block indices positive; checks the range."""
+        if isinstance(indices, int):
+            indices = [indices]
+        resolved = []
+        for index in indices:
+            positive = index + self.num_layers if index < 0 else index
+            if not 0 <= positive < self.num_layers:
+                raise ValueError(f'{name} holds {index}, outside the '
+                                 f'{self.num_layers} blocks of this arch')
+            resolved.append(positive)
+        return resolved
+
+    # ------------------------------------------------------ trainable params
+    def _apply_trainable(self) -> None:
+        """Sets ``requires_grad`` of the backbone's own parameters.
+
+        Called at the end of ``__init__``, :meth:`init_weights` and
+        :meth:`train`, so that nothing turns a frozen parameter back on.
+        Adapter parameters are left as they are.
+        """
+        layer_norm_params = {
+            id(p)
+            for name, m in self.named_modules()
+            if isinstance(m, nn.LayerNorm) and not name.startswith('adapters.')
+            for p in m.parameters()
+        }
+        for name, param in self.named_parameters():
+            if name.startswith('adapters.'):
+                continue
+            if self.trainable == 'all':
+                flag = True
+            elif self.trainable == 'none':
+                flag = False
+            else:
+                flag = name.endswith('.bias') or id(param) in layer_norm_params
+            param.requires_grad_(flag)
+
+    def train(self, mode: bool = True) -> 'DINOv2':
+        """Sets the train/eval mode, then re-applies ``trainable``."""
+        super().train(mode)
+        self._apply_trainable()
+        return self
+
+    # ------------------------------------------------------------ weights
+    def init_weights(self) -> None:
+        """Initialises or loads the weights; called once after building.
+
+        With a ``Pretrained`` entry in ``init_cfg``, every other part is
+        initialised first (adapters included), then the checkpoint is loaded
+        by :meth:`load_pretrained`. Finally ``trainable`` is applied.
+        """
+        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
+        pretrained = [c for c in cfgs if isinstance(c, dict) and c.get('type') == 'Pretrained']
+        if not pretrained:
+            super().init_weights()
+            if self.register_tokens is not None:
+                nn.init.normal_(self.register_tokens, std=1e-6)
+        else:
+            init_cfg = self.init_cfg
+            others = [c for c in cfgs if c not in pretrained and c is not None]
+            self.init_cfg = others or None
+            try:
+                super().init_weights()
+            finally:
+                self.init_cfg = init_cfg
+            self.load_pretrained(pretrained[-1]['checkpoint'], pretrained[-1].get('prefix'))
+        self._apply_trainable()
+
+    def load_pretrained(self, path: str, prefix: Optional[str] = None) -> None:
+        """Loads a DINOv2 checkpoint, official or converted layout.
+
+        Missing adapter keys are allowed (adapters keep their init); any
+        other missing or unexpected key raises. ``mask_token`` is dropped.
+        What happened is logged to the current MMLogger.
+
+        Args:
+            path (str): Local checkpoint file.
+            prefix (str, optional): Only keys under this prefix, stripped.
+        """
+        state_dict, layout, dropped = read_dinov2_checkpoint(path, prefix)
+        src_tokens = state_dict['pos_embed'].shape[1] if 'pos_embed' in state_dict else None
+        incompatible = self.load_state_dict(state_dict, strict=False)
+        missing = [k for k in incompatible.missing_keys if not k.startswith('adapters.')]
+        if missing or incompatible.unexpected_keys:
+            raise KeyError(f'{path} ({layout} layout) does not fit DINOv2('
+                           f'embed_dims={self.embed_dims}, num_layers='
+                           f'{self.num_layers}, num_register_tokens='
+                           f'{self.num_register_tokens}): missing keys '
+                           f'{missing}, unexpected keys '
+                           f'{incompatible.unexpected_keys}')
+        grid = 'x'.join(map(str, self.patch_resolution))
+        if src_tokens == self.pos_embed.shape[1]:
+            pos_note = f'pos_embed used as stored ({grid} grid)'
+        else:
+            pos_note = f'pos_embed resized to the {grid} grid'
+        converted = ', converted' if layout == OFFICIAL_LAYOUT else ''
+        print_log(
+            f'DINOv2: loaded {len(state_dict)} tensors from {path} ({layout} '
+            f'layout{converted}); {pos_note}; dropped {dropped or "nothing"}; '
+            f'{len(incompatible.missing_keys)} adapter tensors keep their init',
+            logger='current')
+
+    def _prepare_pos_embed(self, state_dict: Dict[str, Tensor], prefix: str,
+                           *args, **kwargs) -> None:
+        """Load-state-dict pre-hook: resizes a checkpoint's pos_embed.
+
+        Replaces mmpretrain's hook, which resizes without antialias. The
+        checkpoint's grid is taken as square (official files: 37 x 37).
+        """
+        name = prefix + 'pos_embed'
+        if name not in state_dict or state_dict[name].shape == self.pos_embed.shape:
+            return
+        stored = state_dict[name]
+        side = math.isqrt(stored.shape[1] - self.num_extra_tokens)
+        if side * side != stored.shape[1] - self.num_extra_tokens:
+            raise ValueError(f'{name} of shape {tuple(stored.shape)}: not cls + '
+                             'a square grid, cannot resize it')
+        state_dict[name] = resize_pos_embed_antialias(
+            stored, (side, side), self.patch_resolution, self.num_extra_tokens)
+        print_log(f'DINOv2: {name} resized from a {side}x{side} to a '
+                  f'{self.patch_resolution[0]}x{self.patch_resolution[1]} grid '
+                  '(bicubic, antialias)', logger='current')
+
+    # ------------------------------------------------------------ forward
+    def forward(self, x: Tensor, text: Optional[TextFeatures] = None) -> Tuple[Tensor, ...]:
+        """Encodes images; called by the segmentor.
+
+        Args:
+            x (Tensor): Images, B x C x H x W, H and W multiples of the patch
+                size (14); other sizes are refused, as the official DINOv2's
+                patch embedding does.
+            text (TextFeatures, optional): Handed to the adapters.
+
+        Returns:
+            tuple[Tensor]: One map B x D x H/14 x W/14 per ``out_indices``
+            entry, in that order, cls and register tokens stripped: the
+            raw output of that block, except the last block's, which is
+            taken after the final LayerNorm (timm's
+            ``get_intermediate_layers(norm=False)`` for the others).
+        """
+        self._check_input(x)
+        batch = x.shape[0]
+        tokens, hw = self.patch_embed(x)
+        tokens = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
+        tokens = tokens + resize_pos_embed_antialias(
+            self.pos_embed, self.patch_resolution, hw, self.num_extra_tokens)
+        tokens = self.drop_after_pos(tokens)
+        if self.register_tokens is not None:
+            tokens = torch.cat([tokens[:, :1],
+                                self.register_tokens.expand(batch, -1, -1),
+                                tokens[:, 1:]], dim=1)
+
+        maps: Dict[int, Tensor] = {}
+        for i, layer in enumerate(self.layers):
+            adapter = self.adapters[str(i)] if str(i) in self.adapters else None
+            tokens = layer(tokens, adapter=adapter, text=text, hw=hw,
+                           num_prefix_tokens=self.num_prefix_tokens,
+                           adapter_scale=self.adapter_scale)
+            if i == self.num_layers - 1:
+                tokens = self.ln1(tokens)
+            if i in self.out_indices:
+                maps[i] = self._to_map(tokens, hw)
+        return tuple(maps[i] for i in self.out_indices)
+
+    def _check_input(self, x: Tensor) -> None:
+        """Raises on a wrong image tensor, naming its shape."""
+        in_channels = self.patch_embed.projection.in_channels
+        if x.dim() != 4 or x.shape[1] != in_channels:
+            raise ValueError(f'DINOv2 expects images B x {in_channels} x H x W, '
+                             f'got shape {tuple(x.shape)}')
+        height, width = x.shape[-2:]
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(
+                f'DINOv2: image shape {tuple(x.shape)} has a side that is not a '
+                f'multiple of the patch size {self.patch_size}; resize or pad '
+                'to multiples of it (the official DINOv2 refuses such inputs too)')
+
+    def _to_map(self, tokens: Tensor, hw: Tuple[int, int]) -> Tensor:
+        """B x N x D tokens -> B x D x H x W patch map (prefix stripped)."""
+        patches = tokens[:, self.num_prefix_tokens:]
+        return patches.reshape(tokens.shape[0], *hw, -1).permute(0, 3, 1, 2).contiguous()

@@ -1,0 +1,65 @@
+"""A DINOv2 block: mmpretrain's ViT encoder layer with an adapter slot."""
+from typing import Optional, Tuple
+
+from mmpretrain.models.backbones.vision_transformer import \
+    TransformerEncoderLayer
+from torch import Tensor, nn
+
+from sera_mm.models.utils.structures import TextFeatures
+
+
+class DINOv2Layer(TransformerEncoderLayer):
+    """mmpretrain's ``TransformerEncoderLayer`` with an optional adapter.
+
+    Without an adapter, :meth:`forward` is the parent's, so the block is the
+    pretrained block bit for bit. With one, the adapter runs in parallel with
+    the FFN, on the same normalised tokens, inside the FFN's layer scale::
+
+        X <- X + ls1(Attn(LN1(X)))
+        H  = LN2(X)
+        X <- X + ls2(FFN(H) + gamma * A(H, text, hw, num_prefix_tokens))
+
+    mmcv's ``FFN.forward`` applies its layer scale (``gamma2``) and adds the
+    residual internally, so the adapted path calls its pieces
+    (``ffn.layers``, ``ffn.gamma2``, ``ffn.dropout_layer``) one by one.
+
+    The adapter is not a child of the layer: the backbone owns the adapters
+    (``DINOv2.adapters``) and hands one over per call, so the layer's state
+    dict stays the pretrained block's.
+    """
+
+    def forward(self,
+                x: Tensor,
+                adapter: Optional[nn.Module] = None,
+                text: Optional[TextFeatures] = None,
+                hw: Optional[Tuple[int, int]] = None,
+                num_prefix_tokens: int = 1,
+                adapter_scale: float = 1.0) -> Tensor:
+        """Runs the block; called by :class:`DINOv2` once per layer.
+
+        Args:
+            x (Tensor): Tokens, B x N x D (prefix tokens, then the H*W patch
+                tokens in row-major order).
+            adapter (nn.Module, optional): ``adapter(h, text, hw,
+                num_prefix_tokens) -> B x N x D``. Defaults to None.
+            text (TextFeatures, optional): Passed to the adapter.
+            hw (tuple[int, int], optional): The patch grid (H, W), passed to
+                the adapter.
+            num_prefix_tokens (int): cls + register tokens, passed to the
+                adapter. Defaults to 1.
+            adapter_scale (float): gamma, the adapter's weight inside the FFN
+                branch. Defaults to 1.0.
+
+        Returns:
+            Tensor: B x N x D.
+        """
+        if adapter is None:
+            return super().forward(x)
+        x = x + self.attn(self.ln1(x))
+        h = self.ln2(x)
+        adapted = adapter(h, text, hw, num_prefix_tokens)
+        if adapted.shape != h.shape:
+            raise ValueError(f'{type(adapter).__name__} returned shape '
+                             f'{tuple(adapted.shape)}, expected {tuple(h.shape)}')
+        out = self.ffn.gamma2(self.ffn.layers(h) + adapter_scale * adapted)
+        return x + self.ffn.dropout_layer(out)

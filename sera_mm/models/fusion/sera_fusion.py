@@ -1,0 +1,116 @@
+"""SERA-Fusion: four residual experts mixed per sample by a noisy Top-k router."""
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+from mmengine.model import BaseModule, ModuleList
+from torch import Tensor
+
+from sera_mm.registry import MODELS
+from ..routers import dense_dispatch, sparse_dispatch
+from ..utils import RoutingResult
+
+# Short names accepted in ``experts``; the boundary and shape experts take phi.
+EXPERT_TYPES: Dict[str, str] = dict(
+    spatial='SpatialExpert', context='ContextExpert',
+    boundary='BoundaryExpert', shape='ShapeExpert')
+_EXPERTS_WITH_PHI = ('boundary', 'shape')
+
+
+@MODELS.register_module()
+class SERAFusion(BaseModule):
+    """Routes each sample of a B x C x H x W level to k of E experts (SERA.md 3).
+
+    ``F_out = sum over kept e of w_e * E_e(F)``, computed by sparse dispatch:
+    an expert runs only on the sub-batch that selected it. A router without
+    indices (e.g. ``SoftRouter``) falls back to the dense mixture.
+
+    BatchNorm and sparse dispatch: phi defaults to BatchNorm as in SERA.md.
+    In training, an expert's BatchNorm then normalises with the statistics of
+    its own sub-batch, so the output is not the dense formula evaluated on
+    the whole batch (that needs a per-sample norm such as
+    ``norm_cfg=dict(type='GN', num_groups=32)``); in eval both agree. A
+    sub-batch of one sample still works while H*W > 1 (statistics are taken
+    over the pixels; 32 x 32 in SERA) and fails at H*W = 1. SyncBN must not
+    be used here: ranks whose batches select different experts would wait
+    on each other forever. Under DDP, experts unselected on a rank get no
+    gradient: set ``find_unused_parameters=True``.
+
+    Args:
+        channels (int): Width C of the level.
+        experts (Sequence[str | dict]): Experts in router order. A string is
+            one of 'spatial', 'context', 'boundary', 'shape'; a dict is a
+            full MODELS config (``channels`` is filled in). Defaults to all
+            four, in that order.
+        router (dict): Router config; ``in_channels`` and ``num_experts``
+            are filled in. Defaults to ``dict(type='NoisyTopKRouter',
+            top_k=2)``.
+        expert_cfgs (dict, optional): Extra arguments per short name, e.g.
+            ``dict(context=dict(num_heads=8, ffn_ratio=4.0))``.
+        norm_cfg (dict): Norm of phi in the boundary and shape experts.
+            Defaults to ``dict(type='BN')``.
+        act_cfg (dict): Activation of phi. Defaults to ``dict(type='ReLU')``.
+        init_cfg (dict, optional): mmengine initialisation config.
+    """
+
+    def __init__(self,
+                 channels: int,
+                 experts: Sequence[Union[str, dict]] = ('spatial', 'context', 'boundary', 'shape'),
+                 router: dict = dict(type='NoisyTopKRouter', top_k=2),
+                 expert_cfgs: Optional[Dict[str, dict]] = None,
+                 norm_cfg: dict = dict(type='BN'),
+                 act_cfg: dict = dict(type='ReLU'),
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg)
+        if len(experts) == 0:
+            raise ValueError('SERAFusion: `experts` is empty')
+        expert_cfgs = expert_cfgs or {}
+        unknown = set(expert_cfgs) - set(EXPERT_TYPES)
+        if unknown:
+            raise ValueError(f'SERAFusion: expert_cfgs has unknown names {sorted(unknown)}; '
+                             f'known: {sorted(EXPERT_TYPES)}')
+        self.channels = channels
+        self.expert_names = []
+        modules = []
+        for expert in experts:
+            if isinstance(expert, str):
+                if expert not in EXPERT_TYPES:
+                    raise ValueError(f'SERAFusion: unknown expert {expert!r} in `experts`; '
+                                     f'known: {sorted(EXPERT_TYPES)}')
+                cfg = dict(type=EXPERT_TYPES[expert], channels=channels)
+                if expert in _EXPERTS_WITH_PHI:
+                    cfg.update(norm_cfg=norm_cfg, act_cfg=act_cfg)
+                cfg.update(expert_cfgs.get(expert, {}))
+                self.expert_names.append(expert)
+            else:
+                cfg = dict(expert)
+                cfg.setdefault('channels', channels)
+                self.expert_names.append(str(cfg.get('type')))
+            modules.append(MODELS.build(cfg))
+        # mmengine's ModuleList so that init_weights reaches the experts.
+        self.experts = ModuleList(modules)
+
+        router = dict(router)
+        router.setdefault('in_channels', channels)
+        if router.setdefault('num_experts', len(modules)) != len(modules):
+            raise ValueError(f'SERAFusion: router.num_experts={router["num_experts"]} but '
+                             f'{len(modules)} experts are configured')
+        self.router = MODELS.build(router)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, RoutingResult]:
+        """Mixes the experts on one level; called once per level per batch.
+
+        Args:
+            x (Tensor): B x C x H x W.
+
+        Returns:
+            tuple: the mixed map (B x C x H x W) and the router's
+            :class:`RoutingResult` (for the MoE loss and statistics).
+        """
+        if x.dim() != 4 or x.size(1) != self.channels:
+            raise ValueError(f'SERAFusion: expected B x {self.channels} x H x W, '
+                             f'got {tuple(x.shape)}')
+        routing = self.router(x)
+        if routing.indices is None:
+            out = dense_dispatch(x, self.experts, routing.weights)
+        else:
+            out = sparse_dispatch(x, self.experts, routing.weights, routing.indices)
+        return out, routing

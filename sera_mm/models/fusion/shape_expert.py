@@ -1,0 +1,64 @@
+"""SERA-Fusion's shape expert: features fused with a blur and a Laplacian."""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn import ConvModule
+from mmengine.model import BaseModule
+from torch import Tensor
+
+from sera_mm.registry import MODELS
+from .kernels import depthwise_weight, gaussian_kernel, laplacian_kernel
+
+
+@MODELS.register_module()
+class ShapeExpert(BaseModule):
+    """``E_sh = F + phi(Conv1x1([F, Bl, La]))`` (SERA.md 3, shape expert).
+
+    ``Bl`` is a depthwise 3 x 3 Gaussian blur (the binomial kernel, fixed: a
+    non-persistent buffer); ``La`` a depthwise 3 x 3 conv initialised to the
+    discrete Laplace kernel and learnable (SERA.md says "initialised"). Both
+    zero-pad. phi is norm + activation.
+
+    Args:
+        channels (int): Width C of the feature map.
+        norm_cfg (dict): Norm of phi. Defaults to ``dict(type='BN')``.
+        act_cfg (dict): Activation of phi. Defaults to ``dict(type='ReLU')``.
+        init_cfg (dict, optional): mmengine initialisation config.
+    """
+
+    def __init__(self,
+                 channels: int,
+                 norm_cfg: dict = dict(type='BN'),
+                 act_cfg: dict = dict(type='ReLU'),
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg)
+        self.channels = channels
+        self.register_buffer('blur', depthwise_weight(gaussian_kernel(), channels),
+                             persistent=False)
+        self.laplacian = nn.Conv2d(channels, channels, 3, padding=1, groups=channels,
+                                   bias=False)
+        self.fuse = ConvModule(3 * channels, channels, 1, norm_cfg=norm_cfg, act_cfg=act_cfg)
+        self._init_laplacian()
+
+    def _init_laplacian(self) -> None:
+        with torch.no_grad():
+            self.laplacian.weight.copy_(depthwise_weight(laplacian_kernel(), self.channels))
+
+    def init_weights(self) -> None:
+        """Runs mmengine's initialisation, then restores the Laplace kernel.
+
+        Called by the runner (through the parents' ``init_weights``) after an
+        ancestor's ``init_cfg`` may have overwritten every Conv2d.
+        """
+        super().init_weights()
+        self._init_laplacian()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Maps B x C x H x W to B x C x H x W."""
+        if x.dim() != 4 or x.size(1) != self.channels:
+            raise ValueError(f'ShapeExpert: expected B x {self.channels} x H x W, '
+                             f'got {tuple(x.shape)}')
+        blurred = F.conv2d(x, self.blur.to(x.dtype), padding=1, groups=self.channels)
+        return x + self.fuse(torch.cat([x, blurred, self.laplacian(x)], dim=1))

@@ -1,0 +1,69 @@
+"""Dice loss for 1-channel mask logits."""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from sera_mm.registry import MODELS
+
+
+@MODELS.register_module()
+class BinaryDiceLoss(nn.Module):
+    """Soft Dice loss of sigmoid(logits) against a 0/1 mask, per sample.
+
+    ``1 - (2 sum(p t) + eps) / (sum(p) + sum(t) + eps)`` over the valid
+    pixels of each sample, averaged over the batch.
+
+    mmseg's ``DiceLoss`` is not used: given B x 1 x H x W logits and the
+    B x H x W label that mmseg's losses take, it one-hot encodes the label
+    and keeps channel 0, i.e. scores the prediction against the background
+    (see the test that shows it); it also cannot ignore pixels.
+
+    Args:
+        eps (float): Smoothing term in numerator and denominator.
+            Defaults to 1.0.
+        loss_weight (float): Weight of the loss. Defaults to 1.0.
+        loss_name (str): Key of the loss in the loss dict; must start with
+            ``loss_`` to be summed into the total. Defaults to 'loss_dice'.
+    """
+
+    def __init__(self,
+                 eps: float = 1.0,
+                 loss_weight: float = 1.0,
+                 loss_name: str = 'loss_dice') -> None:
+        super().__init__()
+        self.eps = eps
+        self.loss_weight = loss_weight
+        self._loss_name = loss_name
+
+    def forward(self,
+                pred: Tensor,
+                target: Tensor,
+                ignore_index: Optional[int] = 255,
+                **kwargs) -> Tensor:
+        """Loss of B x 1 x H x W logits against a B x H x W 0/1 mask.
+
+        Pixels equal to ``ignore_index`` count neither in the prediction
+        nor in the target.
+        """
+        assert pred.dim() == 4 and pred.shape[1] == 1 and \
+            target.shape == pred.shape[:1] + pred.shape[2:], \
+            f'BinaryDiceLoss: expected B x 1 x H x W logits and a B x H x W mask, ' \
+            f'got {tuple(pred.shape)} and {tuple(target.shape)}'
+        prob = pred.sigmoid().flatten(1)
+        target = target.flatten(1)
+        if ignore_index is None:
+            valid = torch.ones_like(target, dtype=torch.bool)
+        else:
+            valid = target != ignore_index
+        prob = prob * valid
+        target = (target * valid).to(prob.dtype)
+        inter = (prob * target).sum(1)
+        dice = (2 * inter + self.eps) / (prob.sum(1) + target.sum(1) + self.eps)
+        return self.loss_weight * (1 - dice).mean()
+
+    @property
+    def loss_name(self) -> str:
+        """str: Key of this loss in the loss dict."""
+        return self._loss_name

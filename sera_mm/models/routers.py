@@ -1,0 +1,211 @@
+"""Routers that mix experts, and the sparse dispatch of Top-k routing.
+
+SERA uses two routers (SERA.md sections 2 and 3): the SERA-Adapter's
+:class:`SoftRouter` (every expert, softmax weights) and SERA-Fusion's
+:class:`NoisyTopKRouter` (k experts per sample, noisy in training). Both
+summarise their input by global average pooling and return a
+:class:`~sera_mm.models.utils.RoutingResult`. :func:`sparse_dispatch` runs
+each expert only on the samples that selected it; :func:`dense_dispatch` is
+the reference it must equal.
+"""
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModule
+from torch import Tensor
+
+from sera_mm.registry import MODELS
+from .utils import RoutingResult
+
+
+def global_pool(x: Tensor, in_channels: int, owner: str) -> Tensor:
+    """Averages a B x C x H x W map over H, W; passes a B x C summary through.
+
+    Args:
+        x (Tensor): B x C x H x W or B x C.
+        in_channels (int): Expected C.
+        owner (str): Name of the caller, for the error message.
+
+    Returns:
+        Tensor: B x C.
+    """
+    if x.dim() == 4:
+        x = x.mean(dim=(2, 3))
+    elif x.dim() != 2:
+        raise ValueError(f'{owner}: expected B x C x H x W or B x C, got shape {tuple(x.shape)}')
+    if x.size(1) != in_channels:
+        raise ValueError(f'{owner}: expected C = in_channels = {in_channels}, got {x.size(1)}')
+    return x
+
+
+@MODELS.register_module()
+class SoftRouter(BaseModule):
+    """Soft router: ``w = softmax(W_r g)`` over all experts (SERA.md 2, Eq. 3-4).
+
+    Args:
+        in_channels (int): Width C of the routed feature.
+        num_experts (int): Number of experts E. Defaults to 2.
+        init_cfg (dict, optional): mmengine initialisation config.
+    """
+
+    def __init__(self, in_channels: int, num_experts: int = 2,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg)
+        if num_experts < 1:
+            raise ValueError(f'SoftRouter: num_experts must be >= 1, got {num_experts}')
+        self.in_channels = in_channels
+        self.num_experts = num_experts
+        self.fc = nn.Linear(in_channels, num_experts)
+
+    def forward(self, x: Tensor) -> RoutingResult:
+        """Routes a batch; called once per forward of the owning module.
+
+        Args:
+            x (Tensor): B x C x H x W (pooled here) or an already pooled B x C.
+
+        Returns:
+            RoutingResult: logits B x E, weights B x E (softmax, rows sum to
+            1), indices None.
+        """
+        logits = self.fc(global_pool(x, self.in_channels, type(self).__name__))
+        return RoutingResult(logits=logits, weights=logits.softmax(dim=1), indices=None)
+
+
+@MODELS.register_module()
+class NoisyTopKRouter(BaseModule):
+    """Noisy Top-k router (SERA.md 3, Eq. 21-26).
+
+    ``g = GAP(F)``; ``h = W2 ReLU(W1 g)``; in training only
+    ``h~ = (h + sigma * eps) / tau`` with ``eps ~ N(0, 1)``, at eval
+    ``h~ = h / tau``. The k largest entries of ``h~`` are kept; their weights
+    are the softmax over the kept entries, the others are 0.
+
+    With ``top_k=1`` every kept weight is exactly 1, so the task loss sends
+    no gradient to the router; it then learns only from the MoE
+    regularisation (which reads the clean logits h).
+
+    Args:
+        in_channels (int): Width C of the routed feature.
+        num_experts (int): Number of experts E. Defaults to 4.
+        top_k (int): Experts kept per sample, 1 <= k <= E. Defaults to 2.
+        hidden_channels (int, optional): Width of W1's output. Defaults to
+            ``max(1, C // 4)``.
+        noise_std (float): sigma, the standard deviation of the training
+            noise. Defaults to 1.0.
+        temperature (float): tau, divides the (noisy) logits. Defaults to 1.0.
+        init_cfg (dict, optional): mmengine initialisation config.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 num_experts: int = 4,
+                 top_k: int = 2,
+                 hidden_channels: Optional[int] = None,
+                 noise_std: float = 1.0,
+                 temperature: float = 1.0,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg)
+        if not 1 <= top_k <= num_experts:
+            raise ValueError(
+                f'NoisyTopKRouter: top_k must be in [1, num_experts={num_experts}], got {top_k}')
+        if temperature <= 0:
+            raise ValueError(f'NoisyTopKRouter: temperature must be > 0, got {temperature}')
+        if noise_std < 0:
+            raise ValueError(f'NoisyTopKRouter: noise_std must be >= 0, got {noise_std}')
+        hidden_channels = hidden_channels or max(1, in_channels // 4)
+        self.in_channels = in_channels
+        self.num_experts = num_experts
+        self.top_k = top_k
+        self.noise_std = noise_std
+        self.temperature = temperature
+        self.fc1 = nn.Linear(in_channels, hidden_channels)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(hidden_channels, num_experts)
+
+    def forward(self, x: Tensor) -> RoutingResult:
+        """Routes a batch; called once per forward of the owning module.
+
+        Args:
+            x (Tensor): B x C x H x W (pooled here) or an already pooled B x C.
+
+        Returns:
+            RoutingResult: clean logits h (B x E), weights (B x E, k non-zero
+            entries per row summing to 1) and indices (B x k, the kept
+            experts by decreasing noisy logit).
+        """
+        g = global_pool(x, self.in_channels, type(self).__name__)
+        logits = self.fc2(self.act(self.fc1(g)))
+        scores = logits
+        if self.training and self.noise_std > 0:
+            scores = scores + self.noise_std * torch.randn_like(scores)
+        scores = scores / self.temperature
+        kept, indices = scores.topk(self.top_k, dim=1)
+        weights = torch.zeros_like(scores).scatter(1, indices, kept.softmax(dim=1))
+        return RoutingResult(logits=logits, weights=weights, indices=indices)
+
+
+def _check_routing(x: Tensor, experts: Sequence[nn.Module], weights: Tensor,
+                   owner: str) -> None:
+    if weights.shape != (x.size(0), len(experts)):
+        raise ValueError(f'{owner}: weights must be B x E = {x.size(0)} x {len(experts)}, '
+                         f'got {tuple(weights.shape)}')
+
+
+def sparse_dispatch(x: Tensor, experts: Sequence[nn.Module], weights: Tensor,
+                    indices: Tensor) -> Tensor:
+    """Runs each expert only on the samples that selected it.
+
+    For expert e, gathers the rows b with e in ``indices[b]``, runs the expert
+    on that sub-batch and scatter-adds ``weights[b, e] * E_e(x_b)`` into the
+    output. Compute grows with k, not with E. Equals :func:`dense_dispatch`
+    when every expert treats samples independently (no batch statistics:
+    BatchNorm in training mode sees the sub-batch only).
+
+    Args:
+        x (Tensor): B x ..., the input of every expert.
+        experts (Sequence[nn.Module]): E experts; each maps b x ... to
+            b x ... (same trailing shape for every expert).
+        weights (Tensor): B x E mixing weights (zero off the selection).
+        indices (Tensor): B x k selected expert indices.
+
+    Returns:
+        Tensor: B x ..., ``sum over selected e of w_be * E_e(x_b)``.
+    """
+    _check_routing(x, experts, weights, 'sparse_dispatch')
+    if indices.dim() != 2 or indices.size(0) != x.size(0):
+        raise ValueError(f'sparse_dispatch: indices must be B x k with B = {x.size(0)}, '
+                         f'got {tuple(indices.shape)}')
+    out: Optional[Tensor] = None
+    for e, expert in enumerate(experts):
+        rows = (indices == e).any(dim=1).nonzero(as_tuple=True)[0]
+        if rows.numel() == 0:
+            continue
+        y = expert(x.index_select(0, rows))
+        w = weights[rows, e].view(-1, *([1] * (y.dim() - 1))).to(y.dtype)
+        if out is None:
+            out = y.new_zeros((x.size(0),) + y.shape[1:])
+        # Cast: under autocast, experts may return different dtypes.
+        out = out.index_add(0, rows, y.to(out.dtype))
+    if out is None:  # only for an empty batch
+        return x.new_zeros(x.shape)
+    return out
+
+
+def dense_dispatch(x: Tensor, experts: Sequence[nn.Module], weights: Tensor) -> Tensor:
+    """Reference mixture: every expert on every sample, ``sum_e w_e E_e(x)``.
+
+    Args:
+        x (Tensor): B x ..., the input of every expert.
+        experts (Sequence[nn.Module]): E experts.
+        weights (Tensor): B x E mixing weights.
+
+    Returns:
+        Tensor: B x ..., the weighted sum of all experts' outputs.
+    """
+    _check_routing(x, experts, weights, 'dense_dispatch')
+    out = 0
+    for e, expert in enumerate(experts):
+        y = expert(x)
+        out = out + weights[:, e].view(-1, *([1] * (y.dim() - 1))).to(y.dtype) * y
+    return out

@@ -1,0 +1,199 @@
+"""The referring segmentor: text encoder, backbone, neck, decoder, head."""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmengine.structures import PixelData
+from mmseg.models.segmentors import BaseSegmentor
+from mmseg.structures import SegDataSample
+from torch import Tensor
+
+from sera_mm.datasets.transforms.letterbox import undo_letterbox
+from sera_mm.models.utils import RoutingResult, TextFeatures
+from sera_mm.registry import MODELS
+
+SampleList = List[SegDataSample]
+
+
+@MODELS.register_module()
+class ReferringSegmentor(BaseSegmentor):
+    """Segments the object a sentence refers to (SERA.md s. 1-6).
+
+    The tokens in each data sample's ``text_tokens`` go through the text
+    encoder; the image goes through the backbone (which may read the text
+    features, for the SERA-Adapters); the neck fuses the levels and gates
+    them with the sentence, the decoder lets pixels attend to words, and the
+    head predicts 1-channel mask logits at 4x the patch grid.
+
+    ``loss`` returns the head's losses plus the MoE regularisation of the
+    neck's routers; ``predict`` follows the RIS protocol: sigmoid, resize to
+    the letterboxed input, undo the letterbox to the original size,
+    threshold. After each forward, :attr:`last_routings` holds the neck's
+    routing results, detached, for statistics hooks.
+
+    Args:
+        text_encoder (dict): Text encoder config; maps B x L tokens to
+            :class:`TextFeatures`.
+        backbone (dict): Image encoder config; ``forward(inputs, text)``
+            returns a tuple of B x D x h x w maps.
+        neck (dict): Neck config; ``forward(feats, text)`` returns
+            ``(B x C x h x w, list of RoutingResult)``.
+        decoder (dict): Decoder config; ``forward(x, text)`` keeps the shape.
+        decode_head (dict): Head config; ``forward(x, text)`` returns
+            B x 1 x H' x W' logits, ``loss(x, text, gt_masks)`` a loss dict.
+        moe_loss (dict, optional): Config of the MoE regularisation, called
+            on the neck's routing results when there are any. Defaults to
+            None.
+        data_preprocessor (dict, optional): Data preprocessor config.
+        train_cfg (dict, optional): Unused; kept for mmseg's interface.
+        test_cfg (dict, optional): ``threshold`` on the sigmoid.
+            Defaults to None (``dict(threshold=0.35)``).
+        init_cfg (dict or list[dict], optional): Initialisation config.
+    """
+
+    def __init__(self,
+                 text_encoder: dict,
+                 backbone: dict,
+                 neck: dict,
+                 decoder: dict,
+                 decode_head: dict,
+                 moe_loss: Optional[dict] = None,
+                 data_preprocessor: Optional[dict] = None,
+                 train_cfg: Optional[dict] = None,
+                 test_cfg: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.text_encoder = MODELS.build(text_encoder)
+        self.backbone = MODELS.build(backbone)
+        self.neck = MODELS.build(neck)
+        self.decoder = MODELS.build(decoder)
+        self.decode_head = MODELS.build(decode_head)
+        self.moe_loss = MODELS.build(moe_loss) if moe_loss is not None else None
+        self.train_cfg = train_cfg
+        self.test_cfg = dict(threshold=0.35)
+        self.test_cfg.update(test_cfg or {})
+        unknown = set(self.test_cfg) - {'threshold'}
+        if unknown:
+            raise KeyError(f'ReferringSegmentor: unknown test_cfg keys {sorted(unknown)}')
+        # Resizing is bilinear with half-pixel centres throughout, as in
+        # undo_letterbox.
+        self.align_corners = False
+        self.last_routings: List[RoutingResult] = []
+
+    # -- feature path -----------------------------------------------------
+    def encode_text(self, data_samples: SampleList) -> TextFeatures:
+        """Stacks each sample's ``text_tokens`` (L) and encodes them."""
+        if not data_samples or 'text_tokens' not in data_samples[0]:
+            raise KeyError('ReferringSegmentor: every data sample needs a `text_tokens` '
+                           'field (added by the tokenising transform)')
+        tokens = torch.stack([ds.text_tokens for ds in data_samples])
+        return self.text_encoder(tokens)
+
+    def extract_feat(self, inputs: Tensor,
+                     text: TextFeatures) -> Tuple[Tensor, List[RoutingResult]]:
+        """Backbone, neck and decoder.
+
+        Returns:
+            tuple: The decoder output (B x C x h x w) and the neck's routing
+            results; the latter are also kept, detached, in
+            :attr:`last_routings`.
+        """
+        feats = self.backbone(inputs, text)
+        x, routings = self.neck(feats, text)
+        self.last_routings = [
+            RoutingResult(*(t.detach() if t is not None else None for t in r))
+            for r in routings
+        ]
+        return self.decoder(x, text), routings
+
+    def encode_decode(self, inputs: Tensor, batch_data_samples: SampleList) -> Tensor:
+        """Mask logits resized to the input size, B x 1 x H x W."""
+        logits = self._forward(inputs, batch_data_samples)
+        return F.interpolate(logits, inputs.shape[-2:], mode='bilinear',
+                             align_corners=self.align_corners)
+
+    def _forward(self, inputs: Tensor, data_samples: Optional[SampleList] = None) -> Tensor:
+        """Tensor mode: mask logits at the head's resolution, B x 1 x H' x W'."""
+        if data_samples is None:
+            raise ValueError('ReferringSegmentor: data_samples with `text_tokens` are '
+                             'needed in every mode')
+        text = self.encode_text(data_samples)
+        x, _ = self.extract_feat(inputs, text)
+        return self.decode_head(x, text)
+
+    # -- modes ------------------------------------------------------------
+    def loss(self, inputs: Tensor, data_samples: SampleList) -> Dict[str, Tensor]:
+        """Loss mode: the head's losses plus the MoE regularisation.
+
+        Args:
+            inputs (Tensor): B x 3 x H x W normalised images.
+            data_samples (list[SegDataSample]): With ``text_tokens`` and
+                ``gt_sem_seg`` (1 x H x W, at the input size).
+
+        Returns:
+            dict[str, Tensor]: Losses (keys ``loss_*``) and logged statistics.
+        """
+        text = self.encode_text(data_samples)
+        x, routings = self.extract_feat(inputs, text)
+        gt_masks = torch.stack([ds.gt_sem_seg.data for ds in data_samples])
+        losses = dict(self.decode_head.loss(x, text, gt_masks))
+        if self.moe_loss is not None and routings:
+            losses.update(self.moe_loss(routings))
+        return losses
+
+    def predict(self, inputs: Tensor, data_samples: SampleList) -> SampleList:
+        """Predict mode: fills ``seg_logits`` and ``pred_sem_seg`` per sample.
+
+        Both are 1 x h0 x w0 at each sample's original size (see
+        :meth:`postprocess_result`).
+        """
+        logits = self._forward(inputs, data_samples)
+        return self.postprocess_result(logits, data_samples, inputs.shape[-2:])
+
+    def postprocess_result(self, seg_logits: Tensor, data_samples: SampleList,
+                           input_shape: Optional[Sequence[int]] = None) -> SampleList:
+        """Maps the head's logits to masks at each original image size.
+
+        Per SERA.md s. 6: sigmoid; resize to the batch input size; crop the
+        data preprocessor's padding (``padding_size``); undo the letterbox
+        (``letterbox`` meta) or, without one, resize to ``ori_shape``;
+        threshold. ``seg_logits`` stores the logit of the resampled
+        probabilities (clamped to [1e-6, 1 - 1e-6]), so that
+        ``sigmoid(seg_logits) > threshold`` gives ``pred_sem_seg`` up to
+        rounding.
+
+        Args:
+            seg_logits (Tensor): B x 1 x H' x W' mask logits.
+            data_samples (list[SegDataSample]): One per image; updated in
+                place.
+            input_shape (Sequence[int], optional): The batch input size
+                H x W. Defaults to the logits' size.
+
+        Returns:
+            list[SegDataSample]: ``data_samples``, each with ``seg_logits``
+            (float) and ``pred_sem_seg`` (long, 0/1), both 1 x h0 x w0.
+        """
+        assert seg_logits.dim() == 4 and seg_logits.shape[1] == 1, \
+            f'ReferringSegmentor: expected B x 1 x H x W logits, got {tuple(seg_logits.shape)}'
+        assert len(data_samples) == seg_logits.shape[0], \
+            f'ReferringSegmentor: {len(data_samples)} data samples for ' \
+            f'{seg_logits.shape[0]} logit maps'
+        probs = seg_logits.float().sigmoid()
+        if input_shape is not None and probs.shape[-2:] != tuple(input_shape):
+            probs = F.interpolate(probs, tuple(input_shape), mode='bilinear',
+                                  align_corners=self.align_corners)
+        height, width = probs.shape[-2:]
+        for prob, data_sample in zip(probs, data_samples):
+            meta = data_sample.metainfo
+            pad_left, pad_right, pad_top, pad_bottom = meta.get('padding_size', (0, 0, 0, 0))
+            prob = prob[:, pad_top:height - pad_bottom, pad_left:width - pad_right]
+            if 'letterbox' in meta:
+                prob = undo_letterbox(prob, meta['letterbox'])
+            elif prob.shape[-2:] != tuple(meta['ori_shape']):
+                prob = F.interpolate(prob[None], tuple(meta['ori_shape']), mode='bilinear',
+                                     align_corners=self.align_corners)[0]
+            data_sample.set_data(dict(
+                seg_logits=PixelData(data=torch.logit(prob, eps=1e-6)),
+                pred_sem_seg=PixelData(
+                    data=(prob > self.test_cfg['threshold']).long())))
+        return data_samples

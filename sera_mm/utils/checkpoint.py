@@ -1,0 +1,98 @@
+"""Loading mmengine Runner checkpoints with ``torch.load(weights_only=True)``.
+
+mmengine 0.10.7 calls ``torch.load`` without ``weights_only``; since torch
+2.6 that means ``weights_only=True``, whose unpickler refuses every global
+that is not allow-listed. A Runner checkpoint holds, besides tensors, the
+message hub's :class:`~mmengine.logging.HistoryBuffer` objects, which keep
+their history in numpy arrays, so resuming fails with ``Unsupported global:
+mmengine.logging.history_buffer.HistoryBuffer`` and then numpy's array and
+dtype globals. Rather than turning the check off (``weights_only=False``
+runs any code a checkpoint names), :func:`register_checkpoint_safe_globals`
+allow-lists exactly these few globals; anything else is still refused.
+"""
+from typing import Callable, List, Tuple, Union
+
+import numpy as np
+import torch
+
+SafeGlobal = Union[Callable, Tuple[Callable, str]]
+
+_registered = False
+
+
+def _numpy_multiarray():
+    """numpy's ``multiarray`` module (``numpy._core`` since numpy 2)."""
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+    return multiarray
+
+
+def checkpoint_safe_globals() -> List[SafeGlobal]:
+    """The globals that an mmengine Runner checkpoint needs, besides torch's.
+
+    Found by saving a Runner checkpoint (Adam, a multi-step LR schedule, a
+    message hub after a few iterations) and listing what
+    ``torch.serialization.get_unsafe_globals_in_checkpoint`` reports and what
+    ``torch.load`` then asks for (a dtype's class is only met when its
+    instance is built). ``collections.Counter`` (the milestones of
+    ``MultiStepLR``) is allowed by torch already.
+
+    Returns:
+        list: Classes and functions, and ``(object, name)`` pairs for the
+        numpy 1 names of numpy's functions, so that checkpoints written
+        under numpy 1 (``numpy.core.multiarray._reconstruct``) load under
+        numpy 2.
+    """
+    from mmengine.logging import HistoryBuffer
+    multiarray = _numpy_multiarray()
+    safe: List[SafeGlobal] = [
+        HistoryBuffer,
+        # A pickled ndarray: _reconstruct(ndarray, shape, dtype) + setstate.
+        multiarray._reconstruct,
+        np.ndarray,
+        np.dtype,
+        # A pickled numpy scalar, e.g. a np.float64 statistic.
+        multiarray.scalar,
+    ]
+    # np.dtype('f8') is built as an instance of numpy.dtypes.Float64DType
+    # (numpy >= 1.25), whose class the unpickler checks when it sets the
+    # dtype's state. HistoryBuffer stores float64; int64 and float32 are
+    # what numpy gives integer and single-precision values logged as
+    # arrays or scalars.
+    for name in ('float64', 'int64', 'float32'):
+        dtype_class = type(np.dtype(name))
+        if dtype_class is not np.dtype:
+            safe.append(dtype_class)
+    if multiarray.__name__ != 'numpy.core.multiarray':
+        safe.append((multiarray._reconstruct,
+                     'numpy.core.multiarray._reconstruct'))
+        safe.append((multiarray.scalar, 'numpy.core.multiarray.scalar'))
+    return safe
+
+
+def register_checkpoint_safe_globals() -> None:
+    """Allow-lists :func:`checkpoint_safe_globals` for ``torch.load``.
+
+    Called once at start-up (``sera_mm.register_all_modules`` calls it), so
+    that ``Runner.resume`` and ``load_from`` load mmengine checkpoints with
+    ``weights_only=True``. Idempotent: later calls change nothing.
+    """
+    global _registered
+    if _registered:
+        return
+    already = set(map(_key, torch.serialization.get_safe_globals()))
+    torch.serialization.add_safe_globals(
+        [g for g in checkpoint_safe_globals() if _key(g) not in already])
+    _registered = True
+
+
+def _key(safe_global: SafeGlobal) -> Tuple[int, str]:
+    """Identity of an allow-list entry: the object and the name it goes by."""
+    if isinstance(safe_global, tuple):
+        obj, name = safe_global
+    else:
+        obj = safe_global
+        name = f'{obj.__module__}.{obj.__qualname__}'
+    return id(obj), name

@@ -1,0 +1,103 @@
+"""Checks run by the tools before anything is built.
+
+A config that names a data file or a pretrained checkpoint which is not on
+disk should fail at once, with the path and the README section that explains
+where the file comes from, not minutes later inside the Runner.
+"""
+import os.path as osp
+from typing import Any, Iterator, List, Tuple
+
+import torch
+from mmengine.config import Config
+
+DATA_HELP = "see the README section 'Data preparation'"
+WEIGHTS_HELP = "see the README section 'Pretrained weights'"
+
+
+def _datasets(dataset_cfg: Any) -> Iterator[dict]:
+    """Yields the leaf dataset dicts of a (possibly wrapped) dataset config."""
+    if not isinstance(dataset_cfg, dict):
+        return
+    if 'datasets' in dataset_cfg:  # ConcatDataset and friends
+        for sub in dataset_cfg['datasets']:
+            yield from _datasets(sub)
+    elif 'dataset' in dataset_cfg:  # RepeatDataset and friends
+        yield from _datasets(dataset_cfg['dataset'])
+    else:
+        yield dataset_cfg
+
+
+def _pretrained_paths(node: Any, key: str = 'model') -> Iterator[Tuple[str, str]]:
+    """Yields (config key, path) of every local checkpoint a model config names."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            sub = f'{key}.{k}'
+            if isinstance(v, str) and (k == 'pretrained' or (
+                    k == 'checkpoint' and node.get('type') == 'Pretrained')):
+                if '://' not in v:
+                    yield sub, v
+            else:
+                yield from _pretrained_paths(v, sub)
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _pretrained_paths(v, f'{key}[{i}]')
+
+
+def missing_inputs(cfg: Config, mode: str = 'train') -> List[str]:
+    """Lists the data and weight files that ``cfg`` needs but that are absent.
+
+    Args:
+        cfg (Config): The full config.
+        mode (str): 'train' checks the train and val data, 'test' the test
+            data. Pretrained weights are checked in both modes.
+
+    Returns:
+        list[str]: One message per missing file, naming the config key.
+    """
+    loaders = ['train_dataloader', 'val_dataloader'] if mode == 'train' \
+        else ['test_dataloader']
+    problems = []
+    for loader in loaders:
+        loader_cfg = cfg.get(loader)
+        if not loader_cfg:
+            continue
+        for ds in _datasets(loader_cfg.get('dataset')):
+            root = ds.get('data_root', '') or ''
+            if root and not osp.isdir(root):
+                problems.append(f'{loader}.dataset.data_root: directory {root!r} '
+                                f'does not exist ({DATA_HELP})')
+                continue
+            for key in ('ann_file', 'split_file'):
+                name = ds.get(key)
+                if not name:
+                    continue
+                path = name if osp.isabs(name) else osp.join(root, name)
+                if not osp.isfile(path):
+                    problems.append(f'{loader}.dataset.{key}: file {path!r} does '
+                                    f'not exist ({DATA_HELP})')
+    for key, path in _pretrained_paths(cfg.get('model', {})):
+        if not osp.isfile(path):
+            problems.append(f'{key}: pretrained weights {path!r} not found ({WEIGHTS_HELP})')
+    return problems
+
+
+def check_config_inputs(cfg: Config, mode: str = 'train') -> None:
+    """Raises FileNotFoundError listing every missing input of ``cfg``.
+
+    Called by ``tools/train.py`` and ``tools/test.py`` before the Runner is
+    built.
+    """
+    problems = missing_inputs(cfg, mode)
+    if problems:
+        raise FileNotFoundError(
+            f'{cfg.filename or "config"}: missing input(s):\n  - ' + '\n  - '.join(problems))
+
+
+def set_dist_backend(cfg: Config) -> None:
+    """Uses the gloo backend for distributed runs on a machine without CUDA.
+
+    The configs default to NCCL, which needs GPUs; with gloo the same
+    ``dist_train.sh`` / ``dist_test.sh`` commands run on CPUs.
+    """
+    if cfg.get('launcher', 'none') != 'none' and not torch.cuda.is_available():
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'

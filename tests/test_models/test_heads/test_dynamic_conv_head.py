@@ -1,0 +1,95 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sera_mm.models.decode_heads import DynamicConvHead
+from sera_mm.models.utils import TextFeatures
+from sera_mm.registry import MODELS
+
+BCE = dict(type='mmseg.CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0,
+           loss_name='loss_bce')
+
+
+def _head(**kwargs):
+    cfg = dict(type='DynamicConvHead', in_channels=16, channels=8, text_channels=12)
+    cfg.update(kwargs)
+    return MODELS.build(cfg)
+
+
+def _text(b=3, c=12):
+    return TextFeatures(torch.randn(b, 4, c), torch.randn(b, c), torch.zeros(b, 4, dtype=torch.bool))
+
+
+def test_head_upsamples_four_times_to_one_channel():
+    head = _head()
+    assert isinstance(head, DynamicConvHead)
+    assert head(torch.randn(3, 16, 5, 7), _text()).shape == (3, 1, 20, 28)
+
+
+def test_dynamic_conv_equals_a_per_sample_loop():
+    torch.manual_seed(0)
+    head = _head(kernel_size=3)
+    x = torch.randn(3, 8, 6, 5)
+    s = torch.randn(3, 12)
+    params = head.kernel_proj(s)
+    expected = torch.cat([
+        F.conv2d(x[i:i + 1], params[i, :-1].reshape(1, 8, 3, 3), params[i, -1:], padding=1)
+        for i in range(3)
+    ])
+    torch.testing.assert_close(head.dynamic_conv(x, s), expected)
+
+
+def test_bce_loss_equals_torch_on_the_nearest_downsampled_mask():
+    torch.manual_seed(0)
+    head = _head()
+    x, text = torch.randn(3, 16, 4, 4), _text()
+    gt = (torch.rand(3, 1, 64, 64) > 0.5).long()
+    losses = head.loss(x, text, gt)
+    assert set(losses) == {'loss_bce'}
+    logits = head(x, text)
+    target = gt[:, :, ::4, ::4].float()  # nearest x1/4 keeps pixel 4i of each 4
+    torch.testing.assert_close(losses['loss_bce'],
+                               F.binary_cross_entropy_with_logits(logits, target))
+
+
+def test_bce_and_dice_together_and_ignored_pixels():
+    torch.manual_seed(0)
+    head = _head(loss_decode=[
+        dict(BCE, loss_weight=2.0),
+        dict(type='BinaryDiceLoss', eps=1.0, loss_weight=0.5)
+    ])
+    logits = torch.randn(3, 1, 8, 8)
+    gt = (torch.rand(3, 1, 8, 8) > 0.5).long()
+    gt[:, :, :2] = 255  # ignored rows
+    losses = head.loss_by_feat(logits, gt)
+    assert set(losses) == {'loss_bce', 'loss_dice'}
+    valid = (gt != 255).float()
+    target = gt.float() * valid
+    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction='none') * valid).mean()
+    torch.testing.assert_close(losses['loss_bce'], 2.0 * bce)
+    p = logits.sigmoid() * valid
+    inter = (p * target).flatten(1).sum(1)
+    dice = (2 * inter + 1) / (p.flatten(1).sum(1) + target.flatten(1).sum(1) + 1)
+    torch.testing.assert_close(losses['loss_dice'], 0.5 * (1 - dice).mean())
+
+
+def test_binary_dice_loss_is_zero_for_a_perfect_prediction():
+    dice = MODELS.build(dict(type='BinaryDiceLoss', eps=1e-6))
+    target = torch.zeros(2, 6, 6, dtype=torch.long)
+    target[:, 1:4, 2:5] = 1
+    logits = (target[:, None].float() * 2 - 1) * 100
+    assert dice(logits, target).item() == pytest.approx(0.0, abs=1e-5)
+    assert dice(-logits, target).item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_mmseg_dice_loss_scores_one_channel_logits_against_the_background():
+    """Why BinaryDiceLoss exists: mmseg's DiceLoss, given 1-channel logits
+    and the B x H x W label its losses take, one-hot encodes the label and
+    keeps class 0, so a perfect foreground prediction gets the worst loss."""
+    mmseg_dice = MODELS.build(dict(type='mmseg.DiceLoss', use_sigmoid=True, eps=1e-6,
+                                   naive_dice=True))
+    target = torch.zeros(2, 6, 6, dtype=torch.long)
+    target[:, 1:4, 2:5] = 1
+    perfect = (target[:, None].float() * 2 - 1) * 100
+    assert mmseg_dice(perfect, target).item() > 0.99
+    assert mmseg_dice(-perfect, target).item() < 0.01

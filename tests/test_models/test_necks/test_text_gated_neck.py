@@ -1,0 +1,113 @@
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from sera_mm.models.necks import CoordConv, SentenceGate, TextGatedNeck
+from sera_mm.models.necks.coord_conv import coordinate_grid
+from sera_mm.models.utils import RoutingResult, TextFeatures
+from sera_mm.registry import MODELS
+
+
+@MODELS.register_module(name='StubZeroFusion', force=True)
+class StubZeroFusion(nn.Module):
+    """Stand-in fusion: multiplies the map by a zero-initialised scale."""
+
+    def __init__(self, channels: int, num_experts: int = 4):
+        super().__init__()
+        self.channels = channels
+        self.scale = nn.Parameter(torch.zeros(()))
+        self.router = nn.Linear(channels, num_experts)
+
+    def forward(self, x):
+        assert x.shape[1] == self.channels
+        logits = self.router(x.mean((2, 3)))
+        return x * self.scale, RoutingResult(logits, logits.softmax(-1), None)
+
+
+def _text(b=2, l=5, c=24):
+    return TextFeatures(torch.randn(b, l, c), torch.randn(b, c), torch.zeros(b, l, dtype=torch.bool))
+
+
+def _neck(**kwargs):
+    cfg = dict(type='TextGatedNeck', in_channels=[16, 12], channels=32, text_channels=24)
+    cfg.update(kwargs)
+    return MODELS.build(cfg)
+
+
+def test_neck_shapes_without_fusion():
+    neck = _neck()
+    assert isinstance(neck, TextGatedNeck) and not neck.with_fusion
+    out, routings = neck([torch.randn(2, 16, 5, 6), torch.randn(2, 12, 5, 6)], _text())
+    assert out.shape == (2, 32, 5, 6)
+    assert routings == []
+
+
+def test_neck_rejects_levels_of_different_sizes_or_count():
+    neck = _neck()
+    with pytest.raises(AssertionError, match='differ in size'):
+        neck([torch.randn(2, 16, 5, 6), torch.randn(2, 12, 4, 6)], _text())
+    with pytest.raises(ValueError, match='in_channels'):
+        neck([torch.randn(2, 16, 5, 6)], _text())
+
+
+def test_neck_output_depends_on_the_sentence():
+    torch.manual_seed(0)
+    neck = _neck().eval()
+    feats = [torch.randn(2, 16, 5, 6), torch.randn(2, 12, 5, 6)]
+    text = _text()
+    other = text._replace(sentence=torch.randn_like(text.sentence))
+    assert not torch.allclose(neck(feats, text)[0], neck(feats, other)[0])
+
+
+def test_fusion_runs_per_level_before_the_gate():
+    torch.manual_seed(0)
+    neck = _neck(fusion_cfg=dict(type='StubZeroFusion')).eval()
+    assert neck.with_fusion and len(neck.fusions) == 2
+    assert neck.fusions[0] is not neck.fusions[1]
+    assert all(f.channels == 32 for f in neck.fusions)  # C filled in
+    feats = [torch.randn(2, 16, 5, 6), torch.randn(2, 12, 5, 6)]
+    text = _text()
+    out, routings = neck(feats, text)
+    assert len(routings) == 2 and routings[0].logits.shape == (2, 4)
+    # The stub zeroes every level; were it applied after the gate or after
+    # the merge, the sentence would still reach the output.
+    other = text._replace(sentence=torch.randn_like(text.sentence))
+    torch.testing.assert_close(out, neck(feats, other)[0])
+    # ... and its parameter is trained through the neck.
+    out.square().sum().backward()
+    assert neck.fusions[0].scale.grad.abs() > 0
+
+
+def test_sentence_gate_equals_single_key_multihead_attention():
+    torch.manual_seed(0)
+    c, c_text, b, h, w = 16, 12, 3, 4, 5
+    mha = nn.MultiheadAttention(c, 4, kdim=c_text, vdim=c_text, batch_first=True).eval()
+    nn.init.normal_(mha.in_proj_bias)
+    nn.init.normal_(mha.out_proj.bias)
+    gate = SentenceGate(c, c_text)
+    w_o, b_o = mha.out_proj.weight, mha.out_proj.bias
+    b_v = mha.in_proj_bias[2 * c:]
+    with torch.no_grad():
+        gate.value.weight.copy_(w_o @ mha.v_proj_weight)
+        gate.value.bias.copy_(w_o @ b_v + b_o)
+    x = torch.randn(b, c, h, w)
+    s = torch.randn(b, c_text)
+    tokens = x.flatten(2).transpose(1, 2)
+    attn = mha(tokens, s[:, None], s[:, None], need_weights=False)[0]
+    expected = x * attn.transpose(1, 2).reshape(b, c, h, w)
+    torch.testing.assert_close(gate(x, s), expected)
+
+
+def test_coordinate_grid_and_coord_conv():
+    grid = coordinate_grid(2, 3, 5, torch.empty(0))
+    assert grid.shape == (2, 2, 3, 5)
+    torch.testing.assert_close(grid[0, 0, 1], torch.linspace(-1, 1, 5))  # x along width
+    torch.testing.assert_close(grid[0, 1, :, 2], torch.linspace(-1, 1, 3))  # y along height
+    conv = CoordConv(4, 6, 3, norm_cfg=None, act_cfg=None)
+    x = torch.zeros(1, 4, 3, 5)
+    # With a zero input only the coordinate channels drive the output.
+    expected = F.conv2d(torch.cat([x, grid[:1]], 1), conv.conv.conv.weight,
+                        conv.conv.conv.bias, padding=1)
+    torch.testing.assert_close(conv(x), expected)
+    assert conv(x).std() > 0

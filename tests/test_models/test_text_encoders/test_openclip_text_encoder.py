@@ -1,0 +1,200 @@
+"""OpenCLIPTextEncoder equals open_clip's CLIP.encode_text on the same weights.
+
+References are open_clip ``CLIP`` models (tiny image tower, the text tower
+under test) at context 77; their checkpoints are saved in open_clip format
+and as an OpenAI-style TorchScript archive (fp16 weights, OpenAI key names,
+``visual.*`` included), which open_clip's ``load_openai_model`` reads too.
+Tokens are padded with zeros to 77 for the reference: with a causal mask,
+the first 17 positions do not see the padding.
+"""
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import sera_mm.models.text_encoders.openclip_text_encoder as encoder_module
+from sera_mm.models.text_encoders import OpenCLIPTextEncoder
+from sera_mm.registry import MODELS
+
+EMBED_DIM = 32
+TINY_TEXT = dict(context_length=77, vocab_size=49408, width=64, heads=1, layers=2)
+TINY_VISION = dict(image_size=32, patch_size=16, width=64, layers=1)
+SENTENCES = ['the man on the left', 'a red umbrella held by the woman in the middle',
+             'zebra']
+TOL = 1e-5
+
+
+def _reference(text_cfg: dict, quick_gelu: bool, seed: int = 0) -> open_clip.CLIP:
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(EMBED_DIM if text_cfg is TINY_TEXT else 512, vision_cfg=TINY_VISION,
+                           text_cfg=text_cfg, quick_gelu=quick_gelu)
+    with torch.no_grad():  # ln_final and biases start trivial in open_clip
+        for name, param in model.named_parameters():
+            if name.endswith('bias') or 'ln' in name:
+                param.add_(0.1 * torch.randn_like(param))
+    return model.eval()
+
+
+def _tokens(context_length: int = 17) -> torch.Tensor:
+    return open_clip.tokenize(SENTENCES, context_length=context_length)
+
+
+def _reference_sentence(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.encode_text(F.pad(tokens, (0, 77 - tokens.shape[1])))
+
+
+def _save_open_clip(model: nn.Module, path) -> str:
+    """open_clip format, wrapped and DDP-prefixed as a training run saves it."""
+    torch.save({'state_dict': {f'module.{k}': v for k, v in model.state_dict().items()}},
+               path)
+    return str(path)
+
+
+class _Holder(nn.Module):
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _save_openai_torchscript(model: open_clip.CLIP, path) -> str:
+    """A torch.jit archive whose state dict looks like OpenAI's ViT-B-16.pt."""
+    state_dict = {k: v.half() for k, v in model.state_dict().items()}
+    state_dict.update(input_resolution=torch.tensor(32), context_length=torch.tensor(77),
+                      vocab_size=torch.tensor(49408))
+    root = _Holder()
+    for key, value in state_dict.items():
+        *path_parts, leaf = key.split('.')
+        module = root
+        for part in path_parts:
+            if part not in module._modules:
+                module.add_module(part, _Holder())
+            module = module._modules[part]
+        if value.is_floating_point():
+            module.register_parameter(leaf, nn.Parameter(value, requires_grad=False))
+        else:
+            module.register_buffer(leaf, value)
+    torch.jit.save(torch.jit.script(root), str(path))
+    return str(path)
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+@pytest.mark.parametrize('quick_gelu', [True, False])
+def test_tiny_sentence_matches_open_clip(tmp_path, quick_gelu):
+    ref = _reference(TINY_TEXT, quick_gelu)
+    path = _save_open_clip(ref, tmp_path / 'tiny.pth')
+    encoder = MODELS.build(dict(type='OpenCLIPTextEncoder', text_cfg=TINY_TEXT,
+                                embed_dim=EMBED_DIM, context_length=17,
+                                quick_gelu=quick_gelu, pretrained=path))
+    tokens = _tokens()
+    out = encoder(tokens)
+    assert out.words.shape == (3, 17, 64) and out.sentence.shape == (3, EMBED_DIM)
+    diff = _max_diff(out.sentence, _reference_sentence(ref, tokens))
+    print(f'tiny, quick_gelu={quick_gelu}: max |ours - open_clip| = {diff:.2e}')
+    assert diff <= TOL
+
+
+def test_vit_b_16_sentence_matches_open_clip(tmp_path):
+    text_cfg = open_clip.get_model_config('ViT-B-16')['text_cfg']
+    ref = _reference(text_cfg, quick_gelu=False)
+    path = _save_open_clip(ref, tmp_path / 'b16.pth')
+    encoder = OpenCLIPTextEncoder('ViT-B-16', context_length=22, quick_gelu=False,
+                                  pretrained=path)
+    assert encoder.text.positional_embedding.shape == (22, 512)
+    assert encoder.text.attn_mask.shape == (22, 22)
+    assert not any(name.startswith('visual') for name, _ in encoder.named_parameters())
+    tokens = _tokens(22)
+    out = encoder(tokens)
+    assert out.words.shape == (3, 22, 512)
+    diff = _max_diff(out.sentence, _reference_sentence(ref, tokens))
+    print(f'ViT-B-16: max |ours - open_clip| = {diff:.2e}')
+    assert diff <= TOL
+
+
+def test_openai_torchscript_matches_load_openai_model(tmp_path, monkeypatch):
+    logs = []
+    monkeypatch.setattr(encoder_module, 'print_log', lambda msg, **kw: logs.append(msg))
+    path = _save_openai_torchscript(_reference(TINY_TEXT, quick_gelu=True), tmp_path / 'oa.pt')
+    ref = open_clip.load_openai_model(path, device='cpu').eval()
+    encoder = OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, quick_gelu=True,
+                                  pretrained=path)
+    assert encoder.text.token_embedding.weight.dtype == torch.float32
+    tokens = _tokens()
+    diff = _max_diff(encoder(tokens).sentence, _reference_sentence(ref, tokens))
+    print(f'TorchScript: max |ours - load_openai_model| = {diff:.2e}')
+    assert diff <= TOL
+    assert 'OpenAI TorchScript' in logs[0] and "'visual'" in logs[0]
+
+
+def test_openai_torchscript_refuses_gelu(tmp_path):
+    path = _save_openai_torchscript(_reference(TINY_TEXT, quick_gelu=True), tmp_path / 'oa.pt')
+    with pytest.raises(ValueError, match='QuickGELU'):
+        OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, quick_gelu=False,
+                            pretrained=path)
+
+
+def test_quick_gelu_is_honoured(tmp_path):
+    ref = _reference(TINY_TEXT, quick_gelu=True)
+    path = _save_open_clip(ref, tmp_path / 'tiny.pth')
+    tokens = _tokens()
+    quick = OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, quick_gelu=True,
+                                pretrained=path)
+    plain = OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, quick_gelu=False,
+                                pretrained=path)
+    assert isinstance(quick.text.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
+    assert type(plain.text.transformer.resblocks[0].mlp.gelu) is nn.GELU
+    expected = _reference_sentence(ref, tokens)
+    assert _max_diff(quick(tokens).sentence, expected) <= TOL
+    assert _max_diff(plain(tokens).sentence, expected) > 1e-3
+
+
+def test_words_pad_mask_and_short_rows(tmp_path):
+    encoder = OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, context_length=17)
+    tokens = torch.tensor([[49406, 320, 1929, 49407, 0, 0],
+                           [49406, 320, 49407, 0, 0, 0]])
+    out = encoder(tokens)
+    assert out.pad_mask.tolist() == [[False] * 4 + [True] * 2, [False] * 3 + [True] * 3]
+    full = encoder(F.pad(tokens, (0, 11)))
+    assert out.words.shape == (2, 6, 64)
+    assert torch.allclose(out.words, full.words[:, :6], atol=1e-6)
+    assert torch.allclose(out.sentence, full.sentence, atol=1e-6)
+    # words are ln_final's output: the EOT word through the projection is the sentence
+    eot_words = out.words[torch.arange(2), tokens.argmax(-1)]
+    assert torch.allclose(eot_words @ encoder.text.text_projection, out.sentence, atol=1e-6)
+
+
+def test_too_long_tokens_are_refused():
+    encoder = OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, context_length=17)
+    with pytest.raises(ValueError, match=r'context_length=17.*\(2, 18\)'):
+        encoder(torch.zeros(2, 18, dtype=torch.long))
+
+
+def test_frozen_encoder_stays_frozen_and_builds_no_graph():
+    encoder = OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, frozen=True)
+    encoder.requires_grad_(True)
+    encoder.train()
+    assert not encoder.training and not encoder.text.training
+    assert not any(p.requires_grad for p in encoder.parameters())
+    encoder.init_weights()
+    assert not any(p.requires_grad for p in encoder.parameters())
+    out = encoder(_tokens())
+    assert out.words.grad_fn is None and out.sentence.grad_fn is None
+
+    trainable = OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, frozen=False)
+    trainable.train()
+    assert trainable.training
+    out = trainable(_tokens())
+    out.sentence.sum().backward()
+    assert trainable.text.text_projection.grad is not None
+
+
+def test_checkpoint_with_wrong_shapes_is_named(tmp_path):
+    ref = _reference(TINY_TEXT, quick_gelu=True)
+    path = _save_open_clip(ref, tmp_path / 'tiny.pth')
+    with pytest.raises(KeyError, match=r'ln_final\.weight: file \(64,\) vs model \(96,\)'):
+        OpenCLIPTextEncoder(text_cfg=dict(TINY_TEXT, width=96), embed_dim=EMBED_DIM,
+                            pretrained=path)

@@ -1,0 +1,67 @@
+"""Print the trainable and total parameters of a config's model.
+
+One row per top-level module of the model and per immediate child of the
+expanded groups (the backbone by default: its layers next to its adapters),
+with the trainable share of each, and the totals.
+
+Example:
+    python tools/analysis_tools/count_params.py configs/sera/sera_dinov2-b_refcoco.py
+    python tools/analysis_tools/count_params.py CONFIG --json params.json \
+        --expand backbone text_encoder
+"""
+import argparse
+import json
+import os
+import os.path as osp
+from typing import List, Optional
+
+from mmengine.config import Config, DictAction
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Count trainable and total parameters of a model')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, key=value')
+    parser.add_argument(
+        '--expand', nargs='+', default=['backbone'],
+        help='top-level modules whose immediate children get rows too '
+        '(default: backbone)')
+    parser.add_argument('--json', metavar='OUT',
+                        help='also save the rows as JSON to this file')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> List[dict]:
+    """Builds the model of the config, prints the table, returns the rows."""
+    args = parse_args(argv)
+    from sera_mm import register_all_modules
+    from sera_mm.registry import MODELS
+    from sera_mm.utils import format_param_report, param_report
+
+    register_all_modules()
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if 'model' not in cfg:
+        raise KeyError(f'{args.config} has no `model` to count')
+    # Pretrained weights (init_cfg) are not loaded: init_weights() is not
+    # called, and the counts do not depend on the values.
+    model = MODELS.build(cfg.model)
+    rows = param_report(model, expand=args.expand)
+    print(f'Parameters of {cfg.model.get("type", type(model).__name__)} '
+          f'({args.config}):')
+    print(format_param_report(rows))
+    if args.json:
+        out_dir = osp.dirname(osp.abspath(args.json))
+        os.makedirs(out_dir, exist_ok=True)
+        with open(args.json, 'w', encoding='utf-8') as f:
+            json.dump(rows, f, indent=2)
+        print(f'Saved the rows to {args.json}')
+    return rows
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,105 @@
+"""Evaluate a checkpoint on the test split(s) of a config.
+
+Example:
+    python tools/test.py configs/sera/sera_dinov2-b_refcoco.py work_dirs/x/best.pth
+    python tools/test.py CONFIG CKPT --out results/ --show-dir vis/
+    python tools/test.py CONFIG CKPT --shuffle-sentences   # text-reading control
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.runner import Runner
+
+from sera_mm import register_all_modules
+from sera_mm.utils.preflight import check_config_inputs, set_dist_backend
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test (evaluate) a sera_mm model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--work-dir', help='the dir to save logs and the metrics JSON')
+    parser.add_argument(
+        '--out', help='dir for one JSON record per sentence (ref id, sentence '
+        'id, sentence, intersection, union, IoU)')
+    parser.add_argument(
+        '--show-dir', help='dir to save the drawn predictions (one image per sentence)')
+    parser.add_argument('--show', action='store_true', help='show predictions in a window')
+    parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument(
+        '--shuffle-sentences', action='store_true',
+        help='control run: permute the sentences across samples (seeded) so that '
+        'each image is paired with another referent\'s sentence; a model that '
+        'reads the sentence must score far lower')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, key=value')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def _evaluators(cfg: Config) -> list:
+    """Returns the metric dicts of ``cfg.test_evaluator`` (dict or list)."""
+    evaluator = cfg.test_evaluator
+    if isinstance(evaluator, (dict, ConfigDict)) and 'metrics' in evaluator:
+        evaluator = evaluator['metrics']
+    return evaluator if isinstance(evaluator, list) else [evaluator]
+
+
+def trigger_visualization_hook(cfg: Config, args: argparse.Namespace) -> None:
+    """Turns on the visualization hook for ``--show`` / ``--show-dir``."""
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise RuntimeError(
+            'VisualizationHook must be included in default_hooks; refer to the '
+            'usage "visualization=dict(type=\'mmseg.SegVisualizationHook\')"')
+    hook['draw'] = True
+    if args.show:
+        hook['show'] = True
+        hook['wait_time'] = args.wait_time
+    if args.show_dir:
+        cfg.visualizer['save_dir'] = args.show_dir
+
+
+def main() -> None:
+    args = parse_args()
+    register_all_modules()
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        trigger_visualization_hook(cfg, args)
+    if args.shuffle_sentences:
+        cfg.test_dataloader.dataset.shuffle_sentences = True
+    if args.out:
+        for metric in _evaluators(cfg):
+            metric['output_dir'] = args.out
+
+    set_dist_backend(cfg)
+    check_config_inputs(cfg, mode='test')
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
+
+    runner = Runner.from_cfg(cfg)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,80 @@
+"""Train a referring segmentation model from a config.
+
+Example:
+    python tools/train.py configs/sera/sera_dinov2-b_refcoco.py
+    python tools/train.py CONFIG --work-dir work_dirs/x --amp --resume
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+from sera_mm import register_all_modules
+from sera_mm.utils.preflight import check_config_inputs, set_dist_backend
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a sera_mm model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume', action='store_true',
+        help='resume from the latest checkpoint in the work dir')
+    parser.add_argument(
+        '--amp', action='store_true',
+        help='automatic mixed precision (bf16 where the GPU supports it, else fp16)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, key=value (e.g. '
+        'train_dataloader.batch_size=8)')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+        help='job launcher')
+    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    register_all_modules()
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+    if args.amp:
+        optim_wrapper = cfg.optim_wrapper.type
+        if optim_wrapper == 'AmpOptimWrapper':
+            print('AMP training is already enabled in your config.')
+        else:
+            assert optim_wrapper == 'OptimWrapper', (
+                f'`--amp` is only supported with OptimWrapper, got {optim_wrapper}')
+            import torch
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+                # bf16 has fp32's range: no loss scaling needed
+                cfg.optim_wrapper.dtype = 'bfloat16'
+            else:
+                cfg.optim_wrapper.loss_scale = 'dynamic'
+
+    cfg.resume = args.resume
+    set_dist_backend(cfg)
+    check_config_inputs(cfg, mode='train')
+
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
