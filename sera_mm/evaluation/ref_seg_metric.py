@@ -125,14 +125,14 @@ class RefSegMetric(BaseMetric):
                     f'RefSegMetric: gt_sem_seg of {name} holds values other '
                     f'than 0, 1 and ignore_index={self.ignore_index}: '
                     f'{gt.unique().tolist()}')
-            target = (gt == 1) & valid
+            target = gt == 1  # False on ignored pixels already
             pred = pred & valid
             intersection = int((pred & target).sum().item())
             union = int((pred | target).sum().item())
             self.results.append(
                 dict(
-                    ref_id=sample.get('ref_id'),
-                    sent_id=sample.get('sent_id'),
+                    ref_id=_plain(sample.get('ref_id')),
+                    sent_id=_plain(sample.get('sent_id')),
                     text=sample.get('text'),
                     img_path=sample.get('img_path'),
                     intersection=intersection,
@@ -198,6 +198,7 @@ class RefSegMetric(BaseMetric):
                         iou=r['iou'],
                         img_path=r['img_path']), ensure_ascii=False))
                     f.write('\n')
+            os.chmod(tmp_path, 0o644)  # mkstemp makes it owner-only
             os.replace(tmp_path, path)
         except BaseException:
             if osp.exists(tmp_path):
@@ -281,7 +282,7 @@ def summarise(intersections: np.ndarray,
     Args:
         intersections (np.ndarray): N intersections (pixel counts).
         unions (np.ndarray): N unions; 0 means an empty prediction on an
-            empty ground truth, IoU 1.0.
+            empty ground truth, IoU 1.0 (and oIoU 100 if all unions are 0).
 
     Returns:
         dict[str, float]: ``mIoU``, ``oIoU``, ``Prec@0.5`` ... ``Prec@0.9``.
@@ -297,6 +298,13 @@ def summarise(intersections: np.ndarray,
     for thr in PREC_THRESHOLDS:
         metrics[f'Prec@{thr}'] = float((ious > thr).mean() * 100)
     return metrics
+
+
+def _plain(value: Any) -> Any:
+    """A numpy or 0-d tensor id as a Python number, so JSON can write it."""
+    if isinstance(value, (np.generic, Tensor)):
+        return value.item()
+    return value
 
 
 def _record_order(record: dict) -> Tuple[Tuple[int, Any], ...]:

@@ -186,7 +186,7 @@ def sparse_dispatch(x: Tensor, experts: Sequence[nn.Module], weights: Tensor,
         if out is None:
             out = y.new_zeros((x.size(0),) + y.shape[1:])
         # Cast: under autocast, experts may return different dtypes.
-        out = out.index_add(0, rows, y.to(out.dtype))
+        out = out.index_add(0, rows, (w * y).to(out.dtype))
     if out is None:  # only for an empty batch
         return x.new_zeros(x.shape)
     return out

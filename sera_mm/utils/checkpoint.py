@@ -9,15 +9,21 @@ mmengine.logging.history_buffer.HistoryBuffer`` and then numpy's array and
 dtype globals. Rather than turning the check off (``weights_only=False``
 runs any code a checkpoint names), :func:`register_checkpoint_safe_globals`
 allow-lists exactly these few globals; anything else is still refused.
+
+One of them needs care: a HistoryBuffer pickles its statistic methods
+(``HistoryBuffer.min`` ...), which protocol 2 writes as
+``getattr(HistoryBuffer, 'min')``. Allowing the builtin ``getattr`` would
+let a checkpoint fetch any attribute of any object it can build; instead the
+name ``builtins.getattr`` is bound to :func:`history_buffer_getattr`, which
+hands out only those methods.
 """
-from typing import Callable, List, Tuple, Union
+import pickle
+from typing import Any, Callable, List, Tuple, Union
 
 import numpy as np
 import torch
 
 SafeGlobal = Union[Callable, Tuple[Callable, str]]
-
-_registered = False
 
 
 def _numpy_multiarray():
@@ -29,11 +35,39 @@ def _numpy_multiarray():
     return multiarray
 
 
+def history_buffer_getattr(owner: Any, name: str) -> Callable:
+    """What ``getattr`` means while unpickling a checkpoint.
+
+    Called by the ``weights_only`` unpickler for each ``getattr`` a
+    checkpoint holds (see the module docstring).
+
+    Returns:
+        Callable: ``getattr(owner, name)`` when ``owner`` is
+        :class:`~mmengine.logging.HistoryBuffer` and ``name`` one of its
+        registered statistic methods (``min``, ``max``, ``current``,
+        ``mean``).
+
+    Raises:
+        pickle.UnpicklingError: For any other owner or name.
+    """
+    from mmengine.logging import HistoryBuffer
+    if owner is HistoryBuffer and isinstance(name, str) and \
+            name in HistoryBuffer._statistics_methods and \
+            getattr(HistoryBuffer, name, None) is \
+            HistoryBuffer._statistics_methods[name]:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'Refused getattr({owner!r}, {name!r}) in a checkpoint: with '
+        'weights_only=True, sera_mm allows getattr only for the statistic '
+        'methods of mmengine.logging.HistoryBuffer')
+
+
 def checkpoint_safe_globals() -> List[SafeGlobal]:
     """The globals that an mmengine Runner checkpoint needs, besides torch's.
 
-    Found by saving a Runner checkpoint (Adam, a multi-step LR schedule, a
-    message hub after a few iterations) and listing what
+    Found by saving Runner checkpoints (Adam, a multi-step LR schedule,
+    training and validation logs, ``save_best`` on a metric returned as a
+    numpy scalar) and listing what
     ``torch.serialization.get_unsafe_globals_in_checkpoint`` reports and what
     ``torch.load`` then asks for (a dtype's class is only met when its
     instance is built). ``collections.Counter`` (the milestones of
@@ -55,13 +89,14 @@ def checkpoint_safe_globals() -> List[SafeGlobal]:
         np.dtype,
         # A pickled numpy scalar, e.g. a np.float64 statistic.
         multiarray.scalar,
+        # Protocol 2 writes it '__builtin__ getattr'; torch reads builtins.
+        (history_buffer_getattr, 'builtins.getattr'),
     ]
     # np.dtype('f8') is built as an instance of numpy.dtypes.Float64DType
     # (numpy >= 1.25), whose class the unpickler checks when it sets the
-    # dtype's state. HistoryBuffer stores float64; int64 and float32 are
-    # what numpy gives integer and single-precision values logged as
-    # arrays or scalars.
-    for name in ('float64', 'int64', 'float32'):
+    # dtype's state. A HistoryBuffer holds float64 values and int64 counts;
+    # a metric returned as np.float64 (the best score) is a float64 scalar.
+    for name in ('float64', 'int64'):
         dtype_class = type(np.dtype(name))
         if dtype_class is not np.dtype:
             safe.append(dtype_class)
@@ -77,15 +112,15 @@ def register_checkpoint_safe_globals() -> None:
 
     Called once at start-up (``sera_mm.register_all_modules`` calls it), so
     that ``Runner.resume`` and ``load_from`` load mmengine checkpoints with
-    ``weights_only=True``. Idempotent: later calls change nothing.
+    ``weights_only=True``. Idempotent: adds only the entries that are not
+    allow-listed yet.
     """
-    global _registered
-    if _registered:
-        return
+    if not hasattr(torch.serialization, 'add_safe_globals'):
+        return  # torch < 2.4 has no allow-list (nor weights_only default)
     already = set(map(_key, torch.serialization.get_safe_globals()))
-    torch.serialization.add_safe_globals(
-        [g for g in checkpoint_safe_globals() if _key(g) not in already])
-    _registered = True
+    missing = [g for g in checkpoint_safe_globals() if _key(g) not in already]
+    if missing:
+        torch.serialization.add_safe_globals(missing)
 
 
 def _key(safe_global: SafeGlobal) -> Tuple[int, str]:

@@ -173,9 +173,9 @@ def test_per_sentence_records(tmp_path):
                     text='left cup'),
         make_sample(gt, pred=pred, ref_id=5, sent_id=11, img_path='x.jpg',
                     text='cup on the left'),
-        # Another referent in the same image.
-        make_sample(gt, pred=pred, ref_id=2, sent_id=3, img_path='x.jpg',
-                    text='the table'),
+        # Another referent in the same image, ids as numpy scalars.
+        make_sample(gt, pred=pred, ref_id=np.int64(2), sent_id=np.int64(3),
+                    img_path='x.jpg', text='the table'),
     ]
     metric = RefSegMetric(output_dir=str(tmp_path), prefix='refcoco_val')
     metric.process(None, samples)

@@ -1,4 +1,5 @@
 """Resuming mmengine Runner checkpoints with weights_only=True."""
+import contextlib
 import copy
 import os
 import os.path as osp
@@ -16,6 +17,7 @@ from torch.utils.data import Dataset
 
 from sera_mm.utils import (checkpoint_safe_globals,
                            register_checkpoint_safe_globals)
+from sera_mm.utils.checkpoint import history_buffer_getattr
 
 
 class ToyModel(BaseModel):
@@ -134,35 +136,74 @@ def test_resume_restores_state_exactly(trained, tmp_path, monkeypatch):
     assert len(capture.loss_history) == 2
 
 
-def test_allow_list_covers_checkpoint(trained):
-    _, ckpt = trained
-    allowed = {
-        g[1] if isinstance(g, tuple) else f'{g.__module__}.{g.__qualname__}'
-        for g in checkpoint_safe_globals()
-    }
-    unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(ckpt))
-    assert 'mmengine.logging.history_buffer.HistoryBuffer' in unsafe
-    assert unsafe <= allowed, unsafe - allowed
-
-
-def test_checkpoint_needs_the_allow_list(trained):
-    """Without the allow-list, weights_only loading refuses the checkpoint."""
-    _, ckpt = trained
+@contextlib.contextmanager
+def only_safe_globals(entries):
+    """Temporarily replaces the user allow-list of torch.load by entries."""
     saved = torch.serialization.get_safe_globals()
     torch.serialization.clear_safe_globals()
+    torch.serialization.add_safe_globals(list(entries))
     try:
+        yield
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(saved)
+
+
+def entry_name(entry) -> str:
+    if isinstance(entry, tuple):
+        return entry[1]
+    return f'{entry.__module__}.{entry.__qualname__}'
+
+
+def test_allow_list_is_exactly_what_checkpoint_needs(trained):
+    _, ckpt = trained
+    entries = checkpoint_safe_globals()
+    with only_safe_globals([]):
+        unsafe = set(
+            torch.serialization.get_unsafe_globals_in_checkpoint(ckpt))
+        # Without the allow-list, weights_only loading refuses it.
         with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
             _load_checkpoint(ckpt, map_location='cpu')
-    finally:
-        torch.serialization.add_safe_globals(saved)
-    assert _load_checkpoint(ckpt, map_location='cpu')['meta']['iter'] == 2
+    assert 'mmengine.logging.history_buffer.HistoryBuffer' in unsafe
+    assert unsafe <= {entry_name(e) for e in entries}
+    # Every entry is needed: without it the checkpoint does not load. The
+    # numpy 1 aliases are the exception (this checkpoint uses numpy 2 names).
+    needed = [e for e in entries
+              if not entry_name(e).startswith('numpy.core.')]
+    assert len(needed) >= 8
+    for drop in needed:
+        with only_safe_globals([e for e in entries if e is not drop]):
+            with pytest.raises(pickle.UnpicklingError):
+                _load_checkpoint(ckpt, map_location='cpu')
+    with only_safe_globals(entries):
+        assert _load_checkpoint(ckpt, map_location='cpu')['meta']['iter'] == 2
+
+
+def test_getattr_only_for_history_buffer_methods(tmp_path):
+    from mmengine.logging import HistoryBuffer
+    register_checkpoint_safe_globals()
+    assert history_buffer_getattr(HistoryBuffer, 'mean') is \
+        HistoryBuffer.mean
+    for owner, name in [(HistoryBuffer, 'update'), (HistoryBuffer,
+                                                   '__init__'),
+                        (torch.Tensor, 'mean'), (os, 'system')]:
+        with pytest.raises(pickle.UnpicklingError, match='Refused getattr'):
+            history_buffer_getattr(owner, name)
+    # A checkpoint asking for another attribute through getattr.
+    path = tmp_path / 'getattr.pth'
+    torch.save(dict(meta=dict(f=GetsAttr())), path)
+    with pytest.raises(pickle.UnpicklingError, match='Refused getattr'):
+        _load_checkpoint(str(path), map_location='cpu')
 
 
 def test_register_is_idempotent():
     register_checkpoint_safe_globals()
-    before = list(torch.serialization.get_safe_globals())
+    before = set(torch.serialization.get_safe_globals())
+    assert {entry_name(e) for e in checkpoint_safe_globals()} <= \
+        {entry_name(e) for e in before}
     register_checkpoint_safe_globals()
-    assert torch.serialization.get_safe_globals() == before
+    after = torch.serialization.get_safe_globals()
+    assert set(after) == before and len(after) == len(before)
 
 
 class Arbitrary:
@@ -170,6 +211,14 @@ class Arbitrary:
 
     def __init__(self) -> None:
         self.x = 1
+
+
+class GetsAttr:
+    """Pickled as getattr(HistoryBuffer, 'update')."""
+
+    def __reduce__(self):
+        from mmengine.logging import HistoryBuffer
+        return getattr, (HistoryBuffer, 'update')
 
 
 class RunsCode:

@@ -5,7 +5,8 @@ expanded groups (the backbone by default: its layers next to its adapters),
 with the trainable share of each, and the totals.
 
 Example:
-    python tools/analysis_tools/count_params.py configs/sera/sera_dinov2-b_refcoco.py
+    python tools/analysis_tools/count_params.py \
+        configs/sera/sera_dinov2-b_refcoco.py
     python tools/analysis_tools/count_params.py CONFIG --json params.json \
         --expand backbone text_encoder
 """
@@ -16,6 +17,7 @@ import os.path as osp
 from typing import List, Optional
 
 from mmengine.config import Config, DictAction
+from mmengine.registry import init_default_scope
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -41,10 +43,12 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     from sera_mm.registry import MODELS
     from sera_mm.utils import format_param_report, param_report
 
-    register_all_modules()
+    register_all_modules(init_default_scope=False)
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    # As the Runner does: unprefixed names resolve in the config's scope.
+    init_default_scope(cfg.get('default_scope') or 'sera_mm')
     if 'model' not in cfg:
         raise KeyError(f'{args.config} has no `model` to count')
     # Pretrained weights (init_cfg) are not loaded: init_weights() is not

@@ -39,7 +39,8 @@ class DynamicConvHead(BaseModule):
         loss_decode (dict or list[dict]): Loss configs; each loss is called
             as ``loss(logits B x 1 x H x W, target B x H x W long,
             ignore_index=...)`` and stored under its ``loss_name``.
-            Defaults to mmseg's sigmoid cross-entropy (BCE with logits).
+            Defaults to mmseg's sigmoid cross-entropy (BCE with logits,
+            averaged over the non-ignored pixels).
         init_cfg (dict or list[dict], optional): Initialisation config.
     """
 
@@ -54,6 +55,7 @@ class DynamicConvHead(BaseModule):
                  loss_decode: Union[dict, List[dict]] = dict(
                      type='mmseg.CrossEntropyLoss',
                      use_sigmoid=True,
+                     avg_non_ignore=True,
                      loss_weight=1.0,
                      loss_name='loss_bce'),
                  init_cfg: Optional[dict] = None) -> None:

@@ -74,8 +74,10 @@ def test_fusion_runs_per_level_before_the_gate():
     # the merge, the sentence would still reach the output.
     other = text._replace(sentence=torch.randn_like(text.sentence))
     torch.testing.assert_close(out, neck(feats, other)[0])
-    # ... and its parameter is trained through the neck.
-    out.square().sum().backward()
+    # ... and, once non-zero, its parameter is trained through the neck.
+    with torch.no_grad():
+        neck.fusions[0].scale.fill_(1.)
+    neck(feats, text)[0].square().sum().backward()
     assert neck.fusions[0].scale.grad.abs() > 0
 
 
@@ -111,3 +113,15 @@ def test_coordinate_grid_and_coord_conv():
                         conv.conv.conv.bias, padding=1)
     torch.testing.assert_close(conv(x), expected)
     assert conv(x).std() > 0
+
+
+def test_neck_with_sera_fusion_returns_one_routing_per_level():
+    neck = _neck(fusion_cfg=dict(type='SERAFusion', expert_cfgs=dict(context=dict(num_heads=4))))
+    assert [f.channels for f in neck.fusions] == [32, 32]
+    out, routings = neck([torch.randn(3, 16, 4, 4), torch.randn(3, 12, 4, 4)], _text(b=3))
+    assert out.shape == (3, 32, 4, 4)
+    assert len(routings) == 2
+    for r in routings:
+        assert isinstance(r, RoutingResult)
+        assert r.logits.shape == r.weights.shape == (3, 4)
+        assert r.indices.shape == (3, 2)  # Top-2 by default
