@@ -1,4 +1,6 @@
 """RefCOCO / RefCOCO+ / RefCOCOg (REFER files) as an mmengine dataset."""
+import contextlib
+import gc
 import json
 import os.path as osp
 import random
@@ -12,6 +14,23 @@ from .refer_pickle import load_refer_pickle
 
 README_HINT = "see the README section 'Data preparation'"
 KNOWN_SPLITS = ('train', 'val', 'testA', 'testB', 'test')
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Pauses the cyclic garbage collector.
+
+    Loading RefCOCO creates millions of small containers and no cycles; with
+    the collector on, its repeated passes take most of the time (about 4 s of
+    6 s at RefCOCO scale).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _missing(kind: str, path: str) -> FileNotFoundError:
@@ -107,6 +126,12 @@ class RefCOCODataset(BaseDataset):
     # ------------------------------------------------------------------
     # loading
     # ------------------------------------------------------------------
+    def full_init(self) -> None:
+        """Loads, filters and serialises the data list (mmengine's), with the
+        garbage collector paused."""
+        with _gc_paused():
+            super().full_init()
+
     def load_data_list(self) -> List[dict]:
         """Reads the REFER files and validates them (called by full_init).
 

@@ -70,9 +70,10 @@ def load_refer_pickle(path: str, check_types: bool = False) -> Any:
     with open(path, 'rb') as f:
         try:
             obj = _PlainUnpickler(f, path).load()
-        except pickle.UnpicklingError:
-            raise
-        except Exception as e:  # truncated or not a pickle at all
+        except Exception as e:
+            if str(e).startswith(path):  # refused by find_class above
+                raise
+            # truncated, corrupt or not a pickle at all
             raise pickle.UnpicklingError(
                 f'{path} is not a readable REFER pickle: '
                 f'{type(e).__name__}: {e}') from e

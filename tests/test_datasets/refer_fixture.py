@@ -2,7 +2,6 @@
 
 Helpers imported by the tests; the fixtures are in conftest.py.
 """
-import copy
 import json
 import os
 import pickle
@@ -132,7 +131,8 @@ def write_refer(root: str,
 
 
 def dataset_cfg(root: str, **kwargs) -> dict:
-    cfg = dict(type='RefCOCODataset', data_root=root,
+    """Constructor arguments of RefCOCODataset for the hand-made set."""
+    cfg = dict(data_root=root,
                ann_file='refcoco/instances.json',
                split_file='refcoco/refs(unc).p',
                data_prefix=dict(img_path='train2014/'), pipeline=[])

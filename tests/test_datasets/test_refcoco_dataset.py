@@ -16,8 +16,8 @@ REQUIRED_KEYS = {'img_path', 'ref_id', 'ann_id', 'image_id', 'sent_id', 'text',
 @pytest.mark.parametrize('split', sorted(EXPECTED_COUNTS))
 @pytest.mark.parametrize('test_mode', [False, True])
 def test_sample_counts(refer_root, split, test_mode):
-    ds = DATASETS.build(dataset_cfg(refer_root, split=split,
-                                    test_mode=test_mode))
+    ds = DATASETS.build(dict(type='RefCOCODataset', **dataset_cfg(
+        refer_root, split=split, test_mode=test_mode)))
     assert isinstance(ds, RefCOCODataset)
     assert len(ds) == EXPECTED_COUNTS[split][int(test_mode)]
 

@@ -40,7 +40,12 @@ class DINOv2(VisionTransformer):
         arch (str | dict): 'small' / 's', 'base' / 'b', 'large' / 'l', or a
             dict with ``embed_dims``, ``num_layers``, ``num_heads`` and
             ``feedforward_channels`` (e.g. a 2-layer model for tests).
-            Defaults to 'base'. ViT-g (SwiGLU FFN) is not supported.
+            'giant' / 'g' (SwiGLU FFN), or a dict with ``embed_dims``,
+            ``num_layers``, ``num_heads``, ``feedforward_channels`` and
+            optionally ``ffn_type`` ('origin' MLP or 'swiglu_fused'), e.g. a
+            2-layer model for tests. Defaults to 'base'. With 'swiglu_fused',
+            mmpretrain's FFN has no drop path: ``drop_path_rate`` then only
+            acts on the attention branch.
         img_size (int | tuple): Input size the stored position embedding is
             made for. Keep 518 to hold the official 37 x 37 grid; other
             inputs are served by resizing on the fly. Defaults to 518.
@@ -81,6 +86,11 @@ class DINOv2(VisionTransformer):
         **dict.fromkeys(['l', 'large'], {
             'embed_dims': 1024, 'num_layers': 24, 'num_heads': 16,
             'feedforward_channels': 4096}),
+        # SwiGLU hidden width: mmpretrain's SwiGLUFFNFused turns 6144 into
+        # 4096, as the official model does.
+        **dict.fromkeys(['g', 'giant'], {
+            'embed_dims': 1536, 'num_layers': 40, 'num_heads': 24,
+            'feedforward_channels': 6144, 'ffn_type': 'swiglu_fused'}),
     }
     num_extra_tokens = 1  # tokens with a position embedding: cls only
 
@@ -134,8 +144,11 @@ class DINOv2(VisionTransformer):
                 drop_rate=drop_rate,
                 drop_path_rate=float(dpr[i]),
                 qkv_bias=True,
+                ffn_type=arch_settings.get('ffn_type', 'origin'),
                 norm_cfg=norm_cfg) for i in range(self.num_layers))
 
+        if num_register_tokens < 0:
+            raise ValueError(f'num_register_tokens={num_register_tokens} must be >= 0')
         self.num_register_tokens = num_register_tokens
         self.num_prefix_tokens = 1 + num_register_tokens
         if num_register_tokens > 0:
@@ -168,6 +181,9 @@ class DINOv2(VisionTransformer):
         if not isinstance(arch, dict) or not essential <= set(arch):
             raise ValueError(f'custom DINOv2 arch must be a dict with keys '
                              f'{sorted(essential)}, got {arch!r}')
+        if arch.get('ffn_type', 'origin') not in ('origin', 'swiglu_fused'):
+            raise ValueError(f"arch ffn_type={arch['ffn_type']!r}; choose 'origin' "
+                             "or 'swiglu_fused'")
         return dict(arch)
 
     def _resolve_indices(self, indices: Sequence[int], name: str) -> List[int]:
@@ -251,16 +267,19 @@ class DINOv2(VisionTransformer):
             prefix (str, optional): Only keys under this prefix, stripped.
         """
         state_dict, layout, dropped = read_dinov2_checkpoint(path, prefix)
-        src_tokens = state_dict['pos_embed'].shape[1] if 'pos_embed' in state_dict else None
-        incompatible = self.load_state_dict(state_dict, strict=False)
-        missing = [k for k in incompatible.missing_keys if not k.startswith('adapters.')]
-        if missing or incompatible.unexpected_keys:
+        own_keys = set(self.state_dict())
+        missing = sorted(own_keys - set(state_dict))
+        adapter_missing = [k for k in missing if k.startswith('adapters.')]
+        missing = [k for k in missing if not k.startswith('adapters.')]
+        unexpected = sorted(set(state_dict) - own_keys)
+        if missing or unexpected:
             raise KeyError(f'{path} ({layout} layout) does not fit DINOv2('
                            f'embed_dims={self.embed_dims}, num_layers='
                            f'{self.num_layers}, num_register_tokens='
                            f'{self.num_register_tokens}): missing keys '
-                           f'{missing}, unexpected keys '
-                           f'{incompatible.unexpected_keys}')
+                           f'{missing}, unexpected keys {unexpected}')
+        src_tokens = state_dict['pos_embed'].shape[1]
+        self.load_state_dict(state_dict, strict=False)  # only adapters may be absent
         grid = 'x'.join(map(str, self.patch_resolution))
         if src_tokens == self.pos_embed.shape[1]:
             pos_note = f'pos_embed used as stored ({grid} grid)'
@@ -270,7 +289,7 @@ class DINOv2(VisionTransformer):
         print_log(
             f'DINOv2: loaded {len(state_dict)} tensors from {path} ({layout} '
             f'layout{converted}); {pos_note}; dropped {dropped or "nothing"}; '
-            f'{len(incompatible.missing_keys)} adapter tensors keep their init',
+            f'{len(adapter_missing)} adapter tensors keep their init',
             logger='current')
 
     def _prepare_pos_embed(self, state_dict: Dict[str, Tensor], prefix: str,

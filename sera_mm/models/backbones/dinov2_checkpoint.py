@@ -19,6 +19,8 @@ Official key                  -> this package (mmpretrain layout)
 ``blocks.N.mlp.fc1.*``           ``layers.N.ffn.layers.0.0.*``
 ``blocks.N.mlp.fc2.*``           ``layers.N.ffn.layers.1.*``
 ``blocks.N.ls2.gamma``           ``layers.N.ffn.gamma2.weight``
+``blocks.N.mlp.w12.*`` (ViT-g)   ``layers.N.ffn.w12.*``
+``blocks.N.mlp.w3.*`` (ViT-g)    ``layers.N.ffn.w3.*``
 ``norm.*``                       ``ln1.*``
 """
 import re
@@ -58,6 +60,11 @@ _BLOCK_KEYS = {
     'mlp.fc2.weight': 'ffn.layers.1.weight',
     'mlp.fc2.bias': 'ffn.layers.1.bias',
     'ls2.gamma': 'ffn.gamma2.weight',
+    # ViT-g's SwiGLU FFN
+    'mlp.w12.weight': 'ffn.w12.weight',
+    'mlp.w12.bias': 'ffn.w12.bias',
+    'mlp.w3.weight': 'ffn.w3.weight',
+    'mlp.w3.bias': 'ffn.w3.bias',
 }
 _BLOCK_KEY = re.compile(r'^blocks\.(\d+)\.(.+)$')
 
@@ -94,8 +101,7 @@ def convert_dinov2_official(
         (``mask_token`` when present).
 
     Raises:
-        KeyError: Naming the first key the mapping does not know, e.g. the
-            SwiGLU ``blocks.N.mlp.w12.*`` of ViT-g, which is not supported.
+        KeyError: Naming the first key the mapping does not know.
     """
     converted: 'OrderedDict[str, Tensor]' = OrderedDict()
     dropped: List[str] = []
@@ -109,8 +115,7 @@ def convert_dinov2_official(
         match = _BLOCK_KEY.match(key)
         if match is None or match.group(2) not in _BLOCK_KEYS:
             raise KeyError(f'official DINOv2 key "{key}" has no counterpart '
-                           'in the mmpretrain layout (only ViT-S/B/L with an '
-                           'MLP FFN are supported)')
+                           'in the mmpretrain layout')
         index, rest = match.groups()
         converted[f'layers.{index}.{_BLOCK_KEYS[rest]}'] = value
     return converted, dropped

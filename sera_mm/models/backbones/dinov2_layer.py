@@ -1,8 +1,10 @@
 """A DINOv2 block: mmpretrain's ViT encoder layer with an adapter slot."""
 from typing import Optional, Tuple
 
+import torch.nn.functional as F
 from mmpretrain.models.backbones.vision_transformer import \
     TransformerEncoderLayer
+from mmpretrain.models.utils import SwiGLUFFN
 from torch import Tensor, nn
 
 from sera_mm.models.utils.structures import TextFeatures
@@ -19,9 +21,10 @@ class DINOv2Layer(TransformerEncoderLayer):
         H  = LN2(X)
         X <- X + ls2(FFN(H) + gamma * A(H, text, hw, num_prefix_tokens))
 
-    mmcv's ``FFN.forward`` applies its layer scale (``gamma2``) and adds the
-    residual internally, so the adapted path calls its pieces
-    (``ffn.layers``, ``ffn.gamma2``, ``ffn.dropout_layer``) one by one.
+    mmcv's ``FFN.forward`` (and mmpretrain's ``SwiGLUFFN.forward``) applies
+    its layer scale (``gamma2``) and adds the residual internally, so the
+    adapted path calls the pieces (the MLP, ``ffn.gamma2``,
+    ``ffn.dropout_layer``) one by one.
 
     The adapter is not a child of the layer: the backbone owns the adapters
     (``DINOv2.adapters``) and hands one over per call, so the layer's state
@@ -61,5 +64,12 @@ class DINOv2Layer(TransformerEncoderLayer):
         if adapted.shape != h.shape:
             raise ValueError(f'{type(adapter).__name__} returned shape '
                              f'{tuple(adapted.shape)}, expected {tuple(h.shape)}')
-        out = self.ffn.gamma2(self.ffn.layers(h) + adapter_scale * adapted)
+        out = self.ffn.gamma2(self._ffn_branch(h) + adapter_scale * adapted)
         return x + self.ffn.dropout_layer(out)
+
+    def _ffn_branch(self, h: Tensor) -> Tensor:
+        """The FFN's output before its layer scale, drop path and residual."""
+        if isinstance(self.ffn, SwiGLUFFN):
+            x1, x2 = self.ffn.w12(h).chunk(2, dim=-1)
+            return self.ffn.w3(self.ffn.norm(F.silu(x1) * x2))
+        return self.ffn.layers(h)

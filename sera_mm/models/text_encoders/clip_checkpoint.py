@@ -14,6 +14,7 @@ head are dropped. Weights come back in float32, as open_clip's
 ``load_openai_model`` gives them on CPU (``precision='fp32'``: the fp16
 values cast up, which is exact).
 """
+import warnings
 import zipfile
 from typing import Dict, Tuple
 
@@ -54,7 +55,11 @@ def read_clip_text_state_dict(path: str) -> Tuple[Dict[str, Tensor], str, list]:
             the parts known to be dropped.
     """
     if is_torchscript_archive(path):
-        module = torch.jit.load(path, map_location='cpu')
+        # OpenAI ships TorchScript only; torch.jit is deprecated but is still
+        # the one reader of the format, so its warning is noise here.
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)
+            module = torch.jit.load(path, map_location='cpu')
         state_dict = dict(module.state_dict())
         del module
         fmt = OPENAI_TORCHSCRIPT

@@ -4,7 +4,7 @@ The official files cannot be downloaded here; these state dicts have the
 same keys and shapes (``cls_token``, ``pos_embed`` for cls + a square grid,
 ``register_tokens``, ``mask_token``, ``patch_embed.proj.*``,
 ``blocks.N.{norm1,attn.qkv,attn.proj,ls1.gamma,norm2,mlp.fc1,mlp.fc2,
-ls2.gamma}.*``, ``norm.*``) and values far enough from an identity network
+ls2.gamma}.*`` (``mlp.w12``/``mlp.w3`` for a SwiGLU arch), ``norm.*``) and values far enough from an identity network
 (LayerScale ~ 0.1..0.6, position embeddings of unit scale) that every part
 matters in the comparison.
 """
@@ -19,7 +19,15 @@ ARCHS = {
     'small': dict(embed_dims=384, num_layers=12, num_heads=6, feedforward_channels=1536),
     'base': dict(embed_dims=768, num_layers=12, num_heads=12, feedforward_channels=3072),
     'tiny': dict(embed_dims=32, num_layers=3, num_heads=2, feedforward_channels=64),
+    # SwiGLU like ViT-g: 96 -> a hidden width of 64 (w12: 32 -> 128, w3: 64 -> 32)
+    'tiny_swiglu': dict(embed_dims=32, num_layers=3, num_heads=2, feedforward_channels=96,
+                        ffn_type='swiglu_fused'),
 }
+
+
+def swiglu_hidden(feedforward_channels: int) -> int:
+    """The hidden width the official SwiGLUFFNFused derives."""
+    return (int(feedforward_channels * 2 / 3) + 7) // 8 * 8
 
 
 def official_dinov2_state_dict(arch: str,
@@ -68,8 +76,13 @@ def official_dinov2_state_dict(arch: str,
         state.update(linear(dims, dims, f'{p}.attn.proj'))
         state[f'{p}.ls1.gamma'] = 0.1 + 0.5 * torch.rand(dims, generator=gen)
         state.update(norm(f'{p}.norm2'))
-        state.update(linear(ffn, dims, f'{p}.mlp.fc1'))
-        state.update(linear(dims, ffn, f'{p}.mlp.fc2'))
+        if cfg.get('ffn_type') == 'swiglu_fused':
+            hidden = swiglu_hidden(ffn)
+            state.update(linear(2 * hidden, dims, f'{p}.mlp.w12'))
+            state.update(linear(dims, hidden, f'{p}.mlp.w3'))
+        else:
+            state.update(linear(ffn, dims, f'{p}.mlp.fc1'))
+            state.update(linear(dims, ffn, f'{p}.mlp.fc2'))
         state[f'{p}.ls2.gamma'] = 0.1 + 0.5 * torch.rand(dims, generator=gen)
     state.update(norm('norm'))
     return state

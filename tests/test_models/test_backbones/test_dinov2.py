@@ -1,5 +1,5 @@
 """DINOv2: checkpoint loading, adapter slots, PET freezing, input checks."""
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
@@ -70,10 +70,11 @@ def test_official_file_loads_converted_and_logged(official_file, monkeypatch):
     assert 'pos_embed used as stored (37x37 grid)' in logs[0]
 
 
-def test_converter_cli_output_loads_identically(official_file, tmp_path):
+def test_converter_cli_output_loads_identically(official_file, tmp_path, monkeypatch):
     dst = tmp_path / 'converted.pth'
-    subprocess.run([sys.executable, str(REPO / 'tools/model_converters/dinov2_to_mmpretrain.py'),
-                    str(official_file), str(dst)], check=True, cwd=REPO)
+    script = str(REPO / 'tools/model_converters/dinov2_to_mmpretrain.py')
+    monkeypatch.setattr(sys, 'argv', [script, str(official_file), str(dst)])
+    runpy.run_path(script, run_name='__main__')
     converted = torch.load(dst, weights_only=True)
     assert not any(k.startswith('blocks.') for k in converted['state_dict'])
     from_official = _pretrained(official_file)
@@ -89,7 +90,7 @@ def test_prefixed_whole_model_checkpoint_loads(official_file, tmp_path):
     wrapped = {'state_dict': {f'module.backbone.{k}': v
                               for k, v in reference.state_dict().items()}}
     torch.save(wrapped, tmp_path / 'segmentor.pth')
-    model = MODELS.build(dict(type='DINOv2', arch=TINY, init_cfg=dict(
+    model = MODELS.build(dict(type='DINOv2', arch=TINY, out_indices=(2, ), init_cfg=dict(
         type='Pretrained', checkpoint=str(tmp_path / 'segmentor.pth'), prefix='backbone.')))
     model.init_weights()
     for key, value in reference.state_dict().items():
@@ -144,8 +145,18 @@ def test_resize_uses_antialias_not_plain_bicubic():
 
 
 def test_convert_rejects_unknown_official_key():
-    with pytest.raises(KeyError, match=r'blocks\.0\.mlp\.w12\.weight'):
-        convert_dinov2_official({'blocks.0.mlp.w12.weight': torch.zeros(1)})
+    with pytest.raises(KeyError, match=r'blocks\.0\.mlp\.fc3\.weight'):
+        convert_dinov2_official({'blocks.0.mlp.fc3.weight': torch.zeros(1)})
+
+
+def test_giant_arch_has_the_official_shapes():
+    with torch.device('meta'):
+        model = DINOv2(arch='giant', out_indices=(39, ))
+    state = model.state_dict()
+    assert len(model.layers) == 40 and model.embed_dims == 1536
+    assert state['layers.0.ffn.w12.weight'].shape == (8192, 1536)
+    assert state['layers.0.ffn.w3.weight'].shape == (1536, 4096)
+    assert state['layers.0.ffn.gamma2.weight'].shape == (1536, )
 
 
 # ------------------------------------------------------------------ forward
@@ -175,11 +186,12 @@ def test_layer_without_adapter_is_the_pretrained_block_bit_for_bit():
     assert torch.equal(ours(x), plain(x))
 
 
-def test_adapted_layer_formula():
+@pytest.mark.parametrize('ffn_type', ['origin', 'swiglu_fused'])
+def test_adapted_layer_formula(ffn_type):
     """X + ls2(FFN(H) + gamma * A(H)) with H = LN2(X + ls1(Attn(LN1 X)))."""
     torch.manual_seed(0)
     layer = DINOv2Layer(embed_dims=32, num_heads=2, feedforward_channels=64,
-                        layer_scale_init_value=0.5).eval()
+                        layer_scale_init_value=0.5, ffn_type=ffn_type).eval()
     with torch.no_grad():
         layer.ffn.gamma2.weight.uniform_(0.2, 1.0)
     adapter = PlainAdapter(in_channels=32, text_channels=16, channels=8, num_heads=2)
@@ -190,15 +202,19 @@ def test_adapted_layer_formula():
                 adapter_scale=0.2)
     x1 = x + layer.attn(layer.ln1(x))
     h = layer.ln2(x1)
-    branch = layer.ffn.layers(h) + 0.2 * adapter(h, text, (2, 3), 5)
+    # the FFN alone, from its own forward: (residual + ls2 * MLP) - residual
+    mlp = (layer.ffn(h, identity=torch.zeros_like(h))) / layer.ffn.gamma2.weight
+    branch = mlp + 0.2 * adapter(h, text, (2, 3), 5)
     expected = x1 + layer.ffn.gamma2.weight * branch
     assert torch.allclose(got, expected, atol=1e-6)
     assert not torch.allclose(got, layer(x), atol=1e-3)
 
 
-def test_zero_init_plain_adapters_keep_outputs_and_get_gradients(official_file):
-    plain = _pretrained(official_file)
-    adapted = _pretrained(official_file, adapter_indices=(0, 2), adapter_cfg=dict(
+@pytest.mark.parametrize('arch', ['tiny', 'tiny_swiglu'])
+def test_zero_init_plain_adapters_keep_outputs_and_get_gradients(tmp_path, arch):
+    path = save_official_dinov2(tmp_path / f'{arch}.pth', arch)
+    plain = _pretrained(path, arch=ARCHS[arch])
+    adapted = _pretrained(path, arch=ARCHS[arch], adapter_indices=(0, 2), adapter_cfg=dict(
         type='PlainAdapter', text_channels=16, channels=8, num_heads=2))
     assert sorted(adapted.adapters.keys()) == ['0', '2']
     assert adapted.adapters['0'].in_channels == TINY['embed_dims']
@@ -223,7 +239,8 @@ def test_adapter_needs_text(official_file):
 
 def test_adapter_index_outside_arch_is_refused():
     with pytest.raises(ValueError, match='adapter_indices holds 5'):
-        DINOv2(arch=TINY, adapter_indices=(5, ), adapter_cfg=dict(type='PlainAdapter'))
+        DINOv2(arch=TINY, out_indices=(2, ), adapter_indices=(5, ),
+               adapter_cfg=dict(type='PlainAdapter'))
 
 
 # ---------------------------------------------------------------- trainable
@@ -265,7 +282,8 @@ def test_frozen_params_stay_frozen(official_file):
 
 @pytest.mark.parametrize('mode', ['all', 'none'])
 def test_trainable_all_and_none(mode):
-    model = DINOv2(arch=TINY, trainable=mode, adapter_indices=(1, ), adapter_cfg=dict(
+    model = DINOv2(arch=TINY, trainable=mode, out_indices=(2, ), adapter_indices=(1, ),
+                   adapter_cfg=dict(
         type='PlainAdapter', text_channels=16, channels=8, num_heads=2))
     backbone = {n for n, _ in model.named_parameters() if not n.startswith('adapters.')}
     adapters = {n for n, _ in model.named_parameters() if n.startswith('adapters.')}
@@ -275,6 +293,6 @@ def test_trainable_all_and_none(mode):
 
 def test_bad_trainable_and_arch_are_named():
     with pytest.raises(ValueError, match="trainable='bitfit'"):
-        DINOv2(arch=TINY, trainable='bitfit')
+        DINOv2(arch=TINY, out_indices=(2, ), trainable='bitfit')
     with pytest.raises(ValueError, match="arch 'huge'"):
         DINOv2(arch='huge')

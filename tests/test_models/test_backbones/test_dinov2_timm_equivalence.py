@@ -10,12 +10,14 @@ outputs are compared.
 import pytest
 import timm
 import torch
+from timm.layers import SwiGLUPacked
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 from timm.models.vision_transformer import checkpoint_filter_fn
+from torch import nn
 
 from sera_mm.models.backbones import DINOv2
 from .dinov2_official_layout import (ARCHS, official_dinov2_state_dict,
-                                     save_official_dinov2)
+                                     save_official_dinov2, swiglu_hidden)
 
 TOL = 1e-4
 
@@ -25,7 +27,7 @@ def _build_pair(tmp_path, arch: str, num_register_tokens: int, out_indices):
     state_dict = official_dinov2_state_dict(arch, num_register_tokens)
     path = save_official_dinov2(tmp_path / f'dinov2_{arch}.pth', arch,
                                 state_dict=state_dict)
-    ours = DINOv2(arch=arch if arch != 'tiny' else ARCHS['tiny'],
+    ours = DINOv2(arch=arch if arch in ('small', 'base') else ARCHS[arch],
                   num_register_tokens=num_register_tokens, out_indices=out_indices,
                   init_cfg=dict(type='Pretrained', checkpoint=path))
     ours.init_weights()
@@ -35,12 +37,15 @@ def _build_pair(tmp_path, arch: str, num_register_tokens: int, out_indices):
                                 img_size=518, dynamic_img_size=True, num_classes=0)
     else:
         cfg = ARCHS[arch]
+        mlp = dict(mlp_ratio=cfg['feedforward_channels'] / cfg['embed_dims'])
+        if cfg.get('ffn_type') == 'swiglu_fused':  # as timm's vit_giant_*_dinov2
+            mlp = dict(mlp_ratio=2 * swiglu_hidden(cfg['feedforward_channels']) / cfg['embed_dims'],
+                       mlp_layer=SwiGLUPacked, act_layer=nn.SiLU)
         ref = TimmViT(img_size=518, patch_size=14, embed_dim=cfg['embed_dims'],
                       depth=cfg['num_layers'], num_heads=cfg['num_heads'],
-                      mlp_ratio=cfg['feedforward_channels'] / cfg['embed_dims'],
                       init_values=1e-5, reg_tokens=num_register_tokens,
                       no_embed_class=num_register_tokens > 0,
-                      dynamic_img_size=True, num_classes=0)
+                      dynamic_img_size=True, num_classes=0, **mlp)
     ref.load_state_dict(checkpoint_filter_fn(dict(state_dict), ref), strict=True)
     ref.eval()
     return ours, ref
@@ -78,9 +83,10 @@ def test_small_reg4_non_square_matches_timm(tmp_path):
     _compare(ours, ref, 252, 364, (3, 7, 11))  # 18 x 26 grid: downsampled pos
 
 
-@pytest.mark.parametrize('num_register_tokens', [4, 0])
-def test_tiny_matches_timm_over_sizes(tmp_path, num_register_tokens):
-    ours, ref = _build_pair(tmp_path, 'tiny', num_register_tokens, (0, 2))
+@pytest.mark.parametrize('arch, num_register_tokens', [
+    ('tiny', 4), ('tiny', 0), ('tiny_swiglu', 4)])
+def test_tiny_matches_timm_over_sizes(tmp_path, arch, num_register_tokens):
+    ours, ref = _build_pair(tmp_path, arch, num_register_tokens, (0, 2))
     # stored grid, smaller and larger (upsampled, antialias kernel), non-square
     for height, width in [(518, 518), (224, 224), (602, 546), (126, 280)]:
         _compare(ours, ref, height, width, (0, 2))

@@ -1,4 +1,3 @@
-import sera_mm.models.losses.dice_loss  # noqa: F401  (until losses/__init__ imports it)
 import pytest
 import torch
 import torch.nn.functional as F
@@ -6,6 +5,7 @@ import torch.nn.functional as F
 from sera_mm.models.decode_heads import DynamicConvHead
 from sera_mm.models.utils import TextFeatures
 from sera_mm.registry import MODELS
+import sera_mm.models.losses.dice_loss  # noqa: F401  (until losses/__init__ imports it)
 
 BCE = dict(type='mmseg.CrossEntropyLoss', use_sigmoid=True, avg_non_ignore=True,
            loss_weight=1.0, loss_name='loss_bce')
@@ -18,7 +18,8 @@ def _head(**kwargs):
 
 
 def _text(b=3, c=12):
-    return TextFeatures(torch.randn(b, 4, c), torch.randn(b, c), torch.zeros(b, 4, dtype=torch.bool))
+    return TextFeatures(torch.randn(b, 4, c), torch.randn(b, c),
+                        torch.zeros(b, 4, dtype=torch.bool))
 
 
 def test_head_upsamples_four_times_to_one_channel():

@@ -26,7 +26,8 @@ class StubZeroFusion(nn.Module):
 
 
 def _text(b=2, l=5, c=24):
-    return TextFeatures(torch.randn(b, l, c), torch.randn(b, c), torch.zeros(b, l, dtype=torch.bool))
+    return TextFeatures(torch.randn(b, l, c), torch.randn(b, c),
+                        torch.zeros(b, l, dtype=torch.bool))
 
 
 def _neck(**kwargs):

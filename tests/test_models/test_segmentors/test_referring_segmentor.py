@@ -1,4 +1,3 @@
-import sera_mm.models.losses.dice_loss  # noqa: F401  (until losses/__init__ imports it)
 import copy
 
 import pytest
@@ -9,6 +8,7 @@ from mmseg.structures import SegDataSample
 
 from sera_mm.models.segmentors import ReferringSegmentor
 from sera_mm.registry import MODELS
+import sera_mm.models.losses.dice_loss  # noqa: F401  (until losses/__init__ imports it)
 
 CLIP_MEAN = [122.7709383, 116.7460125, 104.09373615]
 CLIP_STD = [68.5005327, 66.6321579, 70.32316305]

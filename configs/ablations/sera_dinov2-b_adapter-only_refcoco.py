@@ -1,0 +1,3 @@
+# +SERA-Adapter: SERA-Adapters in the backbone, no SERA-Fusion
+_base_ = '../sera/sera_dinov2-b_refcoco.py'
+model = dict(neck=dict(fusion_cfg=None))

@@ -1,0 +1,3 @@
+# SERA with Top-3 routing in SERA-Fusion (the paper's Top-k ablation)
+_base_ = '../sera/sera_dinov2-b_refcoco.py'
+model = dict(neck=dict(fusion_cfg=dict(router=dict(top_k=3))))
