@@ -18,15 +18,15 @@ model = dict(
     neck=dict(in_channels=[width] * 3, channels=width, text_channels=width),
     decoder=dict(num_layers=1, channels=width, text_channels=width, num_heads=4,
                  feedforward_channels=2 * width, dropout=0.),
-    decode_head=dict(in_channels=width, channels=64, text_channels=width))
+    decode_head=dict(in_channels=width, channels=32, text_channels=width))
 
-max_epochs = 12
-optim_wrapper = dict(optimizer=dict(type='AdamW', lr=5e-4, weight_decay=1e-4))
+max_epochs = 5
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=100),
     dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=1e-5,
          convert_to_iter_based=True)
 ]
-train_cfg = dict(max_epochs=max_epochs, val_interval=4)
-default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=4))
+train_cfg = dict(max_epochs=max_epochs, val_interval=5)
+default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=5))
 custom_hooks = [dict(type='RoutingStatsHook', interval=50)]

@@ -1,0 +1,319 @@
+"""Inference on images and sentences: a model from a config and a checkpoint,
+the config's test pipeline, masks at each image's own size.
+
+Example::
+
+    from sera_mm.apis import inference_referring, init_model
+    model = init_model('configs/synthetic/sera-tiny_synthetic.py',
+                       'work_dirs/demo/epoch_5.pth', device='cpu')
+    result = inference_referring(model, 'demo.jpg', 'the red circle')
+    mask = result.pred_sem_seg.data[0].bool()     # H x W, the image's size
+"""
+import copy
+import os.path as osp
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import mmcv
+import numpy as np
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.dataset import Compose, pseudo_collate
+from mmengine.registry import init_default_scope
+from mmseg.structures import SegDataSample
+
+ImageInput = Union[str, Path, np.ndarray]
+ConfigInput = Union[str, Path, Config]
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint's weights do not fit the model the config builds."""
+
+
+def _first_line(error: BaseException) -> str:
+    """The first non-empty line of an error message (torch's are long)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def load_config(config: ConfigInput, cfg_options: Optional[dict] = None) -> Config:
+    """Reads a config file (or copies a Config) and merges ``cfg_options``.
+
+    Raises:
+        FileNotFoundError: The config file does not exist.
+    """
+    if isinstance(config, (str, Path)):
+        if not osp.isfile(config):
+            raise FileNotFoundError(f'config not found: {config}')
+        config = Config.fromfile(str(config))
+    elif isinstance(config, Config):
+        config = copy.deepcopy(config)
+    else:
+        raise TypeError(f'config must be a path or a Config, got {type(config).__name__}')
+    if cfg_options:
+        config.merge_from_dict(cfg_options)
+    if 'model' not in config:
+        raise KeyError(f'config {config.filename} has no `model`')
+    return config
+
+
+def _drop_pretrained(node: Any) -> Any:
+    """Removes the pretrained-weight paths of a model config, in place.
+
+    The checkpoint holds every weight, so ``pretrained=...`` (loaded in
+    ``__init__`` by the text encoder) and ``init_cfg=dict(type='Pretrained')``
+    must not be read: those files need not be on the user's disk.
+    """
+    if isinstance(node, dict):
+        for key in list(node.keys()):
+            value = node[key]
+            if key == 'pretrained' and isinstance(value, str):
+                node[key] = None
+            elif key == 'init_cfg' and isinstance(value, dict) and \
+                    value.get('type') == 'Pretrained':
+                node[key] = None
+            else:
+                _drop_pretrained(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _drop_pretrained(value)
+    return node
+
+
+def check_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor]) -> None:
+    """Raises :class:`CheckpointMismatchError` unless ``state_dict`` fits
+    ``model`` exactly (same keys, same shapes), with a one-line summary."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f'{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}'
+              for k in own if k in state_dict and hasattr(state_dict[k], 'shape')
+              and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} missing keys (first: {missing[0]})')
+    if unexpected:
+        problems.append(f'{len(unexpected)} unexpected keys (first: {unexpected[0]})')
+    if shapes:
+        problems.append(f'{len(shapes)} shape mismatches (first: {shapes[0]}, '
+                        'checkpoint vs model)')
+    if problems:
+        raise CheckpointMismatchError('; '.join(problems))
+
+
+def load_referring_checkpoint(model: nn.Module, checkpoint: str,
+                              strict: bool = True) -> dict:
+    """Loads an mmengine checkpoint (or a bare state dict) into ``model``.
+
+    Uses mmengine's :class:`CheckpointLoader` (local paths and URLs), which
+    goes through ``torch.load(weights_only=True)`` with the allow-list that
+    :func:`sera_mm.register_all_modules` registers. mmengine's
+    ``load_checkpoint`` only warns on a mismatch; a demo must refuse, so the
+    keys and shapes are compared here first.
+
+    Args:
+        model (nn.Module): The model the config built.
+        checkpoint (str): Path of the checkpoint.
+        strict (bool): Refuse a checkpoint whose keys or shapes differ from
+            the model's. Defaults to True.
+
+    Returns:
+        dict: The checkpoint's ``meta`` (empty when it has none).
+
+    Raises:
+        FileNotFoundError: No file at ``checkpoint``.
+        ValueError: The file is not a readable checkpoint.
+        CheckpointMismatchError: ``strict`` and the weights do not fit.
+    """
+    from mmengine.runner import CheckpointLoader
+    if '://' not in str(checkpoint) and not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
+    try:
+        ckpt = CheckpointLoader.load_checkpoint(str(checkpoint), map_location='cpu')
+    except Exception as e:  # torch raises several types for a bad file
+        raise ValueError(f'cannot read checkpoint {checkpoint}: {_first_line(e)}') from e
+    if not isinstance(ckpt, dict):
+        raise ValueError(f'checkpoint {checkpoint} holds a {type(ckpt).__name__}, '
+                         'not a dict of weights')
+    state_dict = ckpt.get('state_dict', ckpt)
+    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v
+                  for k, v in state_dict.items()}
+    if strict:
+        try:
+            check_state_dict(model, state_dict)
+        except CheckpointMismatchError as e:
+            raise CheckpointMismatchError(
+                f'checkpoint {checkpoint} does not fit the model of the config: {e}') from None
+    model.load_state_dict(state_dict, strict=strict)
+    meta = ckpt.get('meta') or {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def build_test_pipeline(cfg: Config) -> Compose:
+    """The config's test pipeline, turned to inference on in-memory images.
+
+    Taken from ``test_dataloader.dataset.pipeline`` (``test_pipeline`` when
+    there is no test dataloader). ``LoadImageFromFile`` becomes mmseg's
+    ``LoadImageFromNDArray`` (the image is read by :func:`load_image`, so
+    files and arrays take one path); ``LoadReferringMask`` is dropped (there
+    is no annotation). Everything else (letterbox, tokenisation, packing) is
+    the config's own.
+    """
+    pipeline = None
+    dataset = (cfg.get('test_dataloader') or {}).get('dataset')
+    while isinstance(dataset, dict) and pipeline is None:
+        pipeline = dataset.get('pipeline')
+        dataset = dataset.get('dataset') or (dataset.get('datasets') or [None])[0]
+    if pipeline is None:
+        pipeline = cfg.get('test_pipeline')
+    if not pipeline:
+        raise KeyError(f'config {cfg.filename}: no test_dataloader.dataset.pipeline '
+                       'nor test_pipeline to run inference with')
+    steps = []
+    for step in copy.deepcopy(list(pipeline)):
+        kind = str(step.get('type', '')).split('.')[-1]
+        if kind == 'LoadReferringMask':
+            continue
+        if kind == 'LoadImageFromFile':
+            step = dict(type='mmseg.LoadImageFromNDArray')
+        steps.append(step)
+    init_default_scope(cfg.get('default_scope') or 'sera_mm')
+    return Compose(steps)
+
+
+def init_model(config: ConfigInput,
+               checkpoint: Optional[str] = None,
+               device: str = 'cpu',
+               cfg_options: Optional[dict] = None,
+               strict: bool = True) -> nn.Module:
+    """Builds the model of a config, loads a checkpoint, readies inference.
+
+    Args:
+        config (str | Path | Config): Config file or object.
+        checkpoint (str, optional): Checkpoint to load. Defaults to None
+            (random weights, for tests).
+        device (str): 'cpu', 'cuda' or 'cuda:N'. Defaults to 'cpu'.
+        cfg_options (dict, optional): Overrides merged into the config.
+        strict (bool): Refuse a checkpoint that does not fit. Defaults to
+            True.
+
+    Returns:
+        nn.Module: The model in eval mode on ``device``, with ``cfg`` (the
+        config) and ``test_pipeline`` (see :func:`build_test_pipeline`).
+
+    Raises:
+        FileNotFoundError, ValueError, CheckpointMismatchError: A missing or
+            unfit input; the message names it.
+        RuntimeError: ``device`` is CUDA and CUDA is not available.
+    """
+    from sera_mm import register_all_modules
+    from sera_mm.registry import MODELS
+
+    register_all_modules(init_default_scope=False)
+    cfg = load_config(config, cfg_options)
+    if str(device).startswith('cuda') and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{device}' requested but CUDA is not available")
+    init_default_scope(cfg.get('default_scope') or 'sera_mm')
+    model_cfg = _drop_pretrained(copy.deepcopy(cfg.model))
+    model_cfg.pop('train_cfg', None)
+    model = MODELS.build(model_cfg)
+    if checkpoint is not None:
+        meta = load_referring_checkpoint(model, checkpoint, strict=strict)
+        if 'dataset_meta' in meta:
+            model.dataset_meta = meta['dataset_meta']
+    model.cfg = cfg
+    model.test_pipeline = build_test_pipeline(cfg)
+    model.to(device)
+    model.eval()
+    return model
+
+
+def load_image(image: ImageInput) -> np.ndarray:
+    """Reads an image as H x W x 3 uint8 BGR, the order of the pipeline.
+
+    Files are read with mmcv (``flag='color'``, OpenCV's IMREAD_COLOR, as
+    ``LoadImageFromFile`` reads them in training): grayscale becomes three
+    equal channels, an alpha channel is dropped. Arrays are taken as BGR(A)
+    or grayscale (H x W or H x W x 1) and converted the same way.
+
+    Raises:
+        FileNotFoundError: No file at the path.
+        ValueError: The file cannot be decoded, or the array is not an
+            image (the message names the path or the shape).
+    """
+    if isinstance(image, (str, Path)):
+        path = str(image)
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'image not found: {path}')
+        img = mmcv.imread(path, flag='color')
+        if img is None:
+            raise ValueError(f'cannot decode image: {path}')
+        return img
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f'image must be a path or a numpy array, got {type(image).__name__}')
+    if image.dtype != np.uint8:
+        raise ValueError(f'image array must be uint8, got {image.dtype}')
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        return mmcv.gray2bgr(image)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return np.ascontiguousarray(image[..., :3])
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise ValueError(f'image array must be H x W, H x W x 1, 3 or 4, got {image.shape}')
+
+
+def check_sentence(sentence: Any, where: str = 'sentence') -> str:
+    """Returns the sentence stripped; raises ValueError naming ``where`` if
+    it is not a non-empty string."""
+    if not isinstance(sentence, str):
+        raise TypeError(f'{where}: must be a str, got {type(sentence).__name__}')
+    sentence = sentence.strip()
+    if not sentence:
+        raise ValueError(f'{where}: empty sentence')
+    return sentence
+
+
+def inference_referring(
+        model: nn.Module,
+        image: Union[ImageInput, Sequence[ImageInput]],
+        sentence: Union[str, Sequence[str]],
+) -> Union[SegDataSample, List[SegDataSample]]:
+    """Segments the object each sentence refers to in its image.
+
+    Runs the config's test pipeline (letterbox, tokenisation, packing) and
+    the model's ``test_step``; the model undoes the letterbox, so the masks
+    have each image's own size.
+
+    Args:
+        model (nn.Module): From :func:`init_model`.
+        image: A path or an array (see :func:`load_image`), or a list of
+            them (one forward for the whole list).
+        sentence: The referring sentence, or one per image.
+
+    Returns:
+        SegDataSample or list: ``pred_sem_seg`` (1 x H x W, 0/1 long) and
+        ``seg_logits`` (1 x H x W float) at the image's size, plus the
+        metainfo (``text``, ``ori_shape``, ``letterbox`` ...).
+    """
+    single = isinstance(image, (str, Path, np.ndarray))
+    images = [image] if single else list(image)
+    sentences = [sentence] if isinstance(sentence, str) else list(sentence)
+    if len(images) != len(sentences):
+        raise ValueError(f'{len(images)} images but {len(sentences)} sentences')
+    pipeline = getattr(model, 'test_pipeline', None)
+    if pipeline is None:
+        pipeline = build_test_pipeline(model.cfg)
+    batch = []
+    for img, sent in zip(images, sentences):
+        where = f'sentence for {img}' if isinstance(img, (str, Path)) else 'sentence'
+        text = check_sentence(sent, where)
+        data = pipeline(dict(img=load_image(img), text=text))
+        if isinstance(img, (str, Path)):
+            data['data_samples'].set_metainfo(dict(img_path=str(img)))
+        batch.append(data)
+    with torch.no_grad():
+        results = model.test_step(pseudo_collate(batch))
+    return results[0] if single else results

@@ -1,0 +1,707 @@
+"""Cost of a model config: parameters, step times, peak memory, ratios.
+
+The life-cycle: :func:`build_benchmark_model` builds a config's model with
+its pretrained weights switched off (costs do not depend on the values);
+:func:`make_synthetic_batch` makes a batch through the real transforms
+(:class:`Letterbox`, :class:`PackReferringInputs`); :func:`run_benchmark`
+times every model's training step (data preprocessor, ``mode='loss'``,
+backward of the summed losses) and forward pass (eval, no grad) with the
+models' repetitions interleaved, measures peak memory once per model and
+mode, and returns one result per model with its ratios to the first one.
+:func:`profile_modules` splits one training step's time over module groups
+(encoders, adapters, fusion, neck, decoder, head, loss).
+
+Example:
+    >>> cases = [BenchmarkCase('base', *build_benchmark_model('a.py')),
+    ...          BenchmarkCase('sera', *build_benchmark_model('b.py'))]
+    >>> for case in cases:
+    ...     case.batch = make_synthetic_batch(case.model, 2, 448)
+    >>> report = run_benchmark(cases, repeats=10, warmup=2)
+    >>> print(format_benchmark_table(report))
+"""
+import contextlib
+import copy
+import functools
+import itertools
+import logging
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+from mmengine.registry import init_default_scope
+from torch import nn
+
+#: How peak memory is measured, per device type (see :func:`measure_peak_memory`).
+MEMORY_METHODS = {
+    'cuda': 'torch.cuda.max_memory_allocated() during the step minus '
+            'torch.cuda.memory_allocated() before it',
+    'cpu': "torch.profiler(profile_memory=True): the highest running sum of the "
+           "CPU allocator's allocations and frees during the step (tensor bytes "
+           'allocated on top of what was live before it, like CUDA\'s figure; '
+           'not RSS, so allocator caching and library scratch buffers are not '
+           'counted)',
+}
+
+#: Label of time spent outside every module group in :func:`profile_modules`.
+OUTSIDE_GROUPS = '(segmentor glue)'
+#: Label of the backward time of gradient accumulation into ``.grad``.
+GRAD_ACCUMULATION = '(grad accumulation)'
+_SCOPE_PREFIX = 'sera_bench::'
+
+
+# -- building -----------------------------------------------------------------
+def disable_pretrained(cfg: Any, path: str = 'model') -> List[str]:
+    """Switches off every pretrained-weight reference in a model config.
+
+    Walks ``cfg`` (nested dicts and lists) in place: a ``pretrained`` key
+    holding a value becomes None, an ``init_cfg`` of ``type='Pretrained'``
+    becomes None (in a list of init configs, only those entries are dropped).
+
+    Args:
+        cfg: A config dict (``cfg.model``) or list.
+        path (str): Dotted name of ``cfg``, for the returned list.
+
+    Returns:
+        list[str]: Dotted keys that were switched off, e.g.
+        ``['model.text_encoder.pretrained', 'model.backbone.init_cfg']``.
+    """
+    changed: List[str] = []
+    if isinstance(cfg, dict):
+        for key in list(cfg.keys()):
+            value = cfg[key]
+            if key == 'pretrained' and isinstance(value, str):
+                cfg[key] = None
+                changed.append(f'{path}.{key}')
+            elif key == 'init_cfg' and _is_pretrained_init(value):
+                cfg[key] = None
+                changed.append(f'{path}.{key}')
+            elif key == 'init_cfg' and isinstance(value, list) and \
+                    any(_is_pretrained_init(v) for v in value):
+                cfg[key] = [v for v in value if not _is_pretrained_init(v)] or None
+                changed.append(f'{path}.{key}')
+            else:
+                changed.extend(disable_pretrained(value, f'{path}.{key}'))
+    elif isinstance(cfg, list):
+        for i, value in enumerate(cfg):
+            changed.extend(disable_pretrained(value, f'{path}[{i}]'))
+    return changed
+
+
+def _is_pretrained_init(value: Any) -> bool:
+    return isinstance(value, dict) and value.get('type') == 'Pretrained'
+
+
+def build_benchmark_model(config: str,
+                          cfg_options: Optional[dict] = None,
+                          img_size: Optional[int] = None,
+                          device: str = 'cpu',
+                          keep_pretrained: bool = False,
+                          seed: int = 0) -> Tuple[nn.Module, List[str]]:
+    """Builds the model of a config for benchmarking.
+
+    Args:
+        config (str): Config file path.
+        cfg_options (dict, optional): Overrides merged into the config
+            (``--cfg-options``), before pretrained weights are switched off.
+        img_size (int, optional): When given and the data preprocessor has
+            a ``size``, it becomes ``(img_size, img_size)``.
+        device (str): Where the model goes. Defaults to 'cpu'.
+        keep_pretrained (bool): Keep pretrained-weight references (the files
+            must exist). Defaults to False (see :func:`disable_pretrained`).
+        seed (int): Seed of the random initialisation. Defaults to 0.
+
+    Returns:
+        tuple: The model (weights initialised by ``init_weights()``, in
+        train mode) and the list of switched-off pretrained keys.
+    """
+    from sera_mm import register_all_modules
+    from sera_mm.registry import MODELS
+
+    register_all_modules(init_default_scope=False)
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if 'model' not in cfg:
+        raise KeyError(f'{config} has no `model` to benchmark')
+    # As the Runner does: unprefixed names resolve in the config's scope.
+    init_default_scope(cfg.get('default_scope') or 'sera_mm')
+    model_cfg = copy.deepcopy(cfg.model.to_dict() if hasattr(cfg.model, 'to_dict')
+                              else dict(cfg.model))
+    disabled = [] if keep_pretrained else disable_pretrained(model_cfg)
+    preprocessor = model_cfg.get('data_preprocessor')
+    if img_size is not None and isinstance(preprocessor, dict) and \
+            preprocessor.get('size') is not None:
+        preprocessor['size'] = (img_size, img_size)
+    torch.manual_seed(seed)
+    model = MODELS.build(model_cfg)
+    if hasattr(model, 'init_weights'):
+        # mmengine logs one line per parameter here; keep the report readable
+        logger = MMLogger.get_current_instance()
+        level = logger.level
+        logger.setLevel(logging.WARNING)
+        try:
+            model.init_weights()
+        finally:
+            logger.setLevel(level)
+    return model.to(device).train(), disabled
+
+
+def count_parameters(model: nn.Module) -> Dict[str, float]:
+    """Returns ``dict(total, trainable, trainable_share)``; shared tensors
+    count once."""
+    unique = {id(p): p for p in model.parameters()}.values()
+    total = sum(p.numel() for p in unique)
+    trainable = sum(p.numel() for p in unique if p.requires_grad)
+    return dict(total=total, trainable=trainable,
+                trainable_share=trainable / total if total else 0.0)
+
+
+# -- inputs -------------------------------------------------------------------
+def _text_shape(model: nn.Module) -> Tuple[int, int]:
+    """(context length L, vocabulary size) of the model's text encoder."""
+    encoder = getattr(model, 'text_encoder', None)
+    if encoder is None or not hasattr(encoder, 'context_length'):
+        raise AttributeError(f'{type(model).__name__} has no text_encoder with a '
+                             '`context_length`; the benchmark feeds sentences to it')
+    embedding = None
+    for module in encoder.modules():
+        if isinstance(module, nn.Embedding):
+            embedding = module
+            break
+    if embedding is None:
+        raise AttributeError(f'{type(encoder).__name__} has no token nn.Embedding to '
+                             'read the vocabulary size from')
+    return int(encoder.context_length), int(embedding.num_embeddings)
+
+
+def make_synthetic_batch(model: nn.Module, batch_size: int, img_size: int,
+                         seed: int = 0) -> Dict[str, list]:
+    """A batch as the dataloader would give it, for ``model``'s text encoder.
+
+    Each sample: a random image of an original size with aspect ratio 4:3,
+    3:4, 1:1, ... (so the letterbox pads), a random rectangle as the
+    referent's mask and a random sentence ``[SOT, words, EOT, 0...]`` of 3 to
+    L tokens (SOT/EOT the two largest ids, as CLIP's). They go through
+    :class:`Letterbox` (``img_size``) and :class:`PackReferringInputs`, so
+    ``gt_sem_seg``, ``text_tokens`` and the metainfo (``letterbox``,
+    ``ori_shape``, ...) are the real ones.
+
+    Returns:
+        dict: ``inputs`` (list of 3 x S x S uint8 tensors) and
+        ``data_samples`` (list of SegDataSample), S = ``img_size``.
+    """
+    from sera_mm.datasets.transforms.letterbox import Letterbox
+    from sera_mm.datasets.transforms.pack_referring_inputs import PackReferringInputs
+
+    context, vocab = _text_shape(model)
+    if context < 2:
+        raise ValueError(f'context_length={context}: no room for SOT and EOT')
+    rng = np.random.default_rng(seed)
+    letterbox, pack = Letterbox(scale=img_size), PackReferringInputs()
+    aspects = (4 / 3, 3 / 4, 1.0, 16 / 9, 9 / 16)
+    inputs, samples = [], []
+    for i in range(batch_size):
+        aspect = aspects[i % len(aspects)]
+        h = max(8, int(round(img_size * 1.2 / max(aspect, 1.0))))
+        w = max(8, int(round(h * aspect)))
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        mask = np.zeros((h, w), dtype=np.uint8)
+        y0, x0 = rng.integers(0, h // 2), rng.integers(0, w // 2)
+        mask[y0:y0 + h // 3, x0:x0 + w // 3] = 1
+        length = int(rng.integers(min(3, context), context + 1))
+        tokens = np.zeros(context, dtype=np.int64)
+        tokens[0], tokens[length - 1] = vocab - 2, vocab - 1
+        tokens[1:length - 1] = rng.integers(1, vocab - 2, length - 2)
+        results = dict(img=img, gt_seg_map=mask, seg_fields=['gt_seg_map'],
+                       img_shape=(h, w), ori_shape=(h, w),
+                       text_tokens=torch.from_numpy(tokens))
+        packed = pack(letterbox(results))
+        inputs.append(packed['inputs'])
+        samples.append(packed['data_samples'])
+    return dict(inputs=inputs, data_samples=samples)
+
+
+# -- steps --------------------------------------------------------------------
+def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
+    if not amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU without parameters)."""
+    return next((p.device for p in model.parameters()), torch.device('cpu'))
+
+
+def train_step(model: nn.Module, batch: Dict[str, list], amp: bool = False) -> None:
+    """One training step without the optimiser: the real ``loss`` path.
+
+    Data preprocessor (``training=True``), ``model(..., mode='loss')`` (under
+    bf16 autocast with ``amp``), ``model.parse_losses`` (sum of the ``loss*``
+    entries) and its backward. Gradients are set to None first, so each step
+    allocates them anew, as after ``optimizer.zero_grad()``.
+    """
+    model.train()
+    model.zero_grad(set_to_none=True)
+    data = model.data_preprocessor(batch, training=True)
+    with _autocast(model_device(model), amp):
+        losses = model(**data, mode='loss')
+    loss, _ = model.parse_losses(losses)
+    loss.backward()
+
+
+def forward_step(model: nn.Module, batch: Dict[str, list], amp: bool = False,
+                 mode: str = 'tensor') -> None:
+    """One inference pass: eval mode, no grad, data preprocessor and
+    ``model(..., mode=mode)`` ('tensor': the network's logits; 'predict':
+    plus resizing to each original size and thresholding)."""
+    model.eval()
+    with torch.no_grad(), _autocast(model_device(model), amp):
+        data = model.data_preprocessor(batch, training=False)
+        model(**data, mode=mode)
+    model.train()
+
+
+def _timed(fn: Callable[[], None], device: torch.device) -> float:
+    """Seconds taken by ``fn``, the device synchronised at both ends."""
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def measure_peak_memory(fn: Callable[[], None], device: torch.device) -> Optional[int]:
+    """Peak memory (bytes) that ``fn`` allocates on top of what is live.
+
+    See :data:`MEMORY_METHODS` for the method per device type. Returns None
+    on other devices or when the CPU profiler reports no memory events.
+    """
+    if device.type == 'cuda':
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        _sync(device)
+        return int(torch.cuda.max_memory_allocated(device) - before)
+    if device.type != 'cpu':
+        return None
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    # kineto's raw events keep the allocator's calls in time order (the
+    # FunctionEvent list only sums them per op); nbytes < 0 is a free.
+    events = [e for e in prof.profiler.kineto_results.events()
+              if e.name() == '[memory]' and e.device_type() == torch.autograd.DeviceType.CPU]
+    if not events:
+        return None
+    events.sort(key=lambda e: e.start_ns())
+    running = itertools.accumulate(e.nbytes() for e in events)
+    return int(max(0, max(running)))
+
+
+def routing_counts(model: nn.Module) -> Optional[List[int]]:
+    """Samples routed to each expert in the last forward, summed over the
+    model's Top-k routers (``last_routings`` with indices); None without."""
+    routings = [r for r in getattr(model, 'last_routings', []) or []
+                if getattr(r, 'indices', None) is not None]
+    if not routings:
+        return None
+    counts = np.zeros(max(r.weights.shape[1] for r in routings), dtype=np.int64)
+    for r in routings:
+        counts[:r.weights.shape[1]] += np.bincount(
+            r.indices.flatten().cpu().numpy(), minlength=r.weights.shape[1])
+    return counts.tolist()
+
+
+# -- the benchmark --------------------------------------------------------------
+@dataclass
+class BenchmarkCase:
+    """One model to measure.
+
+    Attributes:
+        name (str): Label in the table.
+        model (nn.Module): The model (see :func:`build_benchmark_model`).
+        disabled (list[str]): Pretrained keys that were switched off.
+        config (str): Config path, for the report.
+        batch (dict): Its input batch (see :func:`make_synthetic_batch`).
+    """
+    name: str
+    model: nn.Module
+    disabled: List[str] = field(default_factory=list)
+    config: str = ''
+    batch: Optional[Dict[str, list]] = None
+
+
+def _summary(times_s: Sequence[float]) -> Dict[str, Any]:
+    ms = [1e3 * t for t in times_s]
+    q25, q50, q75 = np.percentile(ms, [25, 50, 75]).tolist()
+    return dict(median_ms=q50, q25_ms=q25, q75_ms=q75, min_ms=min(ms), times_ms=ms)
+
+
+def _ratios(times: Sequence[float], reference: Sequence[float]) -> Dict[str, float]:
+    """Ratio of medians, and the quartiles of the per-round ratios (paired:
+    the two steps of a round ran back to back, so slow spells of a shared
+    machine hit both)."""
+    paired = [t / r for t, r in zip(times, reference)]
+    q25, q50, q75 = np.percentile(paired, [25, 50, 75]).tolist()
+    return dict(ratio=statistics.median(times) / statistics.median(reference),
+                paired_ratio=q50, paired_ratio_q25=q25, paired_ratio_q75=q75)
+
+
+def run_benchmark(cases: Sequence[BenchmarkCase],
+                  repeats: int = 10,
+                  warmup: int = 2,
+                  amp: bool = False,
+                  forward_mode: str = 'tensor',
+                  memory: bool = True,
+                  seed: int = 0,
+                  log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """Times the cases' training steps and forward passes, interleaved.
+
+    Round r runs, for each case in turn, one :func:`train_step` and one
+    :func:`forward_step`; the order of the cases is rotated by one every
+    round (A B C, B C A, ...), so each is first equally often and load from
+    other processes hits all of them alike. The first ``warmup`` rounds are
+    not recorded. Then, when ``memory``, one step per case and mode is run
+    under :func:`measure_peak_memory` (never timed).
+
+    Args:
+        cases (Sequence[BenchmarkCase]): Models with their batches; the first
+            is the reference of the ratios.
+        repeats (int): Recorded rounds. Defaults to 10.
+        warmup (int): Unrecorded rounds first. Defaults to 2.
+        amp (bool): bf16 autocast around the forward. Defaults to False.
+        forward_mode (str): 'tensor' or 'predict', see :func:`forward_step`.
+        memory (bool): Measure peak memory. Defaults to True.
+        seed (int): Seeds torch's RNG (router noise, dropout) once.
+        log (callable, optional): Called with a progress line per round.
+
+    Returns:
+        dict: ``settings`` (device, sizes, threads, methods, ...) and
+        ``results``, one dict per case with ``name``, ``config``,
+        ``params`` (:func:`count_parameters`), ``train`` and ``forward``
+        (median/q25/q75/min ms, all times, ``ratio`` = median / median of
+        the first case, and the paired per-round ratio's quartiles),
+        ``memory`` (``train_peak_bytes``, ``forward_peak_bytes``, with
+        ratios), ``params_ratio`` (trainable and total vs the first case),
+        ``routing`` (samples per expert summed over the recorded training
+        steps, or None) and ``disabled_pretrained``.
+    """
+    if not cases:
+        raise ValueError('run_benchmark: no cases')
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f'run_benchmark: repeats={repeats} must be >= 1 and '
+                         f'warmup={warmup} >= 0')
+    if forward_mode not in ('tensor', 'predict'):
+        raise ValueError(f"run_benchmark: forward_mode must be 'tensor' or 'predict', "
+                         f'got {forward_mode!r}')
+    if any(case.batch is None for case in cases):
+        raise ValueError('run_benchmark: every case needs a batch '
+                         '(make_synthetic_batch)')
+    names = [case.name for case in cases]
+    if len(set(names)) != len(names):
+        raise ValueError(f'run_benchmark: case names must differ, got {names}')
+    devices = {model_device(case.model) for case in cases}
+    if len(devices) != 1:
+        raise ValueError(f'run_benchmark: the models are on several devices {devices}')
+    device = devices.pop()
+
+    torch.manual_seed(seed)
+    times: Dict[str, Dict[str, List[float]]] = {
+        c.name: dict(train=[], forward=[]) for c in cases}
+    routing: Dict[str, Optional[np.ndarray]] = {c.name: None for c in cases}
+    for rnd in range(warmup + repeats):
+        shift = rnd % len(cases)
+        last: Dict[str, float] = {}
+        for case in list(cases[shift:]) + list(cases[:shift]):
+            t_train = _timed(lambda: train_step(case.model, case.batch, amp), device)
+            counts = routing_counts(case.model)
+            t_fwd = _timed(lambda: forward_step(case.model, case.batch, amp, forward_mode),
+                           device)
+            last[case.name] = t_train
+            if rnd < warmup:
+                continue
+            times[case.name]['train'].append(t_train)
+            times[case.name]['forward'].append(t_fwd)
+            if counts is not None:
+                prev = routing[case.name]
+                routing[case.name] = np.asarray(counts) if prev is None else prev + counts
+        if log is not None:
+            stage = f'warm-up {rnd + 1}/{warmup}' if rnd < warmup else \
+                f'round {rnd - warmup + 1}/{repeats}'
+            log(f'{stage}: fwd+bwd ' + ', '.join(
+                f'{c.name} {1e3 * last[c.name]:.0f} ms' for c in cases))
+
+    peaks: Dict[str, Dict[str, Optional[int]]] = {}
+    for case in cases:
+        peaks[case.name] = dict(train_peak_bytes=None, forward_peak_bytes=None)
+        if memory:
+            peaks[case.name] = dict(
+                train_peak_bytes=measure_peak_memory(
+                    lambda: train_step(case.model, case.batch, amp), device),
+                forward_peak_bytes=measure_peak_memory(
+                    lambda: forward_step(case.model, case.batch, amp, forward_mode),
+                    device))
+
+    ref = cases[0]
+    ref_params = count_parameters(ref.model)
+    results = []
+    for case in cases:
+        params = count_parameters(case.model)
+        result = dict(name=case.name, config=case.config, params=params)
+        for mode in ('train', 'forward'):
+            result[mode] = dict(**_summary(times[case.name][mode]),
+                                **_ratios(times[case.name][mode], times[ref.name][mode]))
+        mem = dict(peaks[case.name])
+        for key in ('train_peak_bytes', 'forward_peak_bytes'):
+            ref_peak = peaks[ref.name][key]
+            mem[key.replace('_bytes', '_ratio')] = (
+                mem[key] / ref_peak if mem[key] is not None and ref_peak else None)
+        result['memory'] = mem
+        result['params_ratio'] = dict(
+            trainable=params['trainable'] / ref_params['trainable']
+            if ref_params['trainable'] else None,
+            total=params['total'] / ref_params['total'] if ref_params['total'] else None)
+        counts = routing[case.name]
+        result['routing'] = None if counts is None else counts.tolist()
+        result['disabled_pretrained'] = list(case.disabled)
+        results.append(result)
+
+    settings = dict(
+        device=str(device),
+        batch_size=len(ref.batch['inputs']),
+        input_shape=list(ref.batch['inputs'][0].shape),
+        device_name=(torch.cuda.get_device_name(device) if device.type == 'cuda'
+                     else platform.processor() or platform.machine()),
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        repeats=repeats,
+        warmup=warmup,
+        amp='bf16' if amp else None,
+        forward_mode=forward_mode,
+        order='round-robin, rotated by one case per round',
+        time='median of the recorded rounds (perf_counter, device synchronised)',
+        train_step='data_preprocessor(training=True) + loss mode + backward of '
+                   'parse_losses(); no optimiser step',
+        memory_method=MEMORY_METHODS.get(device.type) if memory else None,
+        reference=ref.name,
+    )
+    return dict(settings=settings, results=results)
+
+
+# -- per-module profile ---------------------------------------------------------
+def default_profile_groups(model: nn.Module) -> Dict[str, List[nn.Module]]:
+    """Module groups of a referring segmentor for :func:`profile_modules`.
+
+    One group per top-level child (text_encoder, backbone, neck, decoder,
+    decode_head, moe_loss, ...), plus, inside them, ``<child>.adapters``
+    (modules whose class name ends in 'Adapter'), ``<child>.fusion``
+    ('Fusion') and ``loss`` (class name ending in 'Loss', e.g. the head's
+    ``loss_decode`` and the MoE loss).
+    """
+    groups: Dict[str, List[nn.Module]] = {}
+    for name, child in model.named_children():
+        groups.setdefault(name, []).append(child)
+        for sub in child.modules():
+            cls = type(sub).__name__
+            if sub is child:
+                continue
+            if cls.endswith('Adapter'):
+                groups.setdefault(f'{name}.adapters', []).append(sub)
+            elif cls.endswith('Fusion'):
+                groups.setdefault(f'{name}.fusion', []).append(sub)
+            elif cls.endswith('Loss'):
+                groups.setdefault('loss', []).append(sub)
+    if 'moe_loss' in groups:
+        groups['loss'] = groups.get('loss', []) + groups.pop('moe_loss')
+    return groups
+
+
+#: Methods wrapped in a group's profiler scope: ``forward`` and the entry
+#: points a parent may call instead of ``__call__`` (the segmentor calls
+#: ``decode_head.loss``, which calls ``self.forward``).
+_SCOPED_METHODS = ('forward', 'loss', 'predict')
+
+
+@contextlib.contextmanager
+def _scoped(groups: Dict[str, List[nn.Module]]) -> Iterator[None]:
+    """Wraps the group modules' methods in profiler scopes named after the
+    group, as instance attributes (so ``self.forward(...)`` inside a module
+    is caught too, not only ``module(...)`` as forward hooks would be)."""
+    patched: List[Tuple[nn.Module, str]] = []
+
+    def wrap(label: str, method: Callable) -> Callable:
+        @functools.wraps(method)
+        def scoped(*args, **kwargs):
+            with torch.autograd.profiler.record_function(_SCOPE_PREFIX + label):
+                return method(*args, **kwargs)
+        return scoped
+
+    try:
+        for label, modules in groups.items():
+            for module in modules:
+                for name in _SCOPED_METHODS:
+                    method = getattr(module, name, None)
+                    if callable(method) and name not in module.__dict__:
+                        module.__dict__[name] = wrap(label, method)
+                        patched.append((module, name))
+        yield
+    finally:
+        for module, name in patched:
+            module.__dict__.pop(name, None)
+
+
+def profile_modules(model: nn.Module, batch: Dict[str, list], amp: bool = False,
+                    groups: Optional[Dict[str, List[nn.Module]]] = None,
+                    warmup: int = 1) -> List[Dict[str, Any]]:
+    """Splits one :func:`train_step` over module groups, forward and backward.
+
+    The step runs under ``torch.profiler`` with a scope around each group
+    module's forward. A forward op's time goes to its innermost group; a
+    backward op ("autograd::engine::evaluate_function: XBackward") goes to
+    the group of the forward op that created its autograd node (same
+    sequence number). Gradient accumulation into ``.grad`` and ops outside
+    every group get rows of their own. The profiler's overhead inflates
+    small ops: read the shares, and take totals from :func:`run_benchmark`.
+
+    Args:
+        model (nn.Module): The model.
+        batch (dict): Its batch.
+        amp (bool): bf16 autocast. Defaults to False.
+        groups (dict, optional): label -> modules. Defaults to
+            :func:`default_profile_groups`.
+        warmup (int): Unprofiled steps first. Defaults to 1.
+
+    Returns:
+        list[dict]: One row per group (in ``groups`` order, then the extra
+        rows, then ``total``) with ``group``, ``forward_ms``,
+        ``backward_ms``, ``total_ms`` and ``share`` (of the total).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    groups = default_profile_groups(model) if groups is None else groups
+    for _ in range(warmup):
+        train_step(model, batch, amp)
+    with _scoped(groups), profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_step(model, batch, amp)
+    events = prof.events()
+
+    def scope_of(event) -> str:
+        parent = event
+        while parent is not None:
+            if parent.name.startswith(_SCOPE_PREFIX):
+                return parent.name[len(_SCOPE_PREFIX):]
+            parent = parent.cpu_parent
+        return OUTSIDE_GROUPS
+
+    def is_backward(event) -> bool:
+        return event.name.startswith('autograd::engine::evaluate_function')
+
+    def in_backward(event) -> bool:
+        parent = event
+        while parent is not None:
+            if is_backward(parent):
+                return True
+            parent = parent.cpu_parent
+        return False
+
+    fwd = {label: 0.0 for label in groups}
+    bwd = {label: 0.0 for label in groups}
+    for extra in (OUTSIDE_GROUPS, GRAD_ACCUMULATION):
+        fwd[extra], bwd[extra] = 0.0, 0.0
+    node_group: Dict[int, str] = {}
+    for event in events:
+        if event.name.startswith(_SCOPE_PREFIX) or in_backward(event):
+            continue
+        label = scope_of(event)
+        fwd[label] += event.self_cpu_time_total / 1e3
+        if event.sequence_nr >= 0:
+            node_group.setdefault(event.sequence_nr, label)
+    for event in events:
+        if is_backward(event) and event.cpu_parent is None:
+            if 'AccumulateGrad' in event.name:
+                label = GRAD_ACCUMULATION
+            else:
+                label = node_group.get(event.sequence_nr, OUTSIDE_GROUPS)
+            bwd[label] += event.cpu_time_total / 1e3
+    # Time in the scopes themselves (hooks' Python) is the group's own.
+    for event in events:
+        if event.name.startswith(_SCOPE_PREFIX):
+            fwd[event.name[len(_SCOPE_PREFIX):]] += event.self_cpu_time_total / 1e3
+
+    total = sum(fwd.values()) + sum(bwd.values())
+    rows = []
+    for label in fwd:
+        row_total = fwd[label] + bwd[label]
+        rows.append(dict(group=label, forward_ms=fwd[label], backward_ms=bwd[label],
+                         total_ms=row_total, share=row_total / total if total else 0.0))
+    rows.append(dict(group='total', forward_ms=sum(fwd.values()),
+                     backward_ms=sum(bwd.values()), total_ms=total, share=1.0))
+    return rows
+
+
+# -- formatting -----------------------------------------------------------------
+def format_benchmark_table(report: Dict[str, Any]) -> str:
+    """Renders :func:`run_benchmark`'s report as a text table."""
+    from prettytable import PrettyTable  # installed with mmseg
+
+    table = PrettyTable([
+        'config', 'trainable', 'total', 'fwd+bwd ms [q25-q75]', 'x ref', 'paired x',
+        'fwd ms [q25-q75]', 'x ref ', 'peak fwd+bwd MiB', 'peak fwd MiB'
+    ])
+    table.align['config'] = 'l'
+    for r in report['results']:
+        tr, fw, mem = r['train'], r['forward'], r['memory']
+        table.add_row([
+            r['name'], f"{r['params']['trainable']:,}", f"{r['params']['total']:,}",
+            f"{tr['median_ms']:.0f} [{tr['q25_ms']:.0f}-{tr['q75_ms']:.0f}]",
+            f"{tr['ratio']:.3f}",
+            f"{tr['paired_ratio']:.3f} [{tr['paired_ratio_q25']:.3f}-"
+            f"{tr['paired_ratio_q75']:.3f}]",
+            f"{fw['median_ms']:.0f} [{fw['q25_ms']:.0f}-{fw['q75_ms']:.0f}]",
+            f"{fw['ratio']:.3f}",
+            _mib(mem['train_peak_bytes']), _mib(mem['forward_peak_bytes']),
+        ])
+    s = report['settings']
+    lines = [
+        f"device {s['device']} ({s['device_name']}), torch {s['torch']}, "
+        f"{s['threads']} threads, amp {s['amp']}, forward mode '{s['forward_mode']}', "
+        f"{s['repeats']} rounds after {s['warmup']} warm-up, ratios to "
+        f"'{s['reference']}'",
+        table.get_string(),
+    ]
+    routed = [r for r in report['results'] if r['routing'] is not None]
+    for r in routed:
+        lines.append(f"samples per expert over the recorded training steps, "
+                     f"{r['name']}: {r['routing']}")
+    if s['memory_method']:
+        lines.append(f"peak memory: {s['memory_method']}")
+    return '\n'.join(lines)
+
+
+def format_profile_table(name: str, rows: List[Dict[str, Any]]) -> str:
+    """Renders :func:`profile_modules`' rows as a text table."""
+    from prettytable import PrettyTable
+
+    table = PrettyTable(['group', 'forward ms', 'backward ms', 'total ms', 'share %'])
+    table.align['group'] = 'l'
+    for row in rows:
+        table.add_row([row['group'], f"{row['forward_ms']:.1f}", f"{row['backward_ms']:.1f}",
+                       f"{row['total_ms']:.1f}", f"{100 * row['share']:.1f}"])
+    return f'per-module profile of one training step, {name}:\n' + table.get_string()
+
+
+def _mib(value: Optional[int]) -> str:
+    return '-' if value is None else f'{value / 2**20:.0f}'
