@@ -1,19 +1,34 @@
 """Evaluate a checkpoint on the test split(s) of a config.
 
+Every split the config lists in ``test_splits`` (or ``--splits``) is
+evaluated in one process with the model loaded once
+(:class:`sera_mm.engine.runner.MultiSplitTestLoop`); one table, a row per
+split, is printed and written to ``test_results.{json,md}`` beside the
+per-sentence records of each split (``per_sentence_<split>.jsonl``), in
+``--out`` or else the work dir.
+
 Example:
     python tools/test.py configs/sera/sera_dinov2-b_refcoco.py work_dirs/x/best.pth
+    python tools/test.py CONFIG CKPT --splits val testA
     python tools/test.py CONFIG CKPT --out results/ --show-dir vis/
     python tools/test.py CONFIG CKPT --shuffle-sentences   # text-reading control
+    bash tools/dist_test.sh CONFIG CKPT 2                   # 2 processes (GPUs or CPUs)
 """
 import argparse
+import copy
 import os
 import os.path as osp
+from typing import List, Optional
 
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
 
 from sera_mm import register_all_modules
-from sera_mm.utils.preflight import check_config_inputs, set_dist_backend
+from sera_mm.engine.runner import (check_checkpoint_matches,
+                                   dataloader_for_split, normalize_splits,
+                                   select_splits, setup_cpu_distributed)
+from sera_mm.utils.preflight import (check_config_inputs, missing_inputs,
+                                     set_dist_backend)
 
 
 def parse_args() -> argparse.Namespace:
@@ -21,10 +36,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument(
-        '--work-dir', help='the dir to save logs and the metrics JSON')
+        '--work-dir', help='the dir to save logs, the results table and (without '
+        '--out) the per-sentence records')
     parser.add_argument(
-        '--out', help='dir for one JSON record per sentence (ref id, sentence '
-        'id, sentence, intersection, union, IoU)')
+        '--out', help='dir for the results table and one JSON record per '
+        'sentence and split (ref id, sentence id, sentence, intersection, '
+        'union, IoU)')
+    parser.add_argument(
+        '--splits', nargs='+', metavar='SPLIT',
+        help='splits to evaluate, overriding the config\'s test_splits (names '
+        'of its named entries, or split names of the test dataset)')
     parser.add_argument(
         '--show-dir', help='dir to save the drawn predictions (one image per sentence)')
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
@@ -70,6 +91,37 @@ def trigger_visualization_hook(cfg: Config, args: argparse.Namespace) -> None:
         cfg.visualizer['save_dir'] = args.show_dir
 
 
+def resolve_splits(cfg: Config, wanted: Optional[List[str]]) -> Optional[list]:
+    """The split specs to evaluate, or None for mmengine's single TestLoop.
+
+    ``--splits`` wins, then the config's ``test_splits``, then the split of
+    the test dataset itself (a one-row table). None when the test dataset
+    has no ``split`` (a dataset of another kind) and nothing else is given.
+    """
+    if wanted:
+        return select_splits(cfg.get('test_splits'), wanted)
+    if cfg.get('test_splits'):
+        return list(cfg.test_splits)
+    split = cfg.test_dataloader.get('dataset', {}).get('split')
+    return [split] if isinstance(split, str) else None
+
+
+def check_split_inputs(cfg: Config, splits: list) -> None:
+    """Like ``check_config_inputs(cfg, 'test')``, for every split's data."""
+    problems: List[str] = []
+    for name, overrides in normalize_splits(splits):
+        probe = copy.deepcopy(cfg)
+        probe.test_dataloader = dataloader_for_split(
+            cfg.test_dataloader, name, overrides)
+        for p in missing_inputs(probe, mode='test'):
+            p = p.replace('test_dataloader.', f'test split {name!r}: test_dataloader.', 1)
+            if p not in problems:
+                problems.append(p)
+    if problems:
+        raise FileNotFoundError(
+            f'{cfg.filename or "config"}: missing input(s):\n  - ' + '\n  - '.join(problems))
+
+
 def main() -> None:
     args = parse_args()
     register_all_modules()
@@ -92,12 +144,28 @@ def main() -> None:
         for metric in _evaluators(cfg):
             metric['output_dir'] = args.out
 
+    test_cfg = cfg.get('test_cfg') or {}
+    splits = resolve_splits(cfg, args.splits)
+    if test_cfg.get('type') == 'MultiSplitTestLoop' and not args.splits:
+        splits = test_cfg['splits']  # the config chose its loop itself
+    if splits is not None:
+        cfg.test_cfg = dict(type='MultiSplitTestLoop', splits=splits,
+                            out_dir=args.out or test_cfg.get('out_dir'),
+                            fp16=test_cfg.get('fp16', False))
+
     set_dist_backend(cfg)
-    check_config_inputs(cfg, mode='test')
+    setup_cpu_distributed(cfg)
+    if splits is not None:
+        check_split_inputs(cfg, splits)
+    else:
+        check_config_inputs(cfg, mode='test')
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
 
     runner = Runner.from_cfg(cfg)
+    # Runner loads with strict=False; a checkpoint of another model must
+    # fail here, naming the keys, not score a half-random model.
+    check_checkpoint_matches(runner.model, args.checkpoint)
     runner.test()
 
 

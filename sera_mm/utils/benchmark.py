@@ -621,14 +621,17 @@ def profile_modules(model: nn.Module, batch: Dict[str, list], amp: bool = False,
     bwd = {label: 0.0 for label in groups}
     for extra in (OUTSIDE_GROUPS, GRAD_ACCUMULATION):
         fwd[extra], bwd[extra] = 0.0, 0.0
+    # Every op records the *next* autograd node number, also ops that create
+    # no node; the last op (in time) recording n is the one that created
+    # node n (or an op nested in it), so later events overwrite earlier ones.
     node_group: Dict[int, str] = {}
-    for event in events:
+    for event in sorted(events, key=lambda e: e.time_range.start):
         if event.name.startswith(_SCOPE_PREFIX) or in_backward(event):
             continue
         label = scope_of(event)
         fwd[label] += event.self_cpu_time_total / 1e3
         if event.sequence_nr >= 0:
-            node_group.setdefault(event.sequence_nr, label)
+            node_group[event.sequence_nr] = label
     for event in events:
         if is_backward(event) and event.cpu_parent is None:
             if 'AccumulateGrad' in event.name:

@@ -48,8 +48,10 @@ def missing_inputs(cfg: Config, mode: str = 'train') -> List[str]:
 
     Args:
         cfg (Config): The full config.
-        mode (str): 'train' checks the train and val data, 'test' the test
-            data. Pretrained weights are checked in both modes.
+        mode (str): 'train' checks the train and val data and the
+            pretrained weights, 'test' the test data only (at test time the
+            Runner loads the whole model from the checkpoint and never reads
+            the pretrained files).
 
     Returns:
         list[str]: One message per missing file, naming the config key.
@@ -75,7 +77,8 @@ def missing_inputs(cfg: Config, mode: str = 'train') -> List[str]:
                 if not osp.isfile(path):
                     problems.append(f'{loader}.dataset.{key}: file {path!r} does '
                                     f'not exist ({DATA_HELP})')
-    for key, path in _pretrained_paths(cfg.get('model', {})):
+    pretrained = _pretrained_paths(cfg.get('model', {})) if mode == 'train' else ()
+    for key, path in pretrained:
         if not osp.isfile(path):
             problems.append(f'{key}: pretrained weights {path!r} not found ({WEIGHTS_HELP})')
     return problems

@@ -86,14 +86,26 @@ class OpenCLIPTextEncoder(BaseModule):
         self.text = _build_text_tower(embed_dim, text_cfg, quick_gelu=quick_gelu)
         self.width = self.text.width
         self.embed_dim = embed_dim
-        if pretrained is not None:
-            self.load_pretrained(pretrained)
+        self.pretrained = pretrained
         if frozen:
             self.requires_grad_(False)
             self.eval()
 
+    def init_weights(self) -> None:
+        """Loads ``pretrained``; called by the Runner before training.
+
+        Loading here and not in ``__init__`` follows mmengine's convention: at
+        test time the Runner loads the whole model from ``load_from``, so the
+        CLIP file is not needed to evaluate a trained checkpoint.
+        """
+        super().init_weights()
+        if self.pretrained is not None:
+            self.load_pretrained(self.pretrained)
+        if self.frozen:
+            self.requires_grad_(False)
+
     def load_pretrained(self, path: str) -> None:
-        """Loads the text tower's weights from ``path``; called by ``__init__``.
+        """Loads the text tower's weights from ``path``; called by :meth:`init_weights`.
 
         Raises on missing or unexpected text keys and on shape mismatches,
         naming them; logs the format and what was dropped.

@@ -79,6 +79,12 @@ def _save_openai_torchscript(model: open_clip.CLIP, path) -> str:
     return str(path)
 
 
+def _loaded(encoder: OpenCLIPTextEncoder) -> OpenCLIPTextEncoder:
+    """Loads ``pretrained`` as the Runner does before training."""
+    encoder.init_weights()
+    return encoder
+
+
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
 
@@ -87,9 +93,9 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_tiny_sentence_matches_open_clip(tmp_path, quick_gelu):
     ref = _reference(TINY_TEXT, quick_gelu)
     path = _save_open_clip(ref, tmp_path / 'tiny.pth')
-    encoder = MODELS.build(dict(type='OpenCLIPTextEncoder', text_cfg=TINY_TEXT,
+    encoder = _loaded(MODELS.build(dict(type='OpenCLIPTextEncoder', text_cfg=TINY_TEXT,
                                 embed_dim=EMBED_DIM, context_length=17,
-                                quick_gelu=quick_gelu, pretrained=path))
+                                quick_gelu=quick_gelu, pretrained=path)))
     tokens = _tokens()
     out = encoder(tokens)
     assert out.words.shape == (3, 17, 64) and out.sentence.shape == (3, EMBED_DIM)
@@ -102,8 +108,8 @@ def test_vit_b_16_sentence_matches_open_clip(tmp_path):
     text_cfg = open_clip.get_model_config('ViT-B-16')['text_cfg']
     ref = _reference(text_cfg, quick_gelu=False)
     path = _save_open_clip(ref, tmp_path / 'b16.pth')
-    encoder = OpenCLIPTextEncoder('ViT-B-16', context_length=22, quick_gelu=False,
-                                  pretrained=path)
+    encoder = _loaded(OpenCLIPTextEncoder('ViT-B-16', context_length=22, quick_gelu=False,
+                                  pretrained=path))
     assert encoder.text.positional_embedding.shape == (22, 512)
     assert encoder.text.attn_mask.shape == (22, 22)
     assert not any(name.startswith('visual') for name, _ in encoder.named_parameters())
@@ -120,8 +126,8 @@ def test_openai_torchscript_matches_load_openai_model(tmp_path, monkeypatch):
     monkeypatch.setattr(encoder_module, 'print_log', lambda msg, **kw: logs.append(msg))
     path = _save_openai_torchscript(_reference(TINY_TEXT, quick_gelu=True), tmp_path / 'oa.pt')
     ref = open_clip.load_openai_model(path, device='cpu').eval()
-    encoder = OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, quick_gelu=True,
-                                  pretrained=path)
+    encoder = _loaded(OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, quick_gelu=True,
+                                  pretrained=path))
     assert encoder.text.token_embedding.weight.dtype == torch.float32
     tokens = _tokens()
     diff = _max_diff(encoder(tokens).sentence, _reference_sentence(ref, tokens))
@@ -133,18 +139,18 @@ def test_openai_torchscript_matches_load_openai_model(tmp_path, monkeypatch):
 def test_openai_torchscript_refuses_gelu(tmp_path):
     path = _save_openai_torchscript(_reference(TINY_TEXT, quick_gelu=True), tmp_path / 'oa.pt')
     with pytest.raises(ValueError, match='QuickGELU'):
-        OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, quick_gelu=False,
-                            pretrained=path)
+        _loaded(OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, quick_gelu=False,
+                            pretrained=path))
 
 
 def test_quick_gelu_is_honoured(tmp_path):
     ref = _reference(TINY_TEXT, quick_gelu=True)
     path = _save_open_clip(ref, tmp_path / 'tiny.pth')
     tokens = _tokens()
-    quick = OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, quick_gelu=True,
-                                pretrained=path)
-    plain = OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, quick_gelu=False,
-                                pretrained=path)
+    quick = _loaded(OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, quick_gelu=True,
+                                pretrained=path))
+    plain = _loaded(OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, quick_gelu=False,
+                                pretrained=path))
     assert isinstance(quick.text.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
     assert type(plain.text.transformer.resblocks[0].mlp.gelu) is nn.GELU
     expected = _reference_sentence(ref, tokens)
@@ -196,5 +202,5 @@ def test_checkpoint_with_wrong_shapes_is_named(tmp_path):
     ref = _reference(TINY_TEXT, quick_gelu=True)
     path = _save_open_clip(ref, tmp_path / 'tiny.pth')
     with pytest.raises(KeyError, match=r'ln_final\.weight: file \(64,\) vs model \(96,\)'):
-        OpenCLIPTextEncoder(text_cfg=dict(TINY_TEXT, width=96), embed_dim=EMBED_DIM,
-                            pretrained=path)
+        _loaded(OpenCLIPTextEncoder(text_cfg=dict(TINY_TEXT, width=96), embed_dim=EMBED_DIM,
+                            pretrained=path))

@@ -1,0 +1,7 @@
+# SERA with BCE + Dice (SERA.md section 5: Dice is optional, off by default)
+_base_ = '../sera/sera_dinov2-b_refcoco.py'
+model = dict(decode_head=dict(loss_decode=[
+    dict(type='mmseg.CrossEntropyLoss', use_sigmoid=True, avg_non_ignore=True,
+         loss_weight=1.0, loss_name='loss_bce'),
+    dict(type='BinaryDiceLoss', loss_weight=1.0, loss_name='loss_dice')
+]))

@@ -1,0 +1,95 @@
+"""Checks that a checkpoint's weights fit a model before testing with it.
+
+``Runner.load_checkpoint`` loads with ``strict=False``: a checkpoint of
+another architecture only logs a warning and the test then scores a
+partly random model. :func:`check_checkpoint_matches` compares the keys and
+shapes first and raises an error that names the keys at fault.
+"""
+import re
+from typing import Dict, List, Mapping, Tuple
+
+import torch
+from torch import nn
+
+#: Keys listed per category in the error message.
+MAX_LISTED = 10
+
+
+def load_state_dict_keys(filename: str) -> Dict[str, Tuple[int, ...]]:
+    """Shapes of the weights a checkpoint holds, by key.
+
+    Loaded with ``weights_only=True`` (nothing in the file is run) and, for
+    torch's zip format, memory-mapped, so only the header is read.
+
+    Args:
+        filename: a ``.pth`` file (an mmengine checkpoint with
+            ``state_dict``, or a bare state dict).
+
+    Returns:
+        ``{key: shape}`` with mmengine's ``module.`` prefix removed.
+
+    Raises:
+        ValueError: the file is not a readable checkpoint (the message names
+            it).
+    """
+    try:
+        try:
+            ckpt = torch.load(filename, map_location='cpu', weights_only=True,
+                              mmap=True)
+        except RuntimeError as e:  # legacy (non-zip) format cannot mmap
+            if 'mmap' not in str(e):
+                raise
+            ckpt = torch.load(filename, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise ValueError(f'checkpoint {filename} cannot be read: '
+                         f'{type(e).__name__}: {e}') from e
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, Mapping) else None
+    if not isinstance(state, Mapping):
+        raise ValueError(f'checkpoint {filename} holds no state dict (got '
+                         f'{type(ckpt).__name__})')
+    return {re.sub(r'^module\.', '', k): tuple(v.shape)
+            for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def _listing(title: str, items: List[str]) -> str:
+    more = f' ... and {len(items) - MAX_LISTED} more' \
+        if len(items) > MAX_LISTED else ''
+    return f'\n  {title} ({len(items)}): ' + ', '.join(items[:MAX_LISTED]) + more
+
+
+def check_checkpoint_matches(model: nn.Module, filename: str) -> None:
+    """Raises if ``filename``'s weights do not fit ``model`` exactly.
+
+    Called by ``tools/test.py`` after the Runner is built and before it
+    loads the checkpoint.
+
+    Args:
+        model: the (unwrapped) model of the config.
+        filename: the checkpoint.
+
+    Raises:
+        ValueError: keys the model has and the checkpoint lacks, keys the
+            checkpoint has and the model lacks, and keys whose shapes differ,
+            each listed (the first few) and counted.
+    """
+    if hasattr(model, 'module'):  # DDP and mmengine's wrappers
+        model = model.module
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = load_state_dict_keys(filename)
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    mismatched = sorted(
+        f'{k} (checkpoint {list(found[k])}, model {list(expected[k])})'
+        for k in set(expected) & set(found) if expected[k] != found[k])
+    if not (missing or unexpected or mismatched):
+        return
+    msg = (f'checkpoint {filename} does not fit the model of the config '
+           f'({type(model).__name__}, {len(expected)} weights; checkpoint '
+           f'{len(found)}); was it trained with another config?')
+    if missing:
+        msg += _listing('missing in the checkpoint', missing)
+    if unexpected:
+        msg += _listing('not in the model', unexpected)
+    if mismatched:
+        msg += _listing('shape mismatch', mismatched)
+    raise ValueError(msg)

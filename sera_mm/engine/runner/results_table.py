@@ -1,0 +1,95 @@
+"""The table of a multi-split test run: one row per split.
+
+Columns: the number of sentences, mIoU, oIoU and Prec@0.5 ... Prec@0.9 (the
+keys of :class:`~sera_mm.evaluation.RefSegMetric`). The table is printed
+(a PrettyTable, as mmseg and the metric print theirs) and written as JSON
+and Markdown, each atomically.
+"""
+import os.path as osp
+from typing import Dict, List, Optional, Sequence
+
+from sera_mm.utils.atomic import atomic_write_json, atomic_write_text
+
+#: The table's metric columns, in order.
+COLUMNS = ('mIoU', 'oIoU', 'Prec@0.5', 'Prec@0.6', 'Prec@0.7', 'Prec@0.8',
+           'Prec@0.9')
+TABLE_JSON = 'test_results.json'
+TABLE_MD = 'test_results.md'
+
+
+def split_row(metrics: Dict[str, float], prefix: str) -> Dict[str, float]:
+    """The metrics of one split with their ``<prefix>/`` removed.
+
+    Args:
+        metrics: what the split's evaluator returned, keys
+            ``<prefix>/<name>`` (mmengine adds a metric's prefix that way).
+        prefix: the split's metric prefix.
+
+    Returns:
+        ``{name: value}``; keys of other prefixes are left out.
+    """
+    head = prefix + '/'
+    return {k[len(head):]: v for k, v in metrics.items() if k.startswith(head)}
+
+
+def _cell(value: Optional[float]) -> str:
+    return '-' if value is None else f'{float(value):.2f}'
+
+
+def format_table(rows: Dict[str, Dict[str, float]],
+                 sentences: Dict[str, int]) -> str:
+    """The rows as a PrettyTable string (split, sentences, COLUMNS)."""
+    from prettytable import PrettyTable  # installed with mmseg
+    table = PrettyTable(['split', 'sentences', *COLUMNS])
+    for name, row in rows.items():
+        table.add_row([name, sentences[name], *(_cell(row.get(c))
+                                                for c in COLUMNS)])
+    return table.get_string()
+
+
+def format_markdown(rows: Dict[str, Dict[str, float]],
+                    sentences: Dict[str, int]) -> str:
+    """The rows as a GitHub Markdown table (values in percent, 2 decimals)."""
+    header = ['split', 'sentences', *COLUMNS]
+    lines = ['| ' + ' | '.join(header) + ' |',
+             '|' + '|'.join(['---'] + ['---:'] * (len(header) - 1)) + '|']
+    for name, row in rows.items():
+        cells = [name, str(sentences[name]),
+                 *(_cell(row.get(c)) for c in COLUMNS)]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def write_table(out_dir: str, rows: Dict[str, Dict[str, float]],
+                sentences: Dict[str, int],
+                records: Optional[Dict[str, Optional[str]]] = None,
+                extra: Optional[dict] = None) -> List[str]:
+    """Writes ``test_results.json`` and ``test_results.md`` into ``out_dir``.
+
+    Called once per test run, on rank 0, after the last split.
+
+    Args:
+        out_dir: the folder (created if missing).
+        rows: ``{split: {metric: value}}`` in table order, values in percent
+            at full precision.
+        sentences: ``{split: number of sentences}``.
+        records: ``{split: per-sentence records file}`` (or None).
+        extra: further top-level JSON entries (config, checkpoint).
+
+    Returns:
+        The two paths written.
+    """
+    splits: Sequence[str] = list(rows)
+    payload = dict(extra or {})
+    payload['columns'] = list(COLUMNS)
+    payload['splits'] = {
+        name: dict(sentences=sentences[name],
+                   per_sentence=(records or {}).get(name),
+                   **rows[name])
+        for name in splits
+    }
+    json_path = osp.join(out_dir, TABLE_JSON)
+    md_path = osp.join(out_dir, TABLE_MD)
+    atomic_write_json(json_path, payload, indent=2)
+    atomic_write_text(md_path, format_markdown(rows, sentences))
+    return [json_path, md_path]

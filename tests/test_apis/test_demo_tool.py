@@ -1,0 +1,100 @@
+"""tools/demo.py on the tiny random SERA: sizes, formats and one-line errors."""
+import importlib.util
+import os.path as osp
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+TOOL = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'demo.py')
+
+
+@pytest.fixture(scope='module')
+def demo():
+    spec = importlib.util.spec_from_file_location('sera_demo_tool', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def images(tmp_path_factory):
+    """Odd-sized colour JPEG, grayscale PNG, RGBA PNG: {name: (path, (h, w))}."""
+    root = tmp_path_factory.mktemp('demo_images')
+    rng = np.random.default_rng(0)
+    made = {}
+    for name, shape in (('odd.jpg', (97, 131, 3)), ('gray.png', (45, 77)),
+                        ('rgba.png', (33, 64, 4)), ('tall.png', (151, 23, 3))):
+        path = str(root / name)
+        cv2.imwrite(path, rng.integers(0, 256, shape, dtype=np.uint8))
+        made[name] = (path, shape[:2])
+    return made
+
+
+def test_single_overlay_has_the_image_size(demo, tiny_model_files, images, tmp_path, capsys):
+    config, checkpoint, _ = tiny_model_files
+    path, (h, w) = images['odd.jpg']
+    out = str(tmp_path / 'overlay.png')
+    assert demo.main([path, 'the red circle', config, checkpoint, '--out', out]) == 0
+    drawn = cv2.imread(out, cv2.IMREAD_UNCHANGED)
+    assert drawn.shape == (h, w, 3)
+    assert out in capsys.readouterr().out
+
+
+def test_batch_writes_one_overlay_per_line_and_a_sheet(demo, tiny_model_files, images,
+                                                        tmp_path):
+    config, checkpoint, _ = tiny_model_files
+    names = ['odd.jpg', 'gray.png', 'rgba.png', 'tall.png']
+    batch = tmp_path / 'pairs.tsv'
+    batch.write_text('# image<TAB>sentence\n\n' + ''.join(
+        f'{images[n][0]}\tthe shape number {i}\n' for i, n in enumerate(names)))
+    out_dir = tmp_path / 'out'
+    assert demo.main(['--batch', str(batch), config, checkpoint, '--out', str(out_dir),
+                      '--cell', '64']) == 0
+    for i, name in enumerate(names):
+        stem = osp.splitext(name)[0]
+        drawn = cv2.imread(str(out_dir / f'{i:03d}_{stem}.png'), cv2.IMREAD_UNCHANGED)
+        assert drawn.shape == images[name][1] + (3,), name
+    sheet = cv2.imread(str(out_dir / demo.CONTACT_SHEET))
+    # 4 overlays -> 2 x 2 cells of 64 px with 4 px gaps
+    assert sheet.shape == (2 * 68 + 4, 2 * 68 + 4, 3)
+
+
+def _error_of(demo, argv, capsys) -> str:
+    assert demo.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: ') and '\n' not in err, err
+    return err
+
+
+def test_errors_are_one_line_naming_the_input(demo, tiny_model_files, images, tmp_path,
+                                              capsys):
+    config, checkpoint, _ = tiny_model_files
+    image = images['odd.jpg'][0]
+    missing = str(tmp_path / 'missing.jpg')
+    assert missing in _error_of(demo, [missing, 'the red circle', config, checkpoint], capsys)
+    err = _error_of(demo, [image, '  ', config, checkpoint], capsys)
+    assert 'empty sentence' in err and image in err
+    assert 'nowhere.py' in _error_of(
+        demo, [image, 'x', str(tmp_path / 'nowhere.py'), checkpoint], capsys)
+
+    # a checkpoint of another model: one tensor of another shape
+    state = torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict']
+    key = next(k for k, v in state.items() if v.dim() == 2)
+    state[key] = torch.zeros(2, 2)
+    other = str(tmp_path / 'other.pth')
+    torch.save(dict(state_dict=state), other)
+    err = _error_of(demo, [image, 'x', config, other], capsys)
+    assert other in err and key in err and 'does not fit' in err
+
+    batch = tmp_path / 'bad.tsv'
+    batch.write_text(f'{image}\tthe red circle\n{image} the blue square\n')
+    err = _error_of(demo, ['--batch', str(batch), config, checkpoint], capsys)
+    assert f'{batch}:2' in err and 'no tab' in err
+    batch.write_text(f'{image}\tthe red circle\n{missing}\tthe blue square\n')
+    err = _error_of(demo, ['--batch', str(batch), config, checkpoint], capsys)
+    assert f'{batch}:2' in err and missing in err
+    batch.write_text(f'{image}\t \n')
+    err = _error_of(demo, ['--batch', str(batch), config, checkpoint], capsys)
+    assert f'{batch}:1' in err and 'empty sentence' in err

@@ -1,0 +1,1 @@
+"""Bad inputs and data leakage: every error names what is at fault."""

@@ -1,0 +1,1 @@
+"""The test runner: multi-split tests, distributed runs, atomic files."""

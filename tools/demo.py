@@ -1,0 +1,196 @@
+"""Segment the object a sentence refers to and draw it on the image.
+
+Examples::
+
+    # one image: the mask as a coloured overlay with its outline, the
+    # sentence as a caption, at the image's own size
+    python tools/demo.py demo.jpg "the man on the left" CONFIG CKPT --out overlay.png
+    # many: lines of image<TAB>sentence; one overlay per line and a contact sheet
+    python tools/demo.py --batch pairs.tsv CONFIG CKPT --out overlays/ --device cuda
+
+In a batch file, blank lines and lines starting with '#' are skipped and
+relative image paths are taken from the current directory. Every input is
+checked before the model is built; an error is one line on stderr
+(``error: ...``, naming the file, line or key at fault) and exit status 1;
+``--debug`` shows the traceback instead.
+"""
+import argparse
+import os
+import os.path as osp
+import re
+import sys
+from typing import List, Optional, Tuple
+
+DEFAULT_SINGLE_OUT = 'overlay.png'
+DEFAULT_BATCH_OUT = 'demo_overlays'
+CONTACT_SHEET = 'contact_sheet.png'
+
+
+class InputError(ValueError):
+    """A user input is wrong; the message names it."""
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Draw the mask a referring segmentation model predicts',
+        usage='%(prog)s IMAGE SENTENCE CONFIG CHECKPOINT [--out FILE]\n'
+              '       %(prog)s --batch FILE CONFIG CHECKPOINT [--out DIR]')
+    parser.add_argument('inputs', nargs='*', metavar='ARG',
+                        help='IMAGE SENTENCE CONFIG CHECKPOINT, or CONFIG CHECKPOINT '
+                        'with --batch')
+    parser.add_argument('--batch', metavar='FILE',
+                        help='text file of lines image<TAB>sentence')
+    parser.add_argument('--out', help=f'output image (default {DEFAULT_SINGLE_OUT}); '
+                        f'with --batch a folder (default {DEFAULT_BATCH_OUT}/)')
+    parser.add_argument('--device', default='cpu',
+                        help="'cpu', 'cuda' or 'cuda:N' (default cpu)")
+    parser.add_argument('--alpha', type=float, default=0.45,
+                        help='opacity of the mask fill (default 0.45)')
+    parser.add_argument('--no-caption', action='store_true',
+                        help='do not write the sentence on the picture')
+    parser.add_argument('--cell', type=int, default=256,
+                        help='cell side of the contact sheet in pixels (default 256)')
+    parser.add_argument('--cfg-options', nargs='+', default=None,
+                        help='override settings of the config, key=value')
+    parser.add_argument('--debug', action='store_true',
+                        help='show tracebacks instead of one-line errors')
+    args = parser.parse_args(argv)
+    expected = 2 if args.batch else 4
+    if len(args.inputs) != expected:
+        names = 'CONFIG CHECKPOINT' if args.batch else 'IMAGE SENTENCE CONFIG CHECKPOINT'
+        parser.error(f'expected {names}, got {len(args.inputs)} argument(s)')
+    if not re.fullmatch(r'cpu|cuda(:\d+)?', args.device):
+        parser.error(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
+    if not 0.0 <= args.alpha <= 1.0:
+        parser.error(f'--alpha must be in [0, 1], got {args.alpha}')
+    return args
+
+
+def read_batch_file(path: str) -> List[Tuple[str, str, str]]:
+    """Reads and checks a batch file.
+
+    Returns:
+        list of (image path, sentence, 'FILE:LINE') in file order.
+
+    Raises:
+        InputError: The file is missing or empty, a line has no tab, an image
+            is missing or a sentence is empty (naming FILE:LINE).
+    """
+    if not osp.isfile(path):
+        raise InputError(f'batch file not found: {path}')
+    pairs = []
+    with open(path, encoding='utf-8') as f:
+        for number, raw in enumerate(f, start=1):
+            line = raw.rstrip('\r\n')
+            if not line.strip() or line.lstrip().startswith('#'):
+                continue
+            where = f'{path}:{number}'
+            if '\t' not in line:
+                raise InputError(f'{where}: expected image<TAB>sentence, found no tab')
+            image, sentence = line.split('\t', 1)
+            image, sentence = image.strip(), sentence.strip()
+            check_pair(image, sentence, where)
+            pairs.append((image, sentence, where))
+    if not pairs:
+        raise InputError(f'batch file {path} holds no image<TAB>sentence line')
+    return pairs
+
+
+def check_pair(image: str, sentence: str, where: str = '') -> None:
+    """Raises InputError if the image file is missing or the sentence empty."""
+    prefix = f'{where}: ' if where else ''
+    if not image:
+        raise InputError(f'{prefix}empty image path')
+    if not osp.isfile(image):
+        raise InputError(f'{prefix}image not found: {image}')
+    if not sentence.strip():
+        raise InputError(f'{prefix}empty sentence for image {image}')
+
+
+def draw(model, visualizer, image_path: str, sentence: str, caption: bool):
+    """Runs the model on one pair; returns (RGB overlay, mask area share)."""
+    import mmcv
+
+    from sera_mm.apis import inference_referring, load_image
+    image = load_image(image_path)
+    result = inference_referring(model, image, sentence)
+    mask = result.pred_sem_seg.data[0].cpu().numpy().astype(bool)
+    drawn = visualizer.draw_referring(mmcv.bgr2rgb(image), mask,
+                                      sentence if caption else None)
+    assert drawn.shape[:2] == image.shape[:2]
+    return drawn, float(mask.mean())
+
+
+def run(args: argparse.Namespace) -> int:
+    """Checks the inputs, builds the model, writes the pictures."""
+    if args.batch:
+        pairs = read_batch_file(args.batch)
+        config, checkpoint = args.inputs
+    else:
+        image, sentence, config, checkpoint = args.inputs
+        check_pair(image, sentence)
+        pairs = [(image, sentence.strip(), image)]
+    for name, path in (('config', config), ('checkpoint', checkpoint)):
+        if not osp.isfile(path):
+            raise InputError(f'{name} not found: {path}')
+
+    import mmcv
+    from mmengine.config import DictAction
+
+    from sera_mm.apis import init_model
+    from sera_mm.visualization import ReferringVisualizer, make_contact_sheet
+
+    cfg_options = None
+    if args.cfg_options:
+        namespace = argparse.Namespace()
+        DictAction(option_strings=[], dest='cfg')(None, namespace, args.cfg_options)
+        cfg_options = namespace.cfg
+    model = init_model(config, checkpoint, device=args.device, cfg_options=cfg_options)
+    visualizer = ReferringVisualizer(name='sera_demo', alpha=args.alpha)
+
+    if not args.batch:
+        out = args.out or DEFAULT_SINGLE_OUT
+        drawn, share = draw(model, visualizer, pairs[0][0], pairs[0][1], not args.no_caption)
+        mmcv.imwrite(mmcv.rgb2bgr(drawn), out)
+        print(f'{out}: {drawn.shape[1]} x {drawn.shape[0]}, mask {100 * share:.1f}% of the image')
+        return 0
+
+    out_dir = args.out or DEFAULT_BATCH_OUT
+    os.makedirs(out_dir, exist_ok=True)
+    overlays = []
+    for i, (image, sentence, where) in enumerate(pairs):
+        try:
+            drawn, share = draw(model, visualizer, image, sentence, not args.no_caption)
+        except Exception as e:
+            raise type(e)(f'{where}: {e}') from e
+        stem = osp.splitext(osp.basename(image))[0]
+        path = osp.join(out_dir, f'{i:03d}_{stem}.png')
+        mmcv.imwrite(mmcv.rgb2bgr(drawn), path)
+        overlays.append(drawn)
+        print(f'{path}: mask {100 * share:.1f}% of the image ({sentence!r})')
+    sheet = osp.join(out_dir, CONTACT_SHEET)
+    mmcv.imwrite(mmcv.rgb2bgr(make_contact_sheet(overlays, cell=args.cell)), sheet)
+    print(f'{sheet}: {len(overlays)} overlays')
+    return 0
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else type(error).__name__
+    # KeyError quotes its message
+    return text[1:-1] if isinstance(error, KeyError) and text[:1] == text[-1:] == "'" else text
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.debug:
+        return run(args)
+    try:
+        return run(args)
+    except Exception as e:  # one line per error, not a traceback wall
+        print(f'error: {_one_line(e)}', file=sys.stderr)
+        return 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
