@@ -54,7 +54,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='override settings of the config, key=value')
     parser.add_argument('--debug', action='store_true',
                         help='show tracebacks instead of one-line errors')
-    args = parser.parse_args(argv)
+    # options may come between the positional arguments
+    args = parser.parse_intermixed_args(argv)
     expected = 2 if args.batch else 4
     if len(args.inputs) != expected:
         names = 'CONFIG CHECKPOINT' if args.batch else 'IMAGE SENTENCE CONFIG CHECKPOINT'

@@ -27,8 +27,7 @@ from sera_mm import register_all_modules
 from sera_mm.engine.runner import (check_checkpoint_matches,
                                    dataloader_for_split, normalize_splits,
                                    select_splits, setup_cpu_distributed)
-from sera_mm.utils.preflight import (check_config_inputs, missing_inputs,
-                                     set_dist_backend)
+from sera_mm.utils.preflight import check_config_inputs, set_dist_backend
 
 
 def parse_args() -> argparse.Namespace:
@@ -107,19 +106,15 @@ def resolve_splits(cfg: Config, wanted: Optional[List[str]]) -> Optional[list]:
 
 
 def check_split_inputs(cfg: Config, splits: list) -> None:
-    """Like ``check_config_inputs(cfg, 'test')``, for every split's data."""
-    problems: List[str] = []
+    """``check_config_inputs(cfg, 'test')`` for the data of every split."""
     for name, overrides in normalize_splits(splits):
         probe = copy.deepcopy(cfg)
         probe.test_dataloader = dataloader_for_split(
             cfg.test_dataloader, name, overrides)
-        for p in missing_inputs(probe, mode='test'):
-            p = p.replace('test_dataloader.', f'test split {name!r}: test_dataloader.', 1)
-            if p not in problems:
-                problems.append(p)
-    if problems:
-        raise FileNotFoundError(
-            f'{cfg.filename or "config"}: missing input(s):\n  - ' + '\n  - '.join(problems))
+        try:
+            check_config_inputs(probe, mode='test')
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f'test split {name!r}: {e}') from None
 
 
 def main() -> None:

@@ -6,20 +6,20 @@ _base_ = [
 ]
 width = 128
 model = dict(
-    data_preprocessor=dict(size=(128, 128)),
+    data_preprocessor=dict(size=(112, 112)),
     text_encoder=dict(
         text_cfg=dict(context_length=17, vocab_size=49408, width=width, heads=4, layers=2),
         embed_dim=width, quick_gelu=False, pretrained=None, frozen=False),
     backbone=dict(
         arch=dict(_delete_=True, embed_dims=width, num_layers=4, num_heads=4, feedforward_channels=4 * width),
-        img_size=128, patch_size=8, out_indices=(1, 2, 3), trainable='all',
+        img_size=112, patch_size=8, out_indices=(1, 2, 3), trainable='all',
         adapter_cfg=dict(channels=32, text_channels=width, sentence_channels=width, num_heads=2),
         adapter_indices=(1, 3), init_cfg=None),
     neck=dict(in_channels=[width] * 3, channels=width, text_channels=width),
     decoder=dict(num_layers=1, channels=width, text_channels=width, num_heads=4,
                  feedforward_channels=2 * width, dropout=0.),
     decode_head=dict(
-        in_channels=width, channels=32, text_channels=width,
+        in_channels=width, mid_channels=64, channels=32, text_channels=width,
         # Dice speeds up learning the masks from scratch (off in the paper configs)
         loss_decode=[
             dict(type='mmseg.CrossEntropyLoss', use_sigmoid=True, avg_non_ignore=True,
@@ -27,7 +27,7 @@ model = dict(
             dict(type='BinaryDiceLoss', loss_weight=1.0, loss_name='loss_dice')
         ]))
 
-max_epochs = 5
+max_epochs = 7
 optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=100),
@@ -35,5 +35,5 @@ param_scheduler = [
          convert_to_iter_based=True)
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=1)
-default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=5))
+default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=1))
 custom_hooks = [dict(type='RoutingStatsHook', interval=50)]

@@ -32,8 +32,12 @@ class CheckpointMismatchError(ValueError):
 
 
 def _first_line(error: BaseException) -> str:
-    """The first non-empty line of an error message (torch's are long)."""
+    """The telling line of an error message (torch's are long): the refused
+    global of a weights-only load, else the first non-empty line."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(('Unsupported global', 'Refused')):
+            return line
     return lines[0] if lines else type(error).__name__
 
 
@@ -126,9 +130,15 @@ def load_referring_checkpoint(model: nn.Module, checkpoint: str,
         ValueError: The file is not a readable checkpoint.
         CheckpointMismatchError: ``strict`` and the weights do not fit.
     """
+    from mmengine.logging import HistoryBuffer
     from mmengine.runner import CheckpointLoader
     if '://' not in str(checkpoint) and not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
+    # HistoryBuffer registers its statistic methods (which a Runner
+    # checkpoint pickles) in its first __init__; sera_mm's weights-only
+    # allow-list accepts only registered ones, so register them before the
+    # first load in a process that has no message hub yet.
+    HistoryBuffer()
     try:
         ckpt = CheckpointLoader.load_checkpoint(str(checkpoint), map_location='cpu')
     except Exception as e:  # torch raises several types for a bad file

@@ -301,7 +301,10 @@ def measure_peak_memory(fn: Callable[[], None], device: torch.device) -> Optiona
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     # kineto's raw events keep the allocator's calls in time order (the
-    # FunctionEvent list only sums them per op); nbytes < 0 is a free.
+    # FunctionEvent list only sums them per op); nbytes < 0 is a free. Frees
+    # of blocks allocated before the profiler started are not reported (c10
+    # warns "Memory block of unknown size..."), so the running sum counts
+    # only what the step itself allocates.
     events = [e for e in prof.profiler.kineto_results.events()
               if e.name() == '[memory]' and e.device_type() == torch.autograd.DeviceType.CPU]
     if not events:
@@ -309,6 +312,42 @@ def measure_peak_memory(fn: Callable[[], None], device: torch.device) -> Optiona
     events.sort(key=lambda e: e.start_ns())
     running = itertools.accumulate(e.nbytes() for e in events)
     return int(max(0, max(running)))
+
+
+def count_flops(fn: Callable[[], None]) -> int:
+    """Floating-point operations of ``fn`` (matmuls, convolutions and
+    attention, forward and backward) by ``torch.utils.flop_counter``."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def _account(step: Callable[[], None], device: torch.device, memory: bool,
+             flops: bool) -> Dict[str, Optional[int]]:
+    """Runs ``step`` once under the memory and/or FLOP counters.
+
+    Returns:
+        dict: ``peak_bytes`` and ``flops``, None for what was not asked.
+    """
+    counted: Dict[str, Optional[int]] = dict(peak_bytes=None, flops=None)
+
+    def run() -> None:
+        if flops:
+            counted['flops'] = count_flops(step)
+        else:
+            step()
+
+    if memory:
+        counted['peak_bytes'] = measure_peak_memory(run, device)
+    elif flops:
+        run()
+    return counted
+
+
+def _ratio(value: Optional[float], reference: Optional[float]) -> Optional[float]:
+    return value / reference if value is not None and reference else None
 
 
 def routing_counts(model: nn.Module) -> Optional[List[int]]:
@@ -366,6 +405,7 @@ def run_benchmark(cases: Sequence[BenchmarkCase],
                   amp: bool = False,
                   forward_mode: str = 'tensor',
                   memory: bool = True,
+                  flops: bool = True,
                   seed: int = 0,
                   log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Times the cases' training steps and forward passes, interleaved.
@@ -374,8 +414,11 @@ def run_benchmark(cases: Sequence[BenchmarkCase],
     :func:`forward_step`; the order of the cases is rotated by one every
     round (A B C, B C A, ...), so each is first equally often and load from
     other processes hits all of them alike. The first ``warmup`` rounds are
-    not recorded. Then, when ``memory``, one step per case and mode is run
-    under :func:`measure_peak_memory` (never timed).
+    not recorded. Then one more step per case and mode, never timed, is run
+    under :func:`measure_peak_memory` (when ``memory``) and
+    :func:`count_flops` (when ``flops``): deterministic figures for a
+    machine whose timings are noisy (the FLOPs of a Top-k model depend on
+    that step's routing, which is reported with them).
 
     Args:
         cases (Sequence[BenchmarkCase]): Models with their batches; the first
@@ -385,6 +428,7 @@ def run_benchmark(cases: Sequence[BenchmarkCase],
         amp (bool): bf16 autocast around the forward. Defaults to False.
         forward_mode (str): 'tensor' or 'predict', see :func:`forward_step`.
         memory (bool): Measure peak memory. Defaults to True.
+        flops (bool): Count FLOPs. Defaults to True.
         seed (int): Seeds torch's RNG (router noise, dropout) once.
         log (callable, optional): Called with a progress line per round.
 
@@ -395,9 +439,12 @@ def run_benchmark(cases: Sequence[BenchmarkCase],
         (median/q25/q75/min ms, all times, ``ratio`` = median / median of
         the first case, and the paired per-round ratio's quartiles),
         ``memory`` (``train_peak_bytes``, ``forward_peak_bytes``, with
-        ratios), ``params_ratio`` (trainable and total vs the first case),
+        ratios), ``flops`` (``train``, ``forward``, their ratios and the
+        routing of the counted steps), ``params_ratio`` (trainable and total vs the first case),
         ``routing`` (samples per expert summed over the recorded training
-        steps, or None) and ``disabled_pretrained``.
+        steps, or None) and ``disabled_pretrained``; and ``pairwise``:
+        ``pairwise[mode][a][b]``, the median per-round ratio of case a's
+        time to case b's (mode 'train' or 'forward').
     """
     if not cases:
         raise ValueError('run_benchmark: no cases')
@@ -444,16 +491,20 @@ def run_benchmark(cases: Sequence[BenchmarkCase],
             log(f'{stage}: fwd+bwd ' + ', '.join(
                 f'{c.name} {1e3 * last[c.name]:.0f} ms' for c in cases))
 
-    peaks: Dict[str, Dict[str, Optional[int]]] = {}
+    # One untimed step per case and mode for the deterministic accounts:
+    # peak memory and FLOPs (both need instrumentation that would distort
+    # the timed steps).
+    accounts: Dict[str, Dict[str, Any]] = {}
     for case in cases:
-        peaks[case.name] = dict(train_peak_bytes=None, forward_peak_bytes=None)
-        if memory:
-            peaks[case.name] = dict(
-                train_peak_bytes=measure_peak_memory(
-                    lambda: train_step(case.model, case.batch, amp), device),
-                forward_peak_bytes=measure_peak_memory(
-                    lambda: forward_step(case.model, case.batch, amp, forward_mode),
-                    device))
+        # Free the last step's gradients first, so that the training step's
+        # peak counts the gradients it allocates on both devices.
+        case.model.zero_grad(set_to_none=True)
+        accounts[case.name] = acc = {}
+        for mode, step in (
+                ('train', lambda: train_step(case.model, case.batch, amp)),
+                ('forward', lambda: forward_step(case.model, case.batch, amp, forward_mode))):
+            acc[mode] = _account(step, device, memory, flops)
+            acc[mode]['routing'] = routing_counts(case.model)
 
     ref = cases[0]
     ref_params = count_parameters(ref.model)
@@ -464,12 +515,18 @@ def run_benchmark(cases: Sequence[BenchmarkCase],
         for mode in ('train', 'forward'):
             result[mode] = dict(**_summary(times[case.name][mode]),
                                 **_ratios(times[case.name][mode], times[ref.name][mode]))
-        mem = dict(peaks[case.name])
-        for key in ('train_peak_bytes', 'forward_peak_bytes'):
-            ref_peak = peaks[ref.name][key]
-            mem[key.replace('_bytes', '_ratio')] = (
-                mem[key] / ref_peak if mem[key] is not None and ref_peak else None)
-        result['memory'] = mem
+        acc, ref_acc = accounts[case.name], accounts[ref.name]
+        result['memory'] = dict(
+            train_peak_bytes=acc['train']['peak_bytes'],
+            forward_peak_bytes=acc['forward']['peak_bytes'],
+            train_peak_ratio=_ratio(acc['train']['peak_bytes'], ref_acc['train']['peak_bytes']),
+            forward_peak_ratio=_ratio(acc['forward']['peak_bytes'],
+                                      ref_acc['forward']['peak_bytes']))
+        result['flops'] = dict(
+            train=acc['train']['flops'], forward=acc['forward']['flops'],
+            train_ratio=_ratio(acc['train']['flops'], ref_acc['train']['flops']),
+            forward_ratio=_ratio(acc['forward']['flops'], ref_acc['forward']['flops']),
+            train_routing=acc['train']['routing'], forward_routing=acc['forward']['routing'])
         result['params_ratio'] = dict(
             trainable=params['trainable'] / ref_params['trainable']
             if ref_params['trainable'] else None,
@@ -496,9 +553,18 @@ def run_benchmark(cases: Sequence[BenchmarkCase],
         train_step='data_preprocessor(training=True) + loss mode + backward of '
                    'parse_losses(); no optimiser step',
         memory_method=MEMORY_METHODS.get(device.type) if memory else None,
+        flops_method=('torch.utils.flop_counter.FlopCounterMode over one step '
+                      '(matmul, conv, attention; elementwise ops not counted)'
+                      if flops else None),
         reference=ref.name,
     )
-    return dict(settings=settings, results=results)
+    # Any two cases of the run, not only against the first (e.g. Top-1 vs
+    # Top-4 in a run whose reference is the baseline).
+    pairwise = {
+        mode: {a.name: {b.name: _ratios(times[a.name][mode], times[b.name][mode])['paired_ratio']
+                        for b in cases} for a in cases}
+        for mode in ('train', 'forward')}
+    return dict(settings=settings, results=results, pairwise=pairwise)
 
 
 # -- per-module profile ---------------------------------------------------------
@@ -662,7 +728,8 @@ def format_benchmark_table(report: Dict[str, Any]) -> str:
 
     table = PrettyTable([
         'config', 'trainable', 'total', 'fwd+bwd ms [q25-q75]', 'x ref', 'paired x',
-        'fwd ms [q25-q75]', 'x ref ', 'peak fwd+bwd MiB', 'peak fwd MiB'
+        'fwd ms [q25-q75]', 'x ref ', 'peak fwd+bwd MiB', 'peak fwd MiB',
+        'fwd+bwd GFLOP', 'fwd GFLOP'
     ])
     table.align['config'] = 'l'
     for r in report['results']:
@@ -676,6 +743,7 @@ def format_benchmark_table(report: Dict[str, Any]) -> str:
             f"{fw['median_ms']:.0f} [{fw['q25_ms']:.0f}-{fw['q75_ms']:.0f}]",
             f"{fw['ratio']:.3f}",
             _mib(mem['train_peak_bytes']), _mib(mem['forward_peak_bytes']),
+            _gflop(r['flops']['train']), _gflop(r['flops']['forward']),
         ])
     s = report['settings']
     lines = [
@@ -685,12 +753,26 @@ def format_benchmark_table(report: Dict[str, Any]) -> str:
         f"'{s['reference']}'",
         table.get_string(),
     ]
+    names = [r['name'] for r in report['results']]
+    if len(names) > 2:
+        lines.append('fwd+bwd, median per-round ratio of row to column:')
+        pair = PrettyTable([''] + names)
+        pair.align[''] = 'l'
+        for a in names:
+            pair.add_row([a] + [f"{report['pairwise']['train'][a][b]:.3f}" for b in names])
+        lines.append(pair.get_string())
     routed = [r for r in report['results'] if r['routing'] is not None]
     for r in routed:
         lines.append(f"samples per expert over the recorded training steps, "
                      f"{r['name']}: {r['routing']}")
+    for r in routed:
+        if r['flops']['train_routing'] is not None and r['flops']['train'] is not None:
+            lines.append(f"routing of the FLOP-counted fwd+bwd step, {r['name']}: "
+                         f"{r['flops']['train_routing']}")
     if s['memory_method']:
         lines.append(f"peak memory: {s['memory_method']}")
+    if s['flops_method']:
+        lines.append(f"FLOPs: {s['flops_method']}")
     return '\n'.join(lines)
 
 
@@ -704,6 +786,10 @@ def format_profile_table(name: str, rows: List[Dict[str, Any]]) -> str:
         table.add_row([row['group'], f"{row['forward_ms']:.1f}", f"{row['backward_ms']:.1f}",
                        f"{row['total_ms']:.1f}", f"{100 * row['share']:.1f}"])
     return f'per-module profile of one training step, {name}:\n' + table.get_string()
+
+
+def _gflop(value: Optional[int]) -> str:
+    return '-' if value is None else f'{value / 1e9:.1f}'
 
 
 def _mib(value: Optional[int]) -> str:

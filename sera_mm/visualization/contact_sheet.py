@@ -1,4 +1,8 @@
-"""Tiles pictures of any sizes into one contact sheet."""
+"""Tiles pictures of any sizes into one contact sheet.
+
+Written here: mmengine's Visualizer draws on one image, and its only tiling
+(``draw_featmap``'s channel grid) takes feature maps of one size.
+"""
 import math
 from typing import Optional, Sequence
 

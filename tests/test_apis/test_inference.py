@@ -117,3 +117,19 @@ def test_ddp_prefixed_checkpoint_loads_the_same_weights(tiny_model_files, tmp_pa
     loaded = init_model(config, str(tmp_path / 'ddp.pth')).state_dict()
     assert loaded.keys() == state.keys()
     assert all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_runner_checkpoint_loads_in_a_fresh_process(tiny_model_files, tmp_path, monkeypatch):
+    """A Runner checkpoint pickles HistoryBuffer statistic methods; a process
+    with no message hub yet (the demo) has not registered them, and the
+    weights-only allow-list must still accept them."""
+    from mmengine.logging import HistoryBuffer, MessageHub
+    config, checkpoint, _ = tiny_model_files
+    state = torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict']
+    hub = MessageHub.get_instance('test_runner_checkpoint')
+    hub.update_scalar('train/loss', 0.5)
+    path = str(tmp_path / 'runner.pth')
+    torch.save(dict(state_dict=state, meta=dict(epoch=1), message_hub=hub.state_dict()), path)
+    monkeypatch.setattr(HistoryBuffer, '_statistics_methods', {})  # as in a new process
+    loaded = init_model(config, path).state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)

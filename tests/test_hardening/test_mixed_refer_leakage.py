@@ -28,6 +28,14 @@ SPLIT_FILES = {'refcoco': 'refcoco/refs(unc).p',
                'refcocog': 'refcocog/refs(umd).p'}
 
 
+@pytest.fixture(scope='module', autouse=True)
+def _registered():
+    """The sera_mm scope, for the pipelines of the sources (as the Runner
+    sets it from ``default_scope``)."""
+    from sera_mm import register_all_modules
+    register_all_modules()
+
+
 def _resplit(splits):
     def edit(refs):
         for ref in refs:
@@ -187,6 +195,32 @@ def test_source_left_empty_is_an_error(shared_root, tmp_path):
     with pytest.raises(ValueError) as e:
         _mixed(shared_root, sources)
     assert "'refcoco'" in str(e.value) and 'held-out' in str(e.value)
+
+
+def test_mixed_config_builds_on_the_coco_layout(shared_root, tmp_path):
+    """configs/_base_/datasets/refcoco_mixed.py's training set, pipeline
+    included, on the fixture plus a G-Ref google file whose val is image 1."""
+    from mmengine.config import Config
+    root = str(tmp_path / 'coco')
+    shutil.copytree(shared_root, root)
+    google = {ref_id: 'train' for ref_id in SPLITS['refcoco']}
+    google.update({11: 'val', 12: 'val'})
+    write_refer(str(tmp_path / 'google'), write_images=False,
+                edit_refs=_resplit(google))
+    shutil.copy(str(tmp_path / 'google' / 'refcoco' / 'refs(unc).p'),
+                os.path.join(root, 'refcocog', 'refs(google).p'))
+    cfg = Config.fromfile(os.path.join(
+        os.path.dirname(__file__), '..', '..', 'configs', '_base_', 'datasets',
+        'refcoco_mixed.py'))
+    mixed = DATASETS.build(dict(cfg.train_dataloader.dataset,
+                                data_root=root + '/'))
+    assert mixed.source_names == ['refcoco', 'refcoco+', 'refcocog']
+    assert mixed.removal_report['refcoco']['reasons'] == {
+        'refcoco+/val': 2, 'refcocog-google/val': 2, 'refcocog/test': 2}
+    assert len(mixed) == 3
+    sample = mixed[0]  # through the training pipeline
+    assert sample['data_samples'].metainfo['image_id'] == 5
+    assert tuple(sample['inputs'].shape[-2:]) == (448, 448)
 
 
 def test_registered():

@@ -118,8 +118,14 @@ def test_synthetic_batch_fits_the_loss_and_predict_paths(tiny_config):
 
     model = case.model
     bm.train_step(model, batch)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
+    # the backward of the summed losses reached the head, the adapter and
+    # the backbone's biases (BitFit), not the frozen weights or text encoder
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for p in model.decode_head.parameters())
+    adapter = model.backbone.adapters['1']
+    assert all(p.grad is not None for p in adapter.parameters() if p.requires_grad)
+    block = model.backbone.layers[0]
+    assert block.attn.qkv.bias.grad is not None and block.attn.qkv.weight.grad is None
     assert all(p.grad is None for p in model.text_encoder.parameters())
     assert bm.routing_counts(model) is not None
     assert sum(bm.routing_counts(model)) == 2 * 2 * 2  # B x k x levels
@@ -163,6 +169,18 @@ def test_run_benchmark_fields_and_ratios_come_from_the_same_run(tiny_config):
     assert sum(ref['routing']) == 2 * 2 * 2 * 3
     assert sum(other['routing']) == 2 * 1 * 2 * 3
     assert ref['disabled_pretrained'] == ['model.backbone.init_cfg']
+    # FLOPs of one untimed step per mode, with that step's routing
+    for r, k in ((ref, 2), (other, 1)):
+        f = r['flops']
+        assert f['train'] > f['forward'] > 0
+        assert sum(f['train_routing']) == 2 * k * 2
+        assert sum(f['forward_routing']) == 2 * k * 2
+    assert other['flops']['train_ratio'] == pytest.approx(
+        other['flops']['train'] / ref['flops']['train'])
+    assert 'flop_counter' in settings['flops_method']
+    assert report['pairwise']['train']['top1']['top2'] == other['train']['paired_ratio']
+    assert report['pairwise']['forward']['top2']['top1'] == pytest.approx(sorted(
+        a / b for a, b in zip(ref['forward']['times_ms'], other['forward']['times_ms']))[1])
     table = bm.format_benchmark_table(report)
     assert 'top1' in table and 'samples per expert' in table
 
@@ -192,6 +210,14 @@ def test_cpu_peak_memory_counts_the_allocations_of_the_step():
     peak = bm.measure_peak_memory(step, torch.device('cpu'))
     assert peak == 2 * 2**22
     del keep
+
+
+def test_count_flops_counts_matmuls_forward_and_backward():
+    a = torch.randn(8, 16, requires_grad=True)
+    b = torch.randn(16, 4)
+    assert bm.count_flops(lambda: a @ b) == 2 * 8 * 16 * 4
+    # backward of a @ b w.r.t. a: one more matmul of the same size
+    assert bm.count_flops(lambda: (a @ b).sum().backward()) == 2 * 2 * 8 * 16 * 4
 
 
 class _Toy(nn.Module):
@@ -264,6 +290,7 @@ def test_tool_writes_json_and_table(tiny_config, tmp_path, capsys):
     assert [r['name'] for r in saved['results']] == ['a', 'b']
     assert saved['settings']['memory_method'] is None
     assert saved['results'][0]['memory']['train_peak_bytes'] is None
+    assert saved['results'][1]['flops']['train'] > 0
     assert sum(saved['results'][0]['routing']) == 2 * 1 * 2 * 2
     printed = capsys.readouterr().out
     assert 'fwd+bwd ms' in printed and 'Saved the report' in printed

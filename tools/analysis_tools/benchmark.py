@@ -48,6 +48,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         '(plus post-processing to the original size)')
     parser.add_argument('--no-memory', action='store_true',
                         help='skip the peak-memory steps')
+    parser.add_argument('--no-flops', action='store_true',
+                        help='skip the FLOP count')
     parser.add_argument('--profile', action='store_true',
                         help='also split one training step per config over modules')
     parser.add_argument('--threads', type=int,
@@ -92,7 +94,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
     report = run_benchmark(
         cases, repeats=args.repeats, warmup=args.warmup, amp=args.amp,
-        forward_mode=args.forward_mode, memory=not args.no_memory, seed=args.seed,
+        forward_mode=args.forward_mode, memory=not args.no_memory,
+        flops=not args.no_flops, seed=args.seed,
         log=lambda line: print(line, flush=True))
     report['settings']['command'] = ' '.join(['python'] + sys.argv)
     print(format_benchmark_table(report))

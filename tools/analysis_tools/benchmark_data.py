@@ -151,7 +151,8 @@ def bench_pipeline(root: str, config: str, num_images: int, size_range, passes: 
 
     return dict(
         config=config, samples=len(dataset), passes=passes,
-        image_sizes=dict(min=list(min(sizes)), max=list(max(sizes)),
+        image_sizes=dict(min=[min(s[0] for s in sizes), min(s[1] for s in sizes)],
+                         max=[max(s[0] for s in sizes), max(s[1] for s in sizes)],
                          size_range=list(size_range)),
         input_size=list(results['data_samples'].img_shape),
         # cpu: this thread's CPU time (robust to other processes on the

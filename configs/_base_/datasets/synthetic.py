@@ -4,7 +4,7 @@
 # small input size: the CPU demo and the tests train on it.
 _base_ = './refcoco.py'
 data_root = 'data/synthetic/'
-img_scale = 128
+img_scale = 112
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadReferringMask'),
@@ -21,6 +21,6 @@ test_pipeline = [
 ]
 _ann = dict(data_root=data_root, ann_file='refsyn/instances.json',
             split_file='refsyn/refs(unc).p', data_prefix=dict(img_path='images/'))
-train_dataloader = dict(batch_size=16, num_workers=2, dataset=dict(_ann, pipeline=train_pipeline))
-val_dataloader = dict(batch_size=16, num_workers=2, dataset=dict(_ann, pipeline=test_pipeline))
-test_dataloader = dict(batch_size=16, num_workers=2, dataset=dict(_ann, pipeline=test_pipeline))
+train_dataloader = dict(batch_size=16, num_workers=1, dataset=dict(_ann, pipeline=train_pipeline))
+val_dataloader = dict(batch_size=16, num_workers=1, dataset=dict(_ann, pipeline=test_pipeline))
+test_dataloader = dict(batch_size=16, num_workers=1, dataset=dict(_ann, pipeline=test_pipeline))

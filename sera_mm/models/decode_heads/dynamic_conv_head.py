@@ -31,6 +31,8 @@ class DynamicConvHead(BaseModule):
         in_channels (int): Channels C of the input map. Defaults to 512.
         channels (int): Channels C_dyn read by the dynamic conv.
             Defaults to 256.
+        mid_channels (int, optional): Output channels of the first (2x)
+            upsampling conv. Defaults to None: ``in_channels``, as DETRIS.
         text_channels (int): Width of the sentence feature. Defaults to 512.
         kernel_size (int): Size of the dynamic kernel. Defaults to 3.
         norm_cfg (dict): Norm layer of the upsampling convs. Defaults to BN.
@@ -49,6 +51,7 @@ class DynamicConvHead(BaseModule):
                  channels: int = 256,
                  text_channels: int = 512,
                  kernel_size: int = 3,
+                 mid_channels: Optional[int] = None,
                  norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='ReLU'),
                  ignore_index: int = 255,
@@ -67,12 +70,13 @@ class DynamicConvHead(BaseModule):
         self.kernel_size = kernel_size
         self.ignore_index = ignore_index
 
+        mid_channels = in_channels if mid_channels is None else mid_channels
         self.upsample = nn.Sequential(
             nn.Upsample(scale_factor=2, mode='bilinear', align_corners=False),
-            ConvModule(in_channels, in_channels, 3, padding=1, norm_cfg=norm_cfg,
+            ConvModule(in_channels, mid_channels, 3, padding=1, norm_cfg=norm_cfg,
                        act_cfg=act_cfg),
             nn.Upsample(scale_factor=2, mode='bilinear', align_corners=False),
-            ConvModule(in_channels, channels, 3, padding=1, norm_cfg=norm_cfg,
+            ConvModule(mid_channels, channels, 3, padding=1, norm_cfg=norm_cfg,
                        act_cfg=act_cfg),
             nn.Conv2d(channels, channels, 1))
         self.kernel_proj = nn.Linear(text_channels, channels * kernel_size**2 + 1)

@@ -5,7 +5,6 @@ import torch.nn.functional as F
 from sera_mm.models.decode_heads import DynamicConvHead
 from sera_mm.models.utils import TextFeatures
 from sera_mm.registry import MODELS
-import sera_mm.models.losses.dice_loss  # noqa: F401  (until losses/__init__ imports it)
 
 BCE = dict(type='mmseg.CrossEntropyLoss', use_sigmoid=True, avg_non_ignore=True,
            loss_weight=1.0, loss_name='loss_bce')
@@ -26,6 +25,13 @@ def test_head_upsamples_four_times_to_one_channel():
     head = _head()
     assert isinstance(head, DynamicConvHead)
     assert head(torch.randn(3, 16, 5, 7), _text()).shape == (3, 1, 20, 28)
+
+
+def test_mid_channels_sets_the_first_upsampling_conv_width():
+    convs = [m for m in _head(mid_channels=6).modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(16, 6), (6, 8), (8, 8)]
+    default = [m for m in _head().modules() if isinstance(m, torch.nn.Conv2d)]
+    assert (default[0].in_channels, default[0].out_channels) == (16, 16)
 
 
 def test_dynamic_conv_equals_a_per_sample_loop():

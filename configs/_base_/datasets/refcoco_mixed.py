@@ -1,0 +1,64 @@
+# RefCOCO + RefCOCO+ + RefCOCOg (umd) train splits as one training set, with
+# every referent whose image is in a val/test split of any of them removed
+# (MixedRefCOCODataset logs how many per set and why). Layout as refcoco.py:
+#   data/coco/train2014/*.jpg
+#   data/coco/{refcoco,refcoco+,refcocog}/{instances.json, refs(*).p}
+_base_ = './refcoco.py'
+context_length = 22  # RefCOCOg's longer sentences are in the mix
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadReferringMask'),
+    dict(type='Letterbox', scale={{_base_.img_scale}}, pad_val={{_base_.pad_val}}),
+    dict(type='TokenizeText', context_length=context_length),
+    dict(type='PackReferringInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Letterbox', scale={{_base_.img_scale}}, pad_val={{_base_.pad_val}}),
+    dict(type='LoadReferringMask'),
+    dict(type='TokenizeText', context_length=context_length),
+    dict(type='PackReferringInputs'),
+]
+train_dataloader = dict(
+    dataset=dict(
+        _delete_=True,
+        type='MixedRefCOCODataset',
+        data_root={{_base_.data_root}},
+        data_prefix=dict(img_path='train2014/'),
+        pipeline=train_pipeline,
+        sources=[
+            dict(name='refcoco', ann_file='refcoco/instances.json',
+                 split_file='refcoco/refs(unc).p'),
+            dict(name='refcoco+', ann_file='refcoco+/instances.json',
+                 split_file='refcoco+/refs(unc).p'),
+            dict(name='refcocog', ann_file='refcocog/instances.json',
+                 split_file='refcocog/refs(umd).p'),
+            # Not trained on; its val images are held out too, so that the
+            # model can also be scored on G-Ref (google) val without leakage.
+            # Drop this entry if that score is not wanted (more training data).
+            dict(name='refcocog-google', ann_file='refcocog/instances.json',
+                 split_file='refcocog/refs(google).p', train=False),
+        ]))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))  # RefCOCO val
+test_dataloader = val_dataloader
+# tools/test.py evaluates all of them in one run (one table, a row each)
+test_splits = [
+    dict(name='refcoco_val', ann_file='refcoco/instances.json',
+         split_file='refcoco/refs(unc).p', split='val'),
+    dict(name='refcoco_testA', ann_file='refcoco/instances.json',
+         split_file='refcoco/refs(unc).p', split='testA'),
+    dict(name='refcoco_testB', ann_file='refcoco/instances.json',
+         split_file='refcoco/refs(unc).p', split='testB'),
+    dict(name='refcoco+_val', ann_file='refcoco+/instances.json',
+         split_file='refcoco+/refs(unc).p', split='val'),
+    dict(name='refcoco+_testA', ann_file='refcoco+/instances.json',
+         split_file='refcoco+/refs(unc).p', split='testA'),
+    dict(name='refcoco+_testB', ann_file='refcoco+/instances.json',
+         split_file='refcoco+/refs(unc).p', split='testB'),
+    dict(name='refcocog-umd_val', ann_file='refcocog/instances.json',
+         split_file='refcocog/refs(umd).p', split='val'),
+    dict(name='refcocog-umd_test', ann_file='refcocog/instances.json',
+         split_file='refcocog/refs(umd).p', split='test'),
+    dict(name='refcocog-google_val', ann_file='refcocog/instances.json',
+         split_file='refcocog/refs(google).p', split='val'),
+]

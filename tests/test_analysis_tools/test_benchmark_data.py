@@ -1,0 +1,45 @@
+"""tools/analysis_tools/benchmark_data.py at toy size (no timing assertions)."""
+import importlib.util
+import json
+import os.path as osp
+
+TOOL = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'analysis_tools',
+                'benchmark_data.py')
+REFCOCO_CONFIG = osp.join(osp.dirname(__file__), '..', '..', 'configs', 'sera',
+                          'sera_dinov2-b_refcoco.py')
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location('benchmark_data_tool', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_index_counts_match_the_generated_set(tmp_path):
+    tool = load_tool()
+    res = tool.bench_index(str(tmp_path / 'idx'), repeats=2,
+                           num_images=dict(train=6, val=3))
+    counts = res['counts']
+    assert res['train']['samples'] == counts['train']['refs']       # one per referent
+    assert res['val']['samples'] == counts['val']['sentences']      # one per sentence
+    assert len(res['train']['wall_s']) == len(res['train']['cpu_s']) == 2
+
+
+def test_pipeline_times_every_transform_of_the_train_pipeline(tmp_path, capsys):
+    tool = load_tool()
+    out = tmp_path / 'bench.json'
+    report = tool.main(['--config', REFCOCO_CONFIG, '--work-dir', str(tmp_path),
+                        '--out', str(out), '--skip-index', '--num-images', '3',
+                        '--image-size', '150', '170', '--passes', '1'])
+    with open(out) as f:
+        assert json.load(f) == json.loads(json.dumps(report))
+    pipe = report['pipeline']
+    assert pipe['input_size'] == [448, 448]
+    for clock in ('cpu', 'wall'):
+        assert list(pipe['steps'][clock]) == [
+            'get_data_info', 'LoadImageFromFile', 'LoadReferringMask', 'Letterbox',
+            'TokenizeText', 'PackReferringInputs']
+    lo, hi = pipe['image_sizes']['min'], pipe['image_sizes']['max']
+    assert 150 <= min(lo) and max(hi) <= 170
+    assert 'goal <= 10 ms' in capsys.readouterr().out
