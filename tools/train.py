@@ -12,6 +12,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from sera_mm import register_all_modules
+from sera_mm.engine.runner import setup_cpu_distributed
 from sera_mm.utils.preflight import check_config_inputs, set_dist_backend
 
 
@@ -70,6 +71,7 @@ def main() -> None:
 
     cfg.resume = args.resume
     set_dist_backend(cfg)
+    setup_cpu_distributed(cfg)
     check_config_inputs(cfg, mode='train')
 
     runner = Runner.from_cfg(cfg)

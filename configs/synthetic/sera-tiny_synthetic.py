@@ -13,7 +13,7 @@ model = dict(
     backbone=dict(
         arch=dict(_delete_=True, embed_dims=width, num_layers=4, num_heads=4, feedforward_channels=4 * width),
         img_size=112, patch_size=8, out_indices=(1, 2, 3), trainable='all',
-        adapter_cfg=dict(channels=32, text_channels=width, sentence_channels=width, num_heads=2),
+        adapter_cfg=dict(channels=32, text_channels=width, num_heads=2),
         adapter_indices=(1, 3), init_cfg=None),
     neck=dict(in_channels=[width] * 3, channels=width, text_channels=width),
     decoder=dict(num_layers=1, channels=width, text_channels=width, num_heads=4,

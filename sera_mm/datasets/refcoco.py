@@ -1,6 +1,7 @@
 """RefCOCO / RefCOCO+ / RefCOCOg (REFER files) as an mmengine dataset."""
 import contextlib
 import gc
+import glob
 import json
 import os.path as osp
 import random
@@ -143,7 +144,11 @@ class RefCOCODataset(BaseDataset):
         if not osp.isfile(self.ann_file):
             raise _missing('ann_file', self.ann_file)
         if not osp.isfile(self.split_file):
-            raise _missing('split_file', self.split_file)
+            present = sorted(osp.basename(p) for p in glob.glob(
+                osp.join(osp.dirname(self.split_file), 'refs(*).p')))
+            raise FileNotFoundError(
+                f'split_file not found: {self.split_file}; REFER files in '
+                f'that folder: {present or "none"} ({README_HINT})')
         images, anns = self._load_instances(self.ann_file)
         refs = load_refer_pickle(self.split_file)
         if not isinstance(refs, list):
@@ -202,6 +207,14 @@ class RefCOCODataset(BaseDataset):
         except (KeyError, TypeError) as e:
             raise ValueError(f"{path}: an image or annotation has no key "
                              f"{e}") from None
+        for kind, table, items in (('image', images, inst['images']),
+                                   ('annotation', anns, inst['annotations'])):
+            if len(table) != len(items):
+                seen: set = set()
+                dup = next(x['id'] for x in items
+                           if x['id'] in seen or seen.add(x['id']))
+                raise ValueError(f'{path}: {kind} id {dup} appears more than '
+                                 'once')
         return images, anns
 
     def _parse_ref(self, ref: dict, n: int, images: Dict[int, dict],
@@ -254,12 +267,19 @@ class RefCOCODataset(BaseDataset):
             sentences=sents, seg_fields=[])
 
     def _check_images(self, used_images: Dict[int, str]) -> None:
-        """Checks once per unique image that its file exists."""
+        """Checks once per unique image that its file exists and is not
+        empty (a zero-byte file fails in OpenCV without naming the file)."""
         missing = [p for p in used_images.values() if not osp.isfile(p)]
         if missing:
             raise FileNotFoundError(
                 f'{len(missing)} of {len(used_images)} images of split '
                 f'{self.split!r} not found, first: {missing[0]} '
+                f'({README_HINT})')
+        empty = [p for p in used_images.values() if osp.getsize(p) == 0]
+        if empty:
+            raise ValueError(
+                f'{len(empty)} of {len(used_images)} image files of split '
+                f'{self.split!r} are empty (0 bytes), first: {empty[0]} '
                 f'({README_HINT})')
 
     def _shuffle(self, data_list: List[dict]) -> None:

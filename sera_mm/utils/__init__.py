@@ -1,9 +1,14 @@
-"""Small helpers of sera_mm: safe checkpoint loading, parameter reports."""
+"""Small helpers of sera_mm: safe checkpoint loading, parameter reports,
+atomic file writes (importing registers the 'atomic_local' file backend)."""
+from .atomic import (AtomicLocalBackend, atomic_open, atomic_write_bytes,
+                     atomic_write_json, atomic_write_text)
 from .checkpoint import (checkpoint_safe_globals,
                          register_checkpoint_safe_globals)
 from .param_report import format_param_report, param_report
 
 __all__ = [
+    'AtomicLocalBackend', 'atomic_open', 'atomic_write_bytes',
+    'atomic_write_json', 'atomic_write_text',
     'checkpoint_safe_globals', 'register_checkpoint_safe_globals',
     'format_param_report', 'param_report'
 ]

@@ -25,6 +25,9 @@ import torch
 
 SafeGlobal = Union[Callable, Tuple[Callable, str]]
 
+#: The statistic methods a pickled HistoryBuffer names (mmengine 0.10.7).
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+
 
 def _numpy_multiarray():
     """numpy's ``multiarray`` module (``numpy._core`` since numpy 2)."""
@@ -51,10 +54,10 @@ def history_buffer_getattr(owner: Any, name: str) -> Callable:
         pickle.UnpicklingError: For any other owner or name.
     """
     from mmengine.logging import HistoryBuffer
-    if owner is HistoryBuffer and isinstance(name, str) and \
-            name in HistoryBuffer._statistics_methods and \
-            getattr(HistoryBuffer, name, None) is \
-            HistoryBuffer._statistics_methods[name]:
+    # Not HistoryBuffer._statistics_methods: mmengine fills it in the first
+    # HistoryBuffer.__init__, so in a fresh process (tools/test.py, --resume)
+    # it is still empty when the checkpoint is read.
+    if owner is HistoryBuffer and name in HISTORY_BUFFER_STATISTICS:
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(
         f'Refused getattr({owner!r}, {name!r}) in a checkpoint: with '

@@ -84,12 +84,53 @@ def missing_inputs(cfg: Config, mode: str = 'train') -> List[str]:
     return problems
 
 
+def unregistered_types(cfg: Config) -> List[str]:
+    """Lists the config keys whose ``type`` names no registered class.
+
+    A ``type`` is known when any registry of the sera_mm scope finds it
+    (its own classes, its parents' and, for ``'scope.Name'``, the other
+    packages'), so the check needs no table of which key uses which
+    registry; it catches misspelt names, the usual case. Call it after
+    ``register_all_modules()``.
+
+    Returns:
+        list[str]: One message per unknown type, naming the config key
+        (e.g. ``model.neck.fusion_cfg.router.type``).
+    """
+    from mmengine.registry import Registry
+
+    from sera_mm import registry as sera_registry
+    registries = [r for r in vars(sera_registry).values()
+                  if isinstance(r, Registry)]
+    problems: List[str] = []
+
+    def visit(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            name = node.get('type')
+            if isinstance(name, str) and not any(
+                    r.get(name) is not None for r in registries):
+                problems.append(f'{key}.type: {name!r} is not a registered '
+                                'class (misspelt, or its module not imported?)')
+            for k, v in node.items():
+                visit(v, f'{key}.{k}' if key else str(k))
+        elif isinstance(node, (list, tuple)):
+            for i, v in enumerate(node):
+                visit(v, f'{key}[{i}]')
+
+    visit(cfg.to_dict() if isinstance(cfg, Config) else dict(cfg), '')
+    return problems
+
+
 def check_config_inputs(cfg: Config, mode: str = 'train') -> None:
     """Raises FileNotFoundError listing every missing input of ``cfg``.
 
     Called by ``tools/train.py`` and ``tools/test.py`` before the Runner is
     built.
     """
+    unknown = unregistered_types(cfg)
+    if unknown:
+        raise KeyError(
+            f'{cfg.filename or "config"}: unknown type(s):\n  - ' + '\n  - '.join(unknown))
     problems = missing_inputs(cfg, mode)
     if problems:
         raise FileNotFoundError(

@@ -132,28 +132,23 @@ ROWS = {
         edit_files=_truncate_image),
     'empty image file': Row(
         build_dataset, ValueError, [image_file(1), 'empty'],
-        edit_files=_write_image_bytes(b''),
-        needs='sera_mm/datasets/refcoco.py'),
+        edit_files=_write_image_bytes(b'')),
     'image size differs from instances.json': Row(
         fetch_first, ValueError, [image_file(1), 'ann_id 101', '(20, 30)'],
-        edit_files=_resize_image,
-        needs='sera_mm/datasets/transforms/load_referring_mask.py'),
+        edit_files=_resize_image),
     'image size differs from instances.json (test pipeline)': Row(
         lambda root: fetch_first(root, 'test'), ValueError,
-        [image_file(1), 'ann_id 101', '(20, 30)'], edit_files=_resize_image,
-        needs='sera_mm/datasets/transforms/load_referring_mask.py'),
+        [image_file(1), 'ann_id 101', '(20, 30)'], edit_files=_resize_image),
     'image id twice in instances.json': Row(
         build_dataset, ValueError, ['instances.json', 'image id 1'],
-        edit_instances=_duplicate_image_id,
-        needs='sera_mm/datasets/refcoco.py'),
+        edit_instances=_duplicate_image_id),
     'split that no ref has': Row(
         lambda root: build_dataset(root, split='test'), ValueError,
         ["'test'", 'splits present'],
         edit_refs=lambda refs: refs.pop()),  # ref 51, the only 'test' one
     'unknown split-by file name': Row(
         lambda root: build_dataset(root, split_file='refcoco/refs(ucn).p'),
-        FileNotFoundError, ['refs(ucn).p', 'refs(unc).p'],
-        needs='sera_mm/datasets/refcoco.py'),  # lists the refs files present
+        FileNotFoundError, ['refs(ucn).p', 'refs(unc).p']),
     'refs pickle crafted to run code': Row(
         build_dataset, pickle.UnpicklingError, ['refs(unc).p'],
         edit_files=_malicious),
@@ -305,8 +300,6 @@ def test_config_type_that_names_no_registered_class():
     assert 'NoSuchRouter' in str(e.value)
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS.format(
-    'sera_mm/utils/preflight.py'))
 def test_preflight_names_the_config_key_of_an_unknown_type():
     """The tools' preflight names the key, before anything is built."""
     from sera_mm.utils.preflight import check_config_inputs

@@ -31,7 +31,8 @@ def run_test_tool(trained, tmp_path, *flags: str) -> tuple:
     """tools/test.py on the trained checkpoint; returns (process, records)."""
     out_dir = tmp_path / 'records'
     proc = run_tool('test.py', [TINY_CONFIG, trained.checkpoint, '--work-dir',
-                                str(tmp_path / 'work'), '--out', str(out_dir), *flags],
+                                str(tmp_path / 'work'), '--out', str(out_dir),
+                                '--splits', 'val', *flags],
                     data_options(trained.data_root))
     assert proc.returncode == 0, explain(proc)
     files = glob.glob(str(out_dir / '*.jsonl'))

@@ -4,3 +4,4 @@ _ann = dict(ann_file='refcoco+/instances.json', split_file='refcoco+/refs(unc).p
 train_dataloader = dict(dataset=_ann)
 val_dataloader = dict(dataset=_ann)
 test_dataloader = dict(dataset=_ann)
+test_splits = ['val', 'testA', 'testB']

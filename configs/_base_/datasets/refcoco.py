@@ -53,3 +53,4 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 val_evaluator = dict(type='RefSegMetric', threshold=0.35)
 test_evaluator = val_evaluator
+test_splits = ['val', 'testA', 'testB']  # tools/test.py evaluates each, one table

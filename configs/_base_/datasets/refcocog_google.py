@@ -4,3 +4,4 @@ _ann = dict(ann_file='refcocog/instances.json', split_file='refcocog/refs(google
 train_dataloader = dict(dataset=_ann)
 val_dataloader = dict(dataset=_ann)
 test_dataloader = dict(dataset=_ann)
+test_splits = ['val']

@@ -20,3 +20,4 @@ _ann = dict(ann_file='refcocog/instances.json', split_file='refcocog/refs(umd).p
 train_dataloader = dict(dataset=dict(_ann, pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(_ann, pipeline=test_pipeline))
 test_dataloader = dict(dataset=dict(_ann, split='test', pipeline=test_pipeline))
+test_splits = ['val', 'test']

@@ -24,3 +24,4 @@ _ann = dict(data_root=data_root, ann_file='refsyn/instances.json',
 train_dataloader = dict(batch_size=16, num_workers=1, dataset=dict(_ann, pipeline=train_pipeline))
 val_dataloader = dict(batch_size=16, num_workers=1, dataset=dict(_ann, pipeline=test_pipeline))
 test_dataloader = dict(batch_size=16, num_workers=1, dataset=dict(_ann, pipeline=test_pipeline))
+test_splits = ['val', 'testA', 'testB']

@@ -28,8 +28,8 @@ model = dict(
         num_register_tokens=4,
         out_indices=(3, 7, 11),
         trainable='bitfit_ln',
-        adapter_cfg=dict(type='SERAAdapter', channels=128, text_channels=512,
-                         sentence_channels=512, num_heads=4),
+        # sentence_channels (512) is read only with router_text=True
+        adapter_cfg=dict(type='SERAAdapter', channels=128, text_channels=512, num_heads=4),
         adapter_indices=(1, 3, 5, 7, 9, 11),
         adapter_scale=0.2,
         init_cfg=dict(type='Pretrained',

@@ -63,8 +63,25 @@ class LoadReferringMask(BaseTransform):
             raise ValueError(f'cannot decode the segmentation of ann_id '
                              f'{results.get("ann_id")} ({results.get("img_path")}): '
                              f'{e}') from e
+        image_hw = _image_size(results)
+        if image_hw is not None and image_hw != mask.shape:
+            raise ValueError(
+                f'{results.get("img_path")}: the image is {image_hw} (h, w) '
+                f'but instances.json gives {mask.shape} for image_id '
+                f'{results.get("image_id")} (ann_id {results.get("ann_id")})')
         results['gt_seg_map'] = mask
         seg_fields = results.setdefault('seg_fields', [])
         if 'gt_seg_map' not in seg_fields:
             seg_fields.append('gt_seg_map')
         return results
+
+
+def _image_size(results: Dict) -> Any:
+    """(h, w) of the loaded image as read from the file: ``ori_shape`` (set
+    by LoadImageFromFile, kept by Letterbox), else the image array's; None
+    when no image was loaded."""
+    if results.get('ori_shape') is not None:
+        return tuple(int(v) for v in results['ori_shape'][:2])
+    if results.get('img') is not None:
+        return tuple(results['img'].shape[:2])
+    return None
