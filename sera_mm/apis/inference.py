@@ -130,15 +130,9 @@ def load_referring_checkpoint(model: nn.Module, checkpoint: str,
         ValueError: The file is not a readable checkpoint.
         CheckpointMismatchError: ``strict`` and the weights do not fit.
     """
-    from mmengine.logging import HistoryBuffer
     from mmengine.runner import CheckpointLoader
     if '://' not in str(checkpoint) and not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
-    # HistoryBuffer registers its statistic methods (which a Runner
-    # checkpoint pickles) in its first __init__; sera_mm's weights-only
-    # allow-list accepts only registered ones, so register them before the
-    # first load in a process that has no message hub yet.
-    HistoryBuffer()
     try:
         ckpt = CheckpointLoader.load_checkpoint(str(checkpoint), map_location='cpu')
     except Exception as e:  # torch raises several types for a bad file
