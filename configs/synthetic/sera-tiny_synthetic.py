@@ -34,6 +34,6 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=1e-5,
          convert_to_iter_based=True)
 ]
-train_cfg = dict(max_epochs=max_epochs, val_interval=1)
-default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=1))
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=max_epochs))
 custom_hooks = [dict(type='RoutingStatsHook', interval=50)]

@@ -314,11 +314,26 @@ def measure_peak_memory(fn: Callable[[], None], device: torch.device) -> Optiona
     return int(max(0, max(running)))
 
 
+class _NoModuleTracking:
+    """Stands in for FlopCounterMode's ModuleTracker: every FLOP is global."""
+    parents = ('Global', )
+
+    def __enter__(self) -> '_NoModuleTracking':
+        return self
+
+    def __exit__(self, *args) -> None:
+        return None
+
+
 def count_flops(fn: Callable[[], None]) -> int:
     """Floating-point operations of ``fn`` (matmuls, convolutions and
     attention, forward and backward) by ``torch.utils.flop_counter``."""
     from torch.utils.flop_counter import FlopCounterMode
     counter = FlopCounterMode(display=False)
+    # Only the total is needed. FlopCounterMode's per-module tracker hooks
+    # fail on a module input that requires grad but has no grad_fn (a view
+    # of a leaf taken under no_grad): "Expected gradient function to be set".
+    counter.mod_tracker = _NoModuleTracking()
     with counter:
         fn()
     return int(counter.get_total_flops())
@@ -631,8 +646,10 @@ def _scoped(groups: Dict[str, List[nn.Module]]) -> Iterator[None]:
 
 def profile_modules(model: nn.Module, batch: Dict[str, list], amp: bool = False,
                     groups: Optional[Dict[str, List[nn.Module]]] = None,
-                    warmup: int = 1) -> List[Dict[str, Any]]:
-    """Splits one :func:`train_step` over module groups, forward and backward.
+                    warmup: int = 1, mode: str = 'train',
+                    forward_mode: str = 'tensor') -> List[Dict[str, Any]]:
+    """Splits one :func:`train_step` (or :func:`forward_step`) over module
+    groups, forward and backward.
 
     The step runs under ``torch.profiler`` with a scope around each group
     module's forward. A forward op's time goes to its innermost group; a
@@ -649,6 +666,9 @@ def profile_modules(model: nn.Module, batch: Dict[str, list], amp: bool = False,
         groups (dict, optional): label -> modules. Defaults to
             :func:`default_profile_groups`.
         warmup (int): Unprofiled steps first. Defaults to 1.
+        mode (str): 'train' (:func:`train_step`) or 'forward'
+            (:func:`forward_step`: no backward rows). Defaults to 'train'.
+        forward_mode (str): The forward step's mode. Defaults to 'tensor'.
 
     Returns:
         list[dict]: One row per group (in ``groups`` order, then the extra
@@ -658,10 +678,16 @@ def profile_modules(model: nn.Module, batch: Dict[str, list], amp: bool = False,
     from torch.profiler import ProfilerActivity, profile
 
     groups = default_profile_groups(model) if groups is None else groups
+    if mode == 'train':
+        step = functools.partial(train_step, model, batch, amp)
+    elif mode == 'forward':
+        step = functools.partial(forward_step, model, batch, amp, forward_mode)
+    else:
+        raise ValueError(f"profile_modules: mode must be 'train' or 'forward', got {mode!r}")
     for _ in range(warmup):
-        train_step(model, batch, amp)
+        step()
     with _scoped(groups), profile(activities=[ProfilerActivity.CPU]) as prof:
-        train_step(model, batch, amp)
+        step()
     events = prof.events()
 
     def scope_of(event) -> str:
@@ -776,7 +802,8 @@ def format_benchmark_table(report: Dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
-def format_profile_table(name: str, rows: List[Dict[str, Any]]) -> str:
+def format_profile_table(name: str, rows: List[Dict[str, Any]],
+                         mode: str = 'train') -> str:
     """Renders :func:`profile_modules`' rows as a text table."""
     from prettytable import PrettyTable
 
@@ -785,7 +812,8 @@ def format_profile_table(name: str, rows: List[Dict[str, Any]]) -> str:
     for row in rows:
         table.add_row([row['group'], f"{row['forward_ms']:.1f}", f"{row['backward_ms']:.1f}",
                        f"{row['total_ms']:.1f}", f"{100 * row['share']:.1f}"])
-    return f'per-module profile of one training step, {name}:\n' + table.get_string()
+    step = 'training step' if mode == 'train' else 'forward pass'
+    return f'per-module profile of one {step}, {name}:\n' + table.get_string()
 
 
 def _gflop(value: Optional[int]) -> str:

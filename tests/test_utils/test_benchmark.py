@@ -218,6 +218,11 @@ def test_count_flops_counts_matmuls_forward_and_backward():
     assert bm.count_flops(lambda: a @ b) == 2 * 8 * 16 * 4
     # backward of a @ b w.r.t. a: one more matmul of the same size
     assert bm.count_flops(lambda: (a @ b).sum().backward()) == 2 * 2 * 8 * 16 * 4
+    # a module fed a view of a leaf under no_grad (torch's module tracker
+    # would fail on it) is counted too
+    linear = nn.Linear(16, 4, bias=False)
+    with torch.no_grad():
+        assert bm.count_flops(lambda: linear(a.view(8, 16))) == 2 * 8 * 16 * 4
 
 
 class _Toy(nn.Module):
@@ -282,7 +287,7 @@ def test_tool_writes_json_and_table(tiny_config, tmp_path, capsys):
     out = tmp_path / 'out' / 'bench.json'
     report = tool.main([tiny_config, tiny_config, '--names', 'a', 'b', '--batch-size', '2',
                         '--img-size', str(IMG), '--repeats', '2', '--warmup', '0',
-                        '--no-memory', '--cfg-options',
+                        '--no-memory', '--profile', 'forward', '--cfg-options',
                         'model.neck.fusion_cfg.router.top_k=1', '--json', str(out)])
     with open(out) as f:
         saved = json.load(f)
@@ -292,6 +297,11 @@ def test_tool_writes_json_and_table(tiny_config, tmp_path, capsys):
     assert saved['results'][0]['memory']['train_peak_bytes'] is None
     assert saved['results'][1]['flops']['train'] > 0
     assert sum(saved['results'][0]['routing']) == 2 * 1 * 2 * 2
+    # a forward-only profile has no backward time, and the head is in it
+    rows = {r['group']: r for r in saved['profile']['forward']['b']}
+    assert all(r['backward_ms'] == 0 for r in rows.values())
+    assert rows['decode_head']['forward_ms'] > 0 and rows['neck.fusion']['forward_ms'] > 0
+    assert 'train' not in saved['profile']
     printed = capsys.readouterr().out
     assert 'fwd+bwd ms' in printed and 'Saved the report' in printed
     with pytest.raises(SystemExit):

@@ -6,8 +6,9 @@ and times the training step (data preprocessor + loss mode + backward) and
 the forward pass (eval, no grad) with the configs' repetitions interleaved.
 Reports medians, ratios to the FIRST config (of medians, and the median of
 the per-round ratios) and peak memory; writes JSON with ``--json``.
-``--profile`` adds a per-module split of one training step (encoders,
-adapters, fusion, neck, decoder, head, loss).
+``--profile [train] [forward]`` adds a per-module split of one training
+step and/or forward pass (encoders, adapters, fusion, neck, decoder, head,
+loss).
 
 Example (the README's numbers):
     python tools/analysis_tools/benchmark.py \
@@ -50,8 +51,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='skip the peak-memory steps')
     parser.add_argument('--no-flops', action='store_true',
                         help='skip the FLOP count')
-    parser.add_argument('--profile', action='store_true',
-                        help='also split one training step per config over modules')
+    parser.add_argument('--profile', nargs='*', choices=['train', 'forward'],
+                        help='also split one step per config over modules: the '
+                        "training step ('train', the default when no mode is "
+                        "given) and/or the forward pass ('forward')")
     parser.add_argument('--threads', type=int,
                         help="torch's intra-op threads (default: torch's default)")
     parser.add_argument('--seed', type=int, default=0)
@@ -100,12 +103,15 @@ def main(argv: Optional[List[str]] = None) -> dict:
     report['settings']['command'] = ' '.join(['python'] + sys.argv)
     print(format_benchmark_table(report))
 
-    if args.profile:
+    if args.profile is not None:
         report['profile'] = {}
-        for case in cases:
-            rows = profile_modules(case.model, case.batch, amp=args.amp)
-            report['profile'][case.name] = rows
-            print(format_profile_table(case.name, rows))
+        for mode in args.profile or ['train']:
+            report['profile'][mode] = {}
+            for case in cases:
+                rows = profile_modules(case.model, case.batch, amp=args.amp, mode=mode,
+                                       forward_mode=args.forward_mode)
+                report['profile'][mode][case.name] = rows
+                print(format_profile_table(case.name, rows, mode))
 
     if args.json:
         os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
