@@ -14,15 +14,15 @@ DATA_HELP = "see the README section 'Data preparation'"
 WEIGHTS_HELP = "see the README section 'Pretrained weights'"
 
 
-def _datasets(dataset_cfg: Any) -> Iterator[dict]:
+def leaf_datasets(dataset_cfg: Any) -> Iterator[dict]:
     """Yields the leaf dataset dicts of a (possibly wrapped) dataset config."""
     if not isinstance(dataset_cfg, dict):
         return
     if 'datasets' in dataset_cfg:  # ConcatDataset and friends
         for sub in dataset_cfg['datasets']:
-            yield from _datasets(sub)
+            yield from leaf_datasets(sub)
     elif 'dataset' in dataset_cfg:  # RepeatDataset and friends
-        yield from _datasets(dataset_cfg['dataset'])
+        yield from leaf_datasets(dataset_cfg['dataset'])
     else:
         yield dataset_cfg
 
@@ -63,7 +63,7 @@ def missing_inputs(cfg: Config, mode: str = 'train') -> List[str]:
         loader_cfg = cfg.get(loader)
         if not loader_cfg:
             continue
-        for ds in _datasets(loader_cfg.get('dataset')):
+        for ds in leaf_datasets(loader_cfg.get('dataset')):
             root = ds.get('data_root', '') or ''
             if root and not osp.isdir(root):
                 problems.append(f'{loader}.dataset.data_root: directory {root!r} '

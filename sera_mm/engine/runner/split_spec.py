@@ -12,25 +12,14 @@ dataset keys to replace, for evaluating other data sets in the same run::
 """
 import copy
 import re
-from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
+
+from sera_mm.utils.preflight import leaf_datasets
 
 SplitSpec = Union[str, dict]
 
 #: Split names become file names and metric prefixes.
 _NAME_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+\-]*$')
-
-
-def _leaf_datasets(dataset_cfg: Any) -> Iterator[dict]:
-    """Yields the leaf dataset dicts of a (possibly wrapped) dataset config."""
-    if not isinstance(dataset_cfg, dict):
-        return
-    if 'datasets' in dataset_cfg:  # ConcatDataset and friends
-        for sub in dataset_cfg['datasets']:
-            yield from _leaf_datasets(sub)
-    elif 'dataset' in dataset_cfg:  # RepeatDataset and friends
-        yield from _leaf_datasets(dataset_cfg['dataset'])
-    else:
-        yield dataset_cfg
 
 
 def normalize_splits(splits: Sequence[SplitSpec],
@@ -117,7 +106,7 @@ def dataloader_for_split(dataloader_cfg: dict, name: str, overrides: dict,
         ValueError: the config has no dataset dict to apply them to.
     """
     cfg = copy.deepcopy(dataloader_cfg)
-    leaves = list(_leaf_datasets(cfg.get('dataset')))
+    leaves = list(leaf_datasets(cfg.get('dataset')))
     if not leaves:
         raise ValueError(f'{where} has no dataset dict, cannot select split '
                          f'{name!r}')
