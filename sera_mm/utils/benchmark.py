@@ -6,8 +6,9 @@ its pretrained weights switched off (costs do not depend on the values);
 (:class:`Letterbox`, :class:`PackReferringInputs`); :func:`run_benchmark`
 times every model's training step (data preprocessor, ``mode='loss'``,
 backward of the summed losses) and forward pass (eval, no grad) with the
-models' repetitions interleaved, measures peak memory once per model and
-mode, and returns one result per model with its ratios to the first one.
+models' repetitions interleaved, measures peak memory and FLOPs on one
+more (untimed) step per model and mode, and returns one result per model
+with its ratios to the first one.
 :func:`profile_modules` splits one training step's time over module groups
 (encoders, adapters, fusion, neck, decoder, head, loss).
 
