@@ -12,6 +12,7 @@ def register_all_modules(init_default_scope: bool = True) -> None:
     import sera_mm.engine  # noqa: F401
     import sera_mm.evaluation  # noqa: F401
     import sera_mm.models  # noqa: F401
+    import sera_mm.visualization  # noqa: F401
     from sera_mm.utils import register_checkpoint_safe_globals
 
     # Runner checkpoints load with torch's weights_only=True plus an allow-list

@@ -6,8 +6,9 @@ env_cfg = dict(
     dist_cfg=dict(backend='nccl'),
 )
 vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='mmseg.SegLocalVisualizer', vis_backends=vis_backends,
-                  name='visualizer', alpha=0.5)
+# mask fill + outline + the sentence as a caption (tools/test.py --show-dir)
+visualizer = dict(type='ReferringVisualizer', vis_backends=vis_backends,
+                  name='visualizer', alpha=0.45)
 log_processor = dict(by_epoch=True)
 log_level = 'INFO'
 load_from = None
