@@ -27,7 +27,7 @@ model = dict(
             dict(type='BinaryDiceLoss', loss_weight=1.0, loss_name='loss_dice')
         ]))
 
-max_epochs = 7
+max_epochs = 6
 optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=100),
