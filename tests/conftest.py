@@ -25,3 +25,22 @@ def synthetic_refer(tmp_path_factory) -> str:
         generate_synthetic_refer(root, num_images=SYNTHETIC_FIXTURE_NUM_IMAGES,
                                  seed=0, flavour=flavour)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _drop_loggers_made_by_the_test():
+    """Forgets the mmengine loggers a test created, when it ends.
+
+    MMLogger instances are process-global and keep a handler on the
+    ``sys.stdout`` they were created with; under ``capsys`` that is pytest's
+    capture file, closed after the test. A later test logging through such
+    an instance would print 'Logging error' into its own captured output.
+    """
+    from mmengine.logging import MMLogger
+    before = set(MMLogger._instance_dict)
+    yield
+    for name in set(MMLogger._instance_dict) - before:
+        logger = MMLogger._instance_dict.pop(name)
+        for handler in list(logger.handlers):
+            handler.close()
+            logger.removeHandler(handler)
