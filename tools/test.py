@@ -23,11 +23,11 @@ from typing import List, Optional
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
 
-from sera_mm import register_all_modules
 from sera_mm.engine.runner import (check_checkpoint_matches,
                                    dataloader_for_split, normalize_splits,
                                    select_splits, setup_cpu_distributed)
 from sera_mm.utils.preflight import check_config_inputs, set_dist_backend
+from sera_mm.utils.tool_config import load_tool_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -119,16 +119,7 @@ def check_split_inputs(cfg: Config, splits: list) -> None:
 
 def main() -> None:
     args = parse_args()
-    register_all_modules()
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args)
 
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
