@@ -48,6 +48,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--show-dir', help='dir to save the drawn predictions (one image per sentence)')
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
+    parser.add_argument('--show-interval', type=int, default=1,
+                        help='with --show/--show-dir, draw every N-th batch (default 1: all)')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
         '--shuffle-sentences', action='store_true',
@@ -81,8 +83,9 @@ def trigger_visualization_hook(cfg: Config, args: argparse.Namespace) -> None:
     if hook is None:
         raise RuntimeError(
             'VisualizationHook must be included in default_hooks; refer to the '
-            'usage "visualization=dict(type=\'mmseg.SegVisualizationHook\')"')
+            'usage "visualization=dict(type=\'ReferringVisualizationHook\')"')
     hook['draw'] = True
+    hook['interval'] = args.show_interval
     if args.show:
         hook['show'] = True
         hook['wait_time'] = args.wait_time

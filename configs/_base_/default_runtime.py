@@ -24,4 +24,5 @@ default_hooks = dict(
                     max_keep_ckpts=2, save_best='mIoU', rule='greater',
                     backend_args=dict(backend='atomic_local')),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='mmseg.SegVisualizationHook'))
+    # one picture per sentence (mmseg's hook names them by image file)
+    visualization=dict(type='ReferringVisualizationHook'))

@@ -3,6 +3,7 @@ import glob
 import json
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -112,3 +113,29 @@ def test_test_tool_shuffle_sentences(tiny_trained, tmp_path):
     assert kept < len(records) / 2, f'{kept} of {len(records)} samples kept their sentence'
     text_of = {sent_id: text for (_, sent_id), (_, text) in expected.items()}
     assert all(r['sentence'] == text_of[r['sent_id']] for r in records)
+
+
+def test_show_dir_draws_every_sentence_of_every_split(tiny_trained, tmp_path):
+    """--show-dir writes one picture per sentence, named by split and
+    sent_id, so the sentences of one image do not overwrite each other."""
+    out_dir, show_dir = tmp_path / 'out', tmp_path / 'vis'
+    proc = run_tool('test.py', [TINY_CONFIG, tiny_trained.checkpoint, '--work-dir',
+                                str(tmp_path / 'work'), '--out', str(out_dir),
+                                '--show-dir', str(show_dir), '--splits', 'val', 'testA'],
+                    data_options(tiny_trained.data_root))
+    assert proc.returncode == 0, explain(proc)
+    expected = set()
+    for split in ('val', 'testA'):
+        with open(out_dir / f'per_sentence_{split}.jsonl') as f:
+            records = [json.loads(line) for line in f]
+        assert records
+        expected |= {(split, r['sent_id']) for r in records}
+    pictures = glob.glob(str(show_dir / '**' / '*.png'), recursive=True)
+    drawn = set()
+    for path in pictures:
+        match = re.fullmatch(r'test_(val|testA)_SYN_\w+?_sent(\d+)_\d+\.png',
+                             osp.basename(path))
+        assert match, f'unexpected picture name {path}'
+        drawn.add((match.group(1), int(match.group(2))))
+    assert len(pictures) == len(expected)      # nothing drawn twice, nothing overwritten
+    assert drawn == expected

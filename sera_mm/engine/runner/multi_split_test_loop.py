@@ -78,6 +78,7 @@ class MultiSplitTestLoop(BaseLoop):
                 'MultiSplitTestLoop builds one evaluator per split from the '
                 f'test_evaluator config; got {type(evaluator).__name__}')
         self.split_names: List[str] = []
+        self.split_name: Optional[str] = None  # the split being run
         self.dataloaders: Dict[str, DataLoader] = {}
         self.evaluators: Dict[str, Evaluator] = {}
         self.prefixes: Dict[str, List[str]] = {}
@@ -154,6 +155,7 @@ class MultiSplitTestLoop(BaseLoop):
     def _run_split(self, name: str) -> Dict[str, float]:
         """One test epoch on split ``name``; returns its prefixed metrics."""
         self.dataloader = self.dataloaders[name]
+        self.split_name = name  # read by ReferringVisualizationHook
         evaluator = self.evaluators[name]
         meta = getattr(self.dataloader.dataset, 'metainfo', None)
         if meta is not None:
