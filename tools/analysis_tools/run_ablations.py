@@ -230,7 +230,6 @@ def format_markdown(table: Dict) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    sys.path.insert(0, REPO)
     from sera_mm.utils import atomic_write_json, atomic_write_text
     for config in args.configs:
         if not osp.isfile(config):
