@@ -3,29 +3,15 @@
 # (MixedRefCOCODataset logs how many per set and why). Layout as refcoco.py:
 #   data/coco/train2014/*.jpg
 #   data/coco/{refcoco,refcoco+,refcocog}/{instances.json, refs(*).p}
-_base_ = './refcoco.py'
-context_length = 22  # RefCOCOg's longer sentences are in the mix
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadReferringMask'),
-    dict(type='Letterbox', scale={{_base_.img_scale}}, pad_val={{_base_.pad_val}}),
-    dict(type='TokenizeText', context_length=context_length),
-    dict(type='PackReferringInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Letterbox', scale={{_base_.img_scale}}, pad_val={{_base_.pad_val}}),
-    dict(type='LoadReferringMask'),
-    dict(type='TokenizeText', context_length=context_length),
-    dict(type='PackReferringInputs'),
-]
+# The 22-token pipelines of RefCOCOg (its longer sentences are in the mix)
+_base_ = './refcocog_umd.py'
 train_dataloader = dict(
     dataset=dict(
         _delete_=True,
         type='MixedRefCOCODataset',
         data_root={{_base_.data_root}},
         data_prefix=dict(img_path='train2014/'),
-        pipeline=train_pipeline,
+        pipeline={{_base_.train_pipeline}},
         sources=[
             dict(name='refcoco', ann_file='refcoco/instances.json',
                  split_file='refcoco/refs(unc).p'),
@@ -39,8 +25,10 @@ train_dataloader = dict(
             dict(name='refcocog-google', ann_file='refcocog/instances.json',
                  split_file='refcocog/refs(google).p', train=False),
         ]))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))  # RefCOCO val
-test_dataloader = val_dataloader
+_refcoco_val = dict(ann_file='refcoco/instances.json', split_file='refcoco/refs(unc).p',
+                    split='val')
+val_dataloader = dict(dataset=_refcoco_val)
+test_dataloader = dict(dataset=_refcoco_val)
 # tools/test.py evaluates all of them in one run (one table, a row each)
 test_splits = [
     dict(name='refcoco_val', ann_file='refcoco/instances.json',
