@@ -120,3 +120,11 @@ def test_missing_config_is_named(tmp_path, capsys):
     tool = load_tool()
     assert tool.main(['configs/nope.py', '--work-dir', str(tmp_path)]) == 2
     assert 'configs/nope.py' in capsys.readouterr().err
+
+
+def test_table_only_without_runs_says_so(tmp_path, capsys):
+    tool = load_tool()
+    argv = [osp.join(REPO, BASELINE), '--work-dir', str(tmp_path), '--table-only']
+    assert tool.main(argv) == 2
+    err = capsys.readouterr().err
+    assert 'no finished runs' in err and str(tmp_path) in err

@@ -255,7 +255,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                     status = f'FAILED: {exc}'
                 print(f'[{done}/{len(jobs)}] {config_name(config)} seed {seed}: {status}',
                       flush=True)
-    table = aggregate(records, args.configs)
+    try:
+        table = aggregate(records, args.configs)
+    except ValueError as exc:
+        print(f'error: {exc} in {args.work_dir}', file=sys.stderr)
+        return 2
     table.update(max_epochs=args.max_epochs, seeds=args.seeds)
     markdown = format_markdown(table)
     atomic_write_json(osp.join(args.work_dir, f'{TABLE_NAME}.json'), table, indent=2)
