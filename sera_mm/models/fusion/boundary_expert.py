@@ -9,6 +9,7 @@ from torch import Tensor
 
 from sera_mm.registry import MODELS
 from .kernels import sobel_kernels
+from .zero_init import zero_init_conv_module
 
 
 @MODELS.register_module()
@@ -48,6 +49,11 @@ class BoundaryExpert(BaseModule):
         grads = F.conv2d(x, self.sobel.to(x.dtype), padding=1, groups=c)
         grads = grads.view(b, c, 2, h, w)
         return torch.sqrt(grads.pow(2).sum(dim=2) + self.eps)
+
+    def zero_init_residual(self) -> None:
+        """Zeroes phi's output (see :func:`zero_init_conv_module`): the
+        expert starts as the identity."""
+        zero_init_conv_module(self.fuse)
 
     def forward(self, x: Tensor) -> Tensor:
         """Maps B x C x H x W to B x C x H x W."""

@@ -1,6 +1,8 @@
 """SERA-Fusion's context expert: one pre-norm transformer layer over pixels."""
 from typing import Optional
 
+import torch.nn as nn
+
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
 from mmengine.model import BaseModule
@@ -46,6 +48,14 @@ class ContextExpert(BaseModule):
                                        batch_first=True)
         self.norm2 = build_norm_layer(norm_cfg, channels)[1]
         self.ffn = FFN(channels, int(channels * ffn_ratio), act_cfg=act_cfg, ffn_drop=ffn_drop)
+
+    def zero_init_residual(self) -> None:
+        """Zeroes the attention's output projection and the FFN's last
+        linear layer: the expert starts as the identity."""
+        last_linear = [m for m in self.ffn.modules() if isinstance(m, nn.Linear)][-1]
+        for layer in (self.attn.attn.out_proj, last_linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """Maps B x C x H x W to B x C x H x W."""

@@ -48,6 +48,11 @@ class SERAFusion(BaseModule):
         norm_cfg (dict): Norm of phi in the boundary and shape experts.
             Defaults to ``dict(type='BN')``.
         act_cfg (dict): Activation of phi. Defaults to ``dict(type='ReLU')``.
+        zero_init_experts (bool): Zero the last layer of every expert's
+            residual branch in :meth:`init_weights`, so that the module
+            starts as the identity (as the adapters' up-projection does).
+            SERA.md leaves the initialisation open; off by default (each
+            branch keeps its layers' own initialisation). Defaults to False.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -58,6 +63,7 @@ class SERAFusion(BaseModule):
                  expert_cfgs: Optional[Dict[str, dict]] = None,
                  norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='ReLU'),
+                 zero_init_experts: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg)
         if len(experts) == 0:
@@ -87,6 +93,15 @@ class SERAFusion(BaseModule):
             modules.append(MODELS.build(cfg))
         # mmengine's ModuleList so that init_weights reaches the experts.
         self.experts = ModuleList(modules)
+        self.zero_init_experts = zero_init_experts
+        if zero_init_experts:
+            for name, module in zip(self.expert_names, modules):
+                if not hasattr(module, 'zero_init_residual'):
+                    raise ValueError(f'SERAFusion: zero_init_experts=True but expert {name!r} '
+                                     'has no zero_init_residual() method')
+                # here too: TextGatedNeck keeps its fusions in an nn.ModuleList,
+                # which mmengine's init_weights does not descend into
+                module.zero_init_residual()
 
         router = dict(router)
         router.setdefault('in_channels', channels)
@@ -94,6 +109,15 @@ class SERAFusion(BaseModule):
             raise ValueError(f'SERAFusion: router.num_experts={router["num_experts"]} but '
                              f'{len(modules)} experts are configured')
         self.router = MODELS.build(router)
+
+    def init_weights(self) -> None:
+        """Initialises the router and experts (mmengine's way), then, with
+        ``zero_init_experts``, zeroes each expert's residual branch. Called by
+        the runner before training (and by the parents' ``init_weights``)."""
+        super().init_weights()
+        if self.zero_init_experts:
+            for expert in self.experts:
+                expert.zero_init_residual()
 
     def forward(self, x: Tensor) -> Tuple[Tensor, RoutingResult]:
         """Mixes the experts on one level; called once per level per batch.

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from sera_mm.registry import MODELS
 from .kernels import depthwise_weight, gaussian_kernel, laplacian_kernel
+from .zero_init import zero_init_conv_module
 
 
 @MODELS.register_module()
@@ -54,6 +55,11 @@ class ShapeExpert(BaseModule):
         """
         super().init_weights()
         self._init_laplacian()
+
+    def zero_init_residual(self) -> None:
+        """Zeroes phi's output (see :func:`zero_init_conv_module`): the
+        expert starts as the identity."""
+        zero_init_conv_module(self.fuse)
 
     def forward(self, x: Tensor) -> Tensor:
         """Maps B x C x H x W to B x C x H x W."""

@@ -40,6 +40,11 @@ class SpatialExpert(BaseModule):
         grid_y, grid_x = torch.meshgrid(ys, xs, indexing='ij')
         return torch.stack([grid_x, grid_y])
 
+    def zero_init_residual(self) -> None:
+        """Zeroes the coordinate projection: the expert starts as the identity."""
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
     def forward(self, x: Tensor) -> Tensor:
         """Maps B x C x H x W to B x C x H x W."""
         if x.dim() != 4 or x.size(1) != self.channels:
