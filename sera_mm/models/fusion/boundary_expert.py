@@ -2,6 +2,7 @@
 from typing import Optional
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule
@@ -9,7 +10,7 @@ from torch import Tensor
 
 from sera_mm.registry import MODELS
 from .kernels import sobel_kernels
-from .zero_init import zero_init_conv_module
+from .residual_scale import ResidualScale
 
 
 @MODELS.register_module()
@@ -26,6 +27,10 @@ class BoundaryExpert(BaseModule):
             1e-6.
         norm_cfg (dict): Norm of phi. Defaults to ``dict(type='BN')``.
         act_cfg (dict): Activation of phi. Defaults to ``dict(type='ReLU')``.
+        residual_scale (float, optional): If given, the branch is multiplied
+            by a learnable per-channel scale starting at this value (not in
+            SERA.md; SERA-Fusion's ``zero_init_experts`` sets 0). Defaults
+            to None: no scale.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -34,6 +39,7 @@ class BoundaryExpert(BaseModule):
                  eps: float = 1e-6,
                  norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='ReLU'),
+                 residual_scale: Optional[float] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg)
         self.channels = channels
@@ -42,6 +48,7 @@ class BoundaryExpert(BaseModule):
         self.register_buffer('sobel', sobel_kernels().unsqueeze(1).repeat(channels, 1, 1, 1),
                              persistent=False)
         self.fuse = ConvModule(2 * channels, channels, 1, norm_cfg=norm_cfg, act_cfg=act_cfg)
+        self.scale = None if residual_scale is None else ResidualScale(channels, residual_scale)
 
     def gradient_magnitude(self, x: Tensor) -> Tensor:
         """Returns M = sqrt(Gx^2 + Gy^2 + eps), B x C x H x W."""
@@ -51,13 +58,20 @@ class BoundaryExpert(BaseModule):
         return torch.sqrt(grads.pow(2).sum(dim=2) + self.eps)
 
     def zero_init_residual(self) -> None:
-        """Zeroes phi's output (see :func:`zero_init_conv_module`): the
-        expert starts as the identity."""
-        zero_init_conv_module(self.fuse)
+        """Zeroes the residual scale: the expert starts as the identity.
+
+        Raises:
+            ValueError: if the expert was built without ``residual_scale``.
+        """
+        if self.scale is None:
+            raise ValueError('BoundaryExpert.zero_init_residual needs residual_scale (zeroing phi '
+                             'would stop learning: ReLU has no gradient at 0)')
+        nn.init.zeros_(self.scale.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         """Maps B x C x H x W to B x C x H x W."""
         if x.dim() != 4 or x.size(1) != self.channels:
             raise ValueError(f'BoundaryExpert: expected B x {self.channels} x H x W, '
                              f'got {tuple(x.shape)}')
-        return x + self.fuse(torch.cat([x, self.gradient_magnitude(x)], dim=1))
+        branch = self.fuse(torch.cat([x, self.gradient_magnitude(x)], dim=1))
+        return x + (branch if self.scale is None else self.scale(branch))

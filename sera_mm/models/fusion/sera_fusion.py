@@ -48,11 +48,15 @@ class SERAFusion(BaseModule):
         norm_cfg (dict): Norm of phi in the boundary and shape experts.
             Defaults to ``dict(type='BN')``.
         act_cfg (dict): Activation of phi. Defaults to ``dict(type='ReLU')``.
-        zero_init_experts (bool): Zero the last layer of every expert's
-            residual branch in :meth:`init_weights`, so that the module
-            starts as the identity (as the adapters' up-projection does).
-            SERA.md leaves the initialisation open; off by default (each
-            branch keeps its layers' own initialisation). Defaults to False.
+        zero_init_experts (bool): Start every expert's residual branch at
+            zero, so that the module starts as the identity (as the
+            adapters' up-projection does): the spatial expert's projection
+            and the context expert's attention output and last FFN layer are
+            zeroed; the boundary and shape experts get a per-channel
+            residual scale starting at 0 (zeroing phi = BN + ReLU would stop
+            its gradient). SERA.md leaves the initialisation open; off by
+            default (each layer keeps its own initialisation). Defaults to
+            False.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -84,6 +88,8 @@ class SERAFusion(BaseModule):
                 cfg = dict(type=EXPERT_TYPES[expert], channels=channels)
                 if expert in _EXPERTS_WITH_PHI:
                     cfg.update(norm_cfg=norm_cfg, act_cfg=act_cfg)
+                    if zero_init_experts:
+                        cfg.update(residual_scale=0.)
                 cfg.update(expert_cfgs.get(expert, {}))
                 self.expert_names.append(expert)
             else:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from sera_mm.registry import MODELS
 from .kernels import depthwise_weight, gaussian_kernel, laplacian_kernel
-from .zero_init import zero_init_conv_module
+from .residual_scale import ResidualScale
 
 
 @MODELS.register_module()
@@ -26,6 +26,10 @@ class ShapeExpert(BaseModule):
         channels (int): Width C of the feature map.
         norm_cfg (dict): Norm of phi. Defaults to ``dict(type='BN')``.
         act_cfg (dict): Activation of phi. Defaults to ``dict(type='ReLU')``.
+        residual_scale (float, optional): If given, the branch is multiplied
+            by a learnable per-channel scale starting at this value (not in
+            SERA.md; SERA-Fusion's ``zero_init_experts`` sets 0). Defaults
+            to None: no scale.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -33,6 +37,7 @@ class ShapeExpert(BaseModule):
                  channels: int,
                  norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='ReLU'),
+                 residual_scale: Optional[float] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg)
         self.channels = channels
@@ -41,6 +46,7 @@ class ShapeExpert(BaseModule):
         self.laplacian = nn.Conv2d(channels, channels, 3, padding=1, groups=channels,
                                    bias=False)
         self.fuse = ConvModule(3 * channels, channels, 1, norm_cfg=norm_cfg, act_cfg=act_cfg)
+        self.scale = None if residual_scale is None else ResidualScale(channels, residual_scale)
         self._init_laplacian()
 
     def _init_laplacian(self) -> None:
@@ -57,9 +63,15 @@ class ShapeExpert(BaseModule):
         self._init_laplacian()
 
     def zero_init_residual(self) -> None:
-        """Zeroes phi's output (see :func:`zero_init_conv_module`): the
-        expert starts as the identity."""
-        zero_init_conv_module(self.fuse)
+        """Zeroes the residual scale: the expert starts as the identity.
+
+        Raises:
+            ValueError: if the expert was built without ``residual_scale``.
+        """
+        if self.scale is None:
+            raise ValueError('ShapeExpert.zero_init_residual needs residual_scale (zeroing phi '
+                             'would stop learning: ReLU has no gradient at 0)')
+        nn.init.zeros_(self.scale.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         """Maps B x C x H x W to B x C x H x W."""
@@ -67,4 +79,5 @@ class ShapeExpert(BaseModule):
             raise ValueError(f'ShapeExpert: expected B x {self.channels} x H x W, '
                              f'got {tuple(x.shape)}')
         blurred = F.conv2d(x, self.blur.to(x.dtype), padding=1, groups=self.channels)
-        return x + self.fuse(torch.cat([x, blurred, self.laplacian(x)], dim=1))
+        branch = self.fuse(torch.cat([x, blurred, self.laplacian(x)], dim=1))
+        return x + (branch if self.scale is None else self.scale(branch))

@@ -178,3 +178,60 @@ def test_subset_of_experts_and_config_errors():
         _fusion(router=dict(type='NoisyTopKRouter', num_experts=3))
     with pytest.raises(ValueError, match='SERAFusion'):
         fusion(torch.randn(2, 8, 3, 3))
+
+
+@pytest.mark.parametrize('top_k', [1, 2, 4])
+@pytest.mark.parametrize('norm_cfg', [dict(type='BN'), GN, None])
+def test_zero_init_experts_start_as_identity_and_can_learn(top_k, norm_cfg):
+    torch.manual_seed(0)
+    fusion = _fusion(top_k, zero_init_experts=True, norm_cfg=norm_cfg)
+    fusion.init_weights()          # what the runner calls; must keep the zeros
+    x = torch.randn(6, 16, 5, 7, requires_grad=True)
+    for training in (True, False):
+        fusion.train(training)
+        out, _ = fusion(x)
+        torch.testing.assert_close(out, x, rtol=0, atol=1e-5)
+    fusion.train()
+    out, routing = fusion(x)
+    (out * torch.randn_like(out)).sum().backward()
+    spatial, context, boundary, shape = fusion.experts
+    chosen = set(routing.indices.flatten().tolist())
+    # the zeroed layers receive gradients: training moves them off zero
+    zeroed = {0: [spatial.proj.weight], 1: [context.attn.attn.out_proj.weight],
+              2: [boundary.scale.weight], 3: [shape.scale.weight]}
+    for idx in chosen:
+        for param in zeroed[idx]:
+            assert param.grad is not None and param.grad.abs().sum() > 0, idx
+
+
+def test_without_zero_init_the_experts_change_the_features():
+    torch.manual_seed(0)
+    fusion = _fusion(4).eval()
+    x = torch.randn(2, 16, 5, 7)
+    out, _ = fusion(x)
+    assert (out - x).abs().max() > 1e-2
+
+
+@MODELS.register_module(force=True)
+class NoZeroInitExpert(torch.nn.Module):
+    """An expert without ``zero_init_residual`` (a user's own)."""
+
+    def __init__(self, channels):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
+def test_zero_init_needs_every_expert_to_support_it():
+    with pytest.raises(ValueError, match="'NoZeroInitExpert'.*zero_init_residual"):
+        MODELS.build(dict(type='SERAFusion', channels=16, zero_init_experts=True,
+                          experts=[dict(type='NoZeroInitExpert')], router=dict(
+                              type='NoisyTopKRouter', top_k=1)))
+
+
+def test_phi_expert_without_residual_scale_refuses_zero_init():
+    expert = MODELS.build(dict(type='BoundaryExpert', channels=16))
+    assert expert.scale is None
+    with pytest.raises(ValueError, match='BoundaryExpert.*residual_scale'):
+        expert.zero_init_residual()

@@ -1,0 +1,24 @@
+"""A learnable per-channel scale of a residual branch (LayerScale)."""
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+
+class ResidualScale(nn.Module):
+    """Multiplies a B x C x H x W branch by a learnable per-channel weight.
+
+    Used by the experts whose branch ends in phi (norm + ReLU) when
+    SERA-Fusion starts them at zero: zeroing phi itself would stop learning
+    (ReLU has no gradient at 0), a zero scale does not.
+
+    Args:
+        channels (int): C.
+        init_value (float): Initial value of every weight.
+    """
+
+    def __init__(self, channels: int, init_value: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((channels,), float(init_value)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.weight.view(1, -1, 1, 1)
