@@ -1,6 +1,7 @@
 """Each ablation config differs from its parent by at most two leaf keys
 (SERA.md 5: "Each ablation config inherits and overrides one or two keys")."""
 import os.path as osp
+import re
 
 import pytest
 from mmengine.config import Config
@@ -45,8 +46,8 @@ def test_ablation_overrides_at_most_two_keys(path):
     assert len(diff) <= MAX_CHANGED_KEYS, \
         f'{path} changes {len(diff)} leaf keys of {parent_path}:\n{listing}'
     # top-k ablations change nothing but k (top-2 is the parent itself)
-    name = osp.basename(path)
-    if '_top' in name:
-        k = int(name.split('_top')[1][0])
+    topk = re.search(r'_top(\d)_', osp.basename(path))   # not e.g. '_top2-zero-init_'
+    if topk:
+        k = int(topk.group(1))
         expected = [] if k == 2 else [('model.neck.fusion_cfg.router.top_k', 2, k)]
         assert diff == expected
