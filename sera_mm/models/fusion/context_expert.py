@@ -1,9 +1,9 @@
 """SERA-Fusion's context expert: one pre-norm transformer layer over pixels."""
 from typing import Optional
 
+import torch.nn as nn
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
-import torch.nn as nn
 from mmengine.model import BaseModule
 from torch import Tensor
 
