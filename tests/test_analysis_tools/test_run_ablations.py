@@ -53,8 +53,9 @@ def _record(config, seed, miou, oiou):
 
 def test_aggregate_gives_mean_and_half_range_per_config_and_split():
     tool = load_tool()
-    records = [_record('a.py', 0, 50.0, 40.0), _record('b.py', 0, 47.0, 41.0),
-               _record('a.py', 1, 52.0, 44.0), _record('b.py', 1, 48.0, 40.0)]
+    # in the order the runs finished, not by seed
+    records = [_record('a.py', 1, 52.0, 44.0), _record('b.py', 0, 47.0, 41.0),
+               _record('a.py', 0, 50.0, 40.0), _record('b.py', 1, 48.0, 40.0)]
     table = tool.aggregate(records, ['a.py', 'b.py'])
     assert table['splits'] == ['val', 'testA']
     a, b = table['rows']

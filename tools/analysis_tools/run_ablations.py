@@ -190,7 +190,7 @@ def aggregate(records: Sequence[Dict], configs: Sequence[str]) -> Dict:
     splits = list(records[0]['results']['splits'])
     rows = []
     for config in configs:
-        mine = [r for r in records if r['config'] == config]
+        mine = sorted((r for r in records if r['config'] == config), key=lambda r: r['seed'])
         if not mine:
             continue
         metrics = {}
