@@ -1,19 +1,15 @@
 """tools/analysis_tools/benchmark_data.py at toy size (no timing assertions)."""
-import importlib.util
 import json
 import os.path as osp
 
-TOOL = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'analysis_tools',
-                'benchmark_data.py')
+from .tool_loader import load_analysis_tool
+
 REFCOCO_CONFIG = osp.join(osp.dirname(__file__), '..', '..', 'configs', 'sera',
                           'sera_dinov2-b_refcoco.py')
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location('benchmark_data_tool', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_analysis_tool('benchmark_data')
 
 
 def test_index_counts_match_the_generated_set(tmp_path):

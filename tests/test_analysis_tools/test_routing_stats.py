@@ -1,7 +1,5 @@
 """tools/analysis_tools/routing_stats.py with routers forced to known choices."""
-import importlib.util
 import json
-import os.path as osp
 
 import cv2
 import pytest
@@ -11,19 +9,15 @@ from mmengine.config import Config
 from sera_mm.models.routers import NoisyTopKRouter, SoftRouter
 from sera_mm.models.utils import RoutingResult
 from sera_mm.registry import DATASETS
+from .tool_loader import load_analysis_tool
 
-TOOL = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'analysis_tools',
-                'routing_stats.py')
 FUSION_EXPERTS = ('spatial', 'context', 'boundary', 'shape')
 FORCED_FUSION = {0: 0.75, 2: 0.25}     # experts (0, 2) with weights (0.75, 0.25)
 FORCED_ADAPTER = (0.625, 0.375)        # (spatial, boundary); exact in binary
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location('routing_stats_tool', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_analysis_tool('routing_stats')
 
 
 def forced_top_k(self, x):

@@ -1,6 +1,5 @@
 """tools/analysis_tools/run_ablations.py: the epoch budget of the derived
 configs, the seed statistics, and one real two-config ladder at toy size."""
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -9,16 +8,13 @@ import pytest
 from mmengine.config import Config
 
 from test_tools.tool_runner import REPO, TINY_CONFIG, data_options
+from .tool_loader import load_analysis_tool
 
-TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'run_ablations.py')
 BASELINE = 'configs/synthetic/ablations/baseline-tiny_synthetic.py'
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location('run_ablations_tool', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_analysis_tool('run_ablations')
 
 
 def test_epoch_budget_moves_everything_tied_to_the_old_budget(tmp_path):

@@ -1,19 +1,13 @@
 """tools/analysis_tools/sentence_groups.py: grouping by words and the metrics."""
-import importlib.util
 import json
-import os.path as osp
 
 import pytest
 
-TOOL = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'analysis_tools',
-                'sentence_groups.py')
+from .tool_loader import load_analysis_tool
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location('sentence_groups_tool', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_analysis_tool('sentence_groups')
 
 
 def record(sentence, inter, union):
