@@ -2,7 +2,6 @@
 from typing import Optional
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule
@@ -10,7 +9,7 @@ from torch import Tensor
 
 from sera_mm.registry import MODELS
 from .kernels import sobel_kernels
-from .residual_scale import ResidualScale
+from .residual_scale import ResidualScale, zero_residual_scale
 
 
 @MODELS.register_module()
@@ -63,10 +62,7 @@ class BoundaryExpert(BaseModule):
         Raises:
             ValueError: if the expert was built without ``residual_scale``.
         """
-        if self.scale is None:
-            raise ValueError('BoundaryExpert.zero_init_residual needs residual_scale (zeroing phi '
-                             'would stop learning: ReLU has no gradient at 0)')
-        nn.init.zeros_(self.scale.weight)
+        zero_residual_scale(self.scale, 'BoundaryExpert')
 
     def forward(self, x: Tensor) -> Tensor:
         """Maps B x C x H x W to B x C x H x W."""

@@ -1,4 +1,6 @@
 """A learnable per-channel scale of a residual branch (LayerScale)."""
+from typing import Optional
+
 import torch
 import torch.nn as nn
 from torch import Tensor
@@ -22,3 +24,16 @@ class ResidualScale(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.weight.view(1, -1, 1, 1)
+
+
+def zero_residual_scale(scale: Optional[ResidualScale], owner: str) -> None:
+    """Zeroes ``scale`` (an expert's ``zero_init_residual``).
+
+    Raises:
+        ValueError: naming ``owner`` if the expert has no scale (built
+            without ``residual_scale``).
+    """
+    if scale is None:
+        raise ValueError(f'{owner}.zero_init_residual needs residual_scale (zeroing phi '
+                         'would stop learning: ReLU has no gradient at 0)')
+    nn.init.zeros_(scale.weight)

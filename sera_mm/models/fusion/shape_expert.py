@@ -10,7 +10,7 @@ from torch import Tensor
 
 from sera_mm.registry import MODELS
 from .kernels import depthwise_weight, gaussian_kernel, laplacian_kernel
-from .residual_scale import ResidualScale
+from .residual_scale import ResidualScale, zero_residual_scale
 
 
 @MODELS.register_module()
@@ -68,10 +68,7 @@ class ShapeExpert(BaseModule):
         Raises:
             ValueError: if the expert was built without ``residual_scale``.
         """
-        if self.scale is None:
-            raise ValueError('ShapeExpert.zero_init_residual needs residual_scale (zeroing phi '
-                             'would stop learning: ReLU has no gradient at 0)')
-        nn.init.zeros_(self.scale.weight)
+        zero_residual_scale(self.scale, 'ShapeExpert')
 
     def forward(self, x: Tensor) -> Tensor:
         """Maps B x C x H x W to B x C x H x W."""
