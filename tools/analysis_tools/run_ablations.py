@@ -32,6 +32,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Dict, List, Optional, Sequence
 
+from sera_mm.utils import atomic_write_json, atomic_write_text
+
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 RESULTS = 'test_results.json'
 TABLE_NAME = 'ablation_results'
@@ -133,8 +135,9 @@ def final_checkpoint(folder: str) -> str:
 def run_one(config: str, seed: int, args: argparse.Namespace) -> Dict:
     """Trains and tests one (config, seed) unless its results exist.
 
-    Returns ``dict(config, seed, seconds, results)`` with the test results
-    JSON; raises ``RuntimeError`` naming the log of a tool that failed.
+    Returns ``dict(config, seed, run_dir, results)`` with the test results
+    JSON, plus ``train_seconds`` when this tool timed the training; raises
+    ``RuntimeError`` naming the log of a tool that failed.
     """
     folder = run_dir(args.work_dir, config, seed)
     results = osp.join(folder, 'test', RESULTS)
@@ -156,8 +159,7 @@ def run_one(config: str, seed: int, args: argparse.Namespace) -> Dict:
         if args.splits:
             test_args += ['--splits', *args.splits]
         _run_tool(test_args, osp.join(folder, 'test.log'), env)
-        with open(osp.join(folder, 'train_seconds.txt'), 'w') as f:
-            f.write(f'{train_s:.1f}\n')
+        atomic_write_text(osp.join(folder, 'train_seconds.txt'), f'{train_s:.1f}\n')
     with open(results) as f:
         record['results'] = json.load(f)
     seconds_file = osp.join(folder, 'train_seconds.txt')
@@ -180,8 +182,9 @@ def aggregate(records: Sequence[Dict], configs: Sequence[str]) -> Dict:
     """Mean and half-range over seeds of each metric, per config and split.
 
     Returns ``dict(splits=[...], rows=[dict(config, seeds, metrics={split:
-    {metric: dict(mean, spread, values)}}, delta_val_mIoU)])``; the splits are
-    those of the first record, in its order. ``delta_val_mIoU`` is the
+    {metric: dict(mean, spread, values)}}, train_minutes,
+    delta_first_split_mIoU)])``; the splits are those of the first record, in
+    its order. ``delta_first_split_mIoU`` is the
     difference of the config's mean mIoU on the first split to the first
     config's.
     """
@@ -230,7 +233,6 @@ def format_markdown(table: Dict) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    from sera_mm.utils import atomic_write_json, atomic_write_text
     for config in args.configs:
         if not osp.isfile(config):
             print(f'error: config file not found: {config}', file=sys.stderr)
