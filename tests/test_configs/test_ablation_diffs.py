@@ -46,8 +46,11 @@ def test_ablation_overrides_at_most_two_keys(path):
     assert len(diff) <= MAX_CHANGED_KEYS, \
         f'{path} changes {len(diff)} leaf keys of {parent_path}:\n{listing}'
     # top-k ablations change nothing but k (top-2 is the parent itself)
-    topk = re.search(r'_top(\d)_', osp.basename(path))   # not e.g. '_top2-zero-init_'
+    topk = re.search(r'_top(\d)_', osp.basename(path))   # not e.g. '_top2-random-init_'
     if topk:
         k = int(topk.group(1))
         expected = [] if k == 2 else [('model.neck.fusion_cfg.router.top_k', 2, k)]
         assert diff == expected
+    # the init ablations change nothing but the experts' initialisation
+    if '_top2-random-init_' in osp.basename(path):
+        assert diff == [('model.neck.fusion_cfg.zero_init_experts', True, False)]

@@ -39,8 +39,13 @@ model = dict(
         in_channels=[768, 768, 768],
         channels=512,
         text_channels=512,
+        # zero_init_experts: not in SERA.md (it leaves the init open); every
+        # expert's residual branch starts at 0, so SERA-Fusion starts as the
+        # identity, as the adapters do. With each layer's own random init,
+        # SERA Top-2 fell below the baseline on the synthetic ladder (README).
         fusion_cfg=dict(type='SERAFusion',
-                        router=dict(type='NoisyTopKRouter', top_k=2))),
+                        router=dict(type='NoisyTopKRouter', top_k=2),
+                        zero_init_experts=True)),
     decoder=dict(
         type='VisionLanguageDecoder',
         num_layers=3,
