@@ -48,7 +48,8 @@ def check_variant(model: nn.Module, path: str) -> None:
     """Checks the adapters and SERA-Fusion levels the config's name promises:
     'detris'/'baseline': plain adapters, no fusion; 'adapter-only':
     SERA-Adapters, no fusion; otherwise SERA-Adapters and one SERA-Fusion
-    per level with Top-k, k from '_top<k>_' in the name (default 2)."""
+    per level with Top-k, k from '_top<k>_' in the name (default 2), whose
+    experts start at zero unless the name says 'random-init'."""
     cfg = Config.fromfile(osp.join(REPO, path))
     name = osp.basename(path)
     blocks = [str(i) for i in cfg.model.backbone.adapter_indices]
@@ -67,6 +68,8 @@ def check_variant(model: nn.Module, path: str) -> None:
         assert [type(f).__name__ for f in fusions] == ['SERAFusion'] * levels
         expected_k = int(top_k.group(1)) if top_k else 2
         assert [f.router.top_k for f in fusions] == [expected_k] * levels
+        zero_init = 'random-init' not in name
+        assert [f.zero_init_experts for f in fusions] == [zero_init] * levels
 
 
 def check_context_length(model: nn.Module, path: str) -> None:
@@ -165,3 +168,22 @@ def test_tiny_config_builds_and_runs(path):
     with torch.no_grad():
         logits = model(inputs, samples, mode='tensor')
     assert logits.shape[:2] == (2, 1) and logits.shape[-1] == logits.shape[-2]
+
+
+@pytest.mark.parametrize('path', [p for p in TINY_CONFIGS
+                                  if not osp.basename(p).startswith(('baseline', 'adapter-only'))])
+def test_tiny_sera_fusion_starts_as_identity_after_init_weights(path):
+    """What the Runner builds: after ``init_weights()`` every SERA-Fusion
+    level returns its input, unless the config asks for the random init."""
+    torch.manual_seed(0)
+    model = build_model(path)
+    model.init_weights()
+    model.eval()
+    zero_init = 'random-init' not in osp.basename(path)
+    with torch.no_grad():
+        for level, fusion in enumerate(model.neck.fusions):
+            x = torch.randn(2, fusion.channels, 6, 6)
+            out, _ = fusion(x)
+            # the weights sum to 1 up to rounding
+            assert torch.allclose(out, x, atol=1e-5) == zero_init, \
+                f'{path}: level {level} is {"not " if zero_init else ""}the identity at start'

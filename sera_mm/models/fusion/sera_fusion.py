@@ -54,9 +54,11 @@ class SERAFusion(BaseModule):
             and the context expert's attention output and last FFN layer are
             zeroed; the boundary and shape experts get a per-channel
             residual scale starting at 0 (zeroing phi = BN + ReLU would stop
-            its gradient). SERA.md leaves the initialisation open; off by
-            default (each layer keeps its own initialisation). Defaults to
-            False.
+            its gradient). SERA.md leaves the initialisation open. Off in
+            the module (each layer keeps its own initialisation, the literal
+            formula); the SERA configs turn it on, because SERA Top-2 fell
+            below the baseline without it on the synthetic ladder (README).
+            Defaults to False.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
