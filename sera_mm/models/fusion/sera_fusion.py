@@ -107,9 +107,9 @@ class SERAFusion(BaseModule):
                 if not hasattr(module, 'zero_init_residual'):
                     raise ValueError(f'SERAFusion: zero_init_experts=True but expert {name!r} '
                                      'has no zero_init_residual() method')
-                # here too: TextGatedNeck keeps its fusions in an nn.ModuleList,
-                # which mmengine's init_weights does not descend into
-                module.zero_init_residual()
+            # here too: TextGatedNeck keeps its fusions in an nn.ModuleList,
+            # which mmengine's init_weights does not descend into
+            self._zero_init_residuals()
 
         router = dict(router)
         router.setdefault('in_channels', channels)
@@ -124,8 +124,11 @@ class SERAFusion(BaseModule):
         the runner before training (and by the parents' ``init_weights``)."""
         super().init_weights()
         if self.zero_init_experts:
-            for expert in self.experts:
-                expert.zero_init_residual()
+            self._zero_init_residuals()
+
+    def _zero_init_residuals(self) -> None:
+        for expert in self.experts:
+            expert.zero_init_residual()
 
     def forward(self, x: Tensor) -> Tuple[Tensor, RoutingResult]:
         """Mixes the experts on one level; called once per level per batch.
