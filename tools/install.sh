@@ -3,7 +3,7 @@
 # the repository root, override with SERA_VENV=...). Idempotent: when the
 # environment already matches the requirement files it returns in seconds.
 #
-# Order matters (ENVIRONMENT.md): torch and torchvision come together from the
+# Order matters (docs/en/environment.md): torch and torchvision come together from the
 # package index with the machine's pip configuration ignored (a local CPU-only
 # torch wheel would otherwise win and break torchvision); mmcv 2.1.0 is then
 # compiled with ops against that torch; every later call is constrained so

@@ -1,4 +1,4 @@
-# SERA with BCE + Dice (SERA.md section 5: Dice is optional, off by default)
+# SERA with BCE + Dice (Dice is an option, off in the paper configs)
 _base_ = '../sera/sera_dinov2-b_refcoco.py'
 model = dict(decode_head=dict(loss_decode=[
     dict(type='mmseg.CrossEntropyLoss', use_sigmoid=True, avg_non_ignore=True,

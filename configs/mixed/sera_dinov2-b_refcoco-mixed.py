@@ -3,11 +3,10 @@
 # nine evaluation splits in one run:
 #   python tools/train.py configs/mixed/sera_dinov2-b_refcoco-mixed.py
 #   python tools/test.py configs/mixed/sera_dinov2-b_refcoco-mixed.py CKPT
-# Not in SERA.md (the paper trains one model per data set). The union holds
+# Not in the SERA paper (it trains one model per data set). The union holds
 # about 3x RefCOCO's referents, so an epoch of the inherited 65-epoch
 # schedule is about 3x longer.
 _base_ = [
     '../_base_/models/sera_dinov2-b.py', '../_base_/datasets/refcoco_mixed.py',
     '../_base_/schedules/schedule_65e.py', '../_base_/default_runtime.py'
 ]
-model = dict(text_encoder=dict(context_length=22))

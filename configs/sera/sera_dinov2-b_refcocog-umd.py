@@ -1,5 +1,7 @@
+# SERA on top of DETRIS-B, RefCOCOg (umd splits, 22 tokens)
 _base_ = [
     '../_base_/models/sera_dinov2-b.py', '../_base_/datasets/refcocog_umd.py',
     '../_base_/schedules/schedule_65e.py', '../_base_/default_runtime.py'
 ]
-model = dict(text_encoder=dict(context_length=22))
+# the text encoder takes the 22 tokens the dataset pipelines make
+model = dict(text_encoder=dict(context_length={{_base_.context_length}}))

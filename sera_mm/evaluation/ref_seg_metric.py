@@ -34,7 +34,7 @@ class RefSegMetric(BaseMetric):
     - ``mIoU``: mean over sentences of I / U.
     - ``oIoU``: sum over sentences of I / sum of U.
     - ``Prec@0.5`` ... ``Prec@0.9``: share of sentences whose IoU is
-      strictly greater than the threshold (SERA.md: "above"; CRIS and DETRIS
+      strictly greater than the threshold (the paper: "above"; CRIS and DETRIS
       compare with ``>``, LAVT with ``>=``; the two differ only on sentences
       whose IoU equals a threshold exactly).
 

@@ -1,6 +1,6 @@
 """Routers that mix experts, and the sparse dispatch of Top-k routing.
 
-SERA uses two routers (SERA.md sections 2 and 3): the SERA-Adapter's
+SERA uses two routers (docs/en/method.md, s. 2 and 3): the SERA-Adapter's
 :class:`SoftRouter` (every expert, softmax weights) and SERA-Fusion's
 :class:`NoisyTopKRouter` (k experts per sample, noisy in training). Both
 summarise their input by global average pooling and return a
@@ -41,7 +41,7 @@ def global_pool(x: Tensor, in_channels: int, owner: str) -> Tensor:
 
 @MODELS.register_module()
 class SoftRouter(BaseModule):
-    """Soft router: ``w = softmax(W_r g)`` over all experts (SERA.md 2, Eq. 3-4).
+    """Soft router: ``w = softmax(W_r g)`` over all experts (docs/en/method.md, s. 2, Eq. 3-4).
 
     Args:
         in_channels (int): Width C of the routed feature.
@@ -74,7 +74,7 @@ class SoftRouter(BaseModule):
 
 @MODELS.register_module()
 class NoisyTopKRouter(BaseModule):
-    """Noisy Top-k router (SERA.md 3, Eq. 21-26).
+    """Noisy Top-k router (docs/en/method.md, s. 3, Eq. 21-26).
 
     ``g = GAP(F)``; ``h = W2 ReLU(W1 g)``; in training only
     ``h~ = (h + sigma * eps) / tau`` with ``eps ~ N(0, 1)``, at eval

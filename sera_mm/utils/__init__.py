@@ -5,10 +5,11 @@ from .atomic import (AtomicLocalBackend, atomic_open, atomic_write_bytes,
 from .checkpoint import (checkpoint_safe_globals,
                          register_checkpoint_safe_globals)
 from .param_report import format_param_report, param_report
+from .pretrained import disable_pretrained
 
 __all__ = [
     'AtomicLocalBackend', 'atomic_open', 'atomic_write_bytes',
     'atomic_write_json', 'atomic_write_text',
     'checkpoint_safe_globals', 'register_checkpoint_safe_globals',
-    'format_param_report', 'param_report'
+    'disable_pretrained', 'format_param_report', 'param_report'
 ]

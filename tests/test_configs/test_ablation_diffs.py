@@ -1,5 +1,5 @@
 """Each ablation config differs from its parent by at most two leaf keys
-(SERA.md 5: "Each ablation config inherits and overrides one or two keys")."""
+(each ablation config inherits its parent and overrides one or two keys)."""
 import os.path as osp
 import re
 

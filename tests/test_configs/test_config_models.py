@@ -111,7 +111,7 @@ def test_vitb_config_builds(path, request):
 
     check_variant(model, path)
     check_context_length(model, path)
-    if 'refcocog-umd' in name:  # G-Ref (umd) sentences: 22 tokens (SERA.md 1)
+    if 'refcocog-umd' in name:  # G-Ref (umd) sentences: 22 tokens (docs/en/method.md, s. 1)
         assert model.text_encoder.context_length == 22
     if 'dice' in name:
         assert any('Dice' in type(m).__name__ for m in model.decode_head.loss_decode)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from sera_mm.utils import benchmark as bm
+from sera_mm.utils.pretrained import disable_pretrained
 
 TOOL = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'analysis_tools', 'benchmark.py')
 IMG = 32
@@ -77,7 +78,7 @@ def test_disable_pretrained_walks_nested_configs():
                       layers=[dict(init_cfg=[dict(type='Normal'),
                                              dict(type='Pretrained', checkpoint='y')])]),
         head=dict(init_cfg=dict(type='Normal'), pretrained=None))
-    changed = bm.disable_pretrained(cfg)
+    changed = disable_pretrained(cfg)
     assert sorted(changed) == ['model.backbone.init_cfg', 'model.backbone.layers[0].init_cfg',
                                'model.text_encoder.pretrained']
     assert cfg['text_encoder'] == dict(pretrained=None, frozen=True)

@@ -7,26 +7,35 @@ img_scale = 448
 context_length = 17  # 22 for RefCOCOg (umd)
 # CLIP mean colour in BGR (images are BGR until the data preprocessor)
 pad_val = (104.09373615, 116.7460125, 122.7709383)
+# DETRIS's letterbox: one affine warp (fractional scale and offsets, bicubic,
+# CLIP-mean border); training masks warped linearly, hence soft at the edges.
+# mode='resize' is sera_mm's bilinear resize + integer padding with binary
+# masks (docs/en/method.md, s. 6).
+train_letterbox = dict(type='Letterbox', scale=img_scale, pad_val=pad_val, mode='affine',
+                       soft_masks=True)
+test_letterbox = dict(type='Letterbox', scale=img_scale, pad_val=pad_val, mode='affine')
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadReferringMask'),
-    dict(type='Letterbox', scale=img_scale, pad_val=pad_val),
+    train_letterbox,
     dict(type='TokenizeText', context_length=context_length),
     dict(type='PackReferringInputs'),
 ]
 # the mask is decoded after the letterbox: metrics use the original size
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Letterbox', scale=img_scale, pad_val=pad_val),
+    test_letterbox,
     dict(type='LoadReferringMask'),
     dict(type='TokenizeText', context_length=context_length),
     dict(type='PackReferringInputs'),
 ]
+# 16 per GPU: DETRIS's 32 samples per step on 2 GPUs (drop_last as DETRIS)
 train_dataloader = dict(
     batch_size=16,
     num_workers=4,
     persistent_workers=True,
+    drop_last=True,
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(
         type=dataset_type,

@@ -3,8 +3,8 @@
 # (MixedRefCOCODataset logs how many per set and why). Layout as refcoco.py:
 #   data/coco/train2014/*.jpg
 #   data/coco/{refcoco,refcoco+,refcocog}/{instances.json, refs(*).p}
-# The 22-token pipelines of RefCOCOg (its longer sentences are in the mix)
-_base_ = './refcocog_umd.py'
+# 17 tokens, as DETRIS's mixed configuration (longer RefCOCOg sentences are cut)
+_base_ = './refcoco.py'
 train_dataloader = dict(
     dataset=dict(
         _delete_=True,

@@ -1,17 +1,17 @@
 # RefCOCOg (UMD splits: train/val/test): data/coco/refcocog/{instances.json, refs(umd).p}
-# Longer sentences: 22 tokens instead of 17 (SERA.md section 1).
+# Longer sentences: 22 tokens instead of 17 (DETRIS's word_len for G-Ref umd).
 _base_ = './refcoco.py'
 context_length = 22
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadReferringMask'),
-    dict(type='Letterbox', scale={{_base_.img_scale}}, pad_val={{_base_.pad_val}}),
+    {{_base_.train_letterbox}},
     dict(type='TokenizeText', context_length=context_length),
     dict(type='PackReferringInputs'),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Letterbox', scale={{_base_.img_scale}}, pad_val={{_base_.pad_val}}),
+    {{_base_.test_letterbox}},
     dict(type='LoadReferringMask'),
     dict(type='TokenizeText', context_length=context_length),
     dict(type='PackReferringInputs'),

@@ -5,16 +5,21 @@
 _base_ = './refcoco.py'
 data_root = 'data/synthetic/'
 img_scale = 112
+# DETRIS's letterbox protocol, as the full-size configs
+train_letterbox = dict(type='Letterbox', scale=img_scale, pad_val={{_base_.pad_val}},
+                       mode='affine', soft_masks=True)
+test_letterbox = dict(type='Letterbox', scale=img_scale, pad_val={{_base_.pad_val}},
+                      mode='affine')
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadReferringMask'),
-    dict(type='Letterbox', scale=img_scale, pad_val={{_base_.pad_val}}),
+    train_letterbox,
     dict(type='TokenizeText', context_length={{_base_.context_length}}),
     dict(type='PackReferringInputs'),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Letterbox', scale=img_scale, pad_val={{_base_.pad_val}}),
+    test_letterbox,
     dict(type='LoadReferringMask'),
     dict(type='TokenizeText', context_length={{_base_.context_length}}),
     dict(type='PackReferringInputs'),

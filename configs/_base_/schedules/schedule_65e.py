@@ -1,4 +1,4 @@
-# SERA.md section 6: Adam 1e-4, no weight decay, x0.1 at epochs 35 and 55 of 65
+# DETRIS's 65-epoch schedule: Adam 1e-4, no weight decay, x0.1 at epochs 35 and 55
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='Adam', lr=1e-4, weight_decay=0.),

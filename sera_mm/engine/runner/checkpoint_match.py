@@ -68,14 +68,30 @@ def check_checkpoint_matches(model: nn.Module, filename: str) -> None:
         filename: the checkpoint.
 
     Raises:
-        ValueError: keys the model has and the checkpoint lacks, keys the
-            checkpoint has and the model lacks, and keys whose shapes differ,
-            each listed (the first few) and counted.
+        ValueError: see :func:`check_state_dict_matches`.
+    """
+    check_state_dict_matches(model, load_state_dict_keys(filename),
+                             f'checkpoint {filename}')
+
+
+def check_state_dict_matches(model: nn.Module, found: Mapping[str, Tuple[int, ...]],
+                             source: str) -> None:
+    """Raises if weights of the given shapes do not fit ``model`` exactly.
+
+    Args:
+        model: the model (DDP and mmengine wrappers are unwrapped).
+        found: ``{key: shape}`` of the weights to load.
+        source: what holds them, for the message (e.g. ``'checkpoint X'``).
+
+    Raises:
+        ValueError: keys the model has and ``found`` lacks, keys ``found``
+            has and the model lacks, and keys whose shapes differ, each
+            listed (the first few) and counted.
     """
     if hasattr(model, 'module'):  # DDP and mmengine's wrappers
         model = model.module
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = load_state_dict_keys(filename)
+    found = {k: tuple(v) for k, v in found.items()}
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     mismatched = sorted(
@@ -83,9 +99,9 @@ def check_checkpoint_matches(model: nn.Module, filename: str) -> None:
         for k in set(expected) & set(found) if expected[k] != found[k])
     if not (missing or unexpected or mismatched):
         return
-    msg = (f'checkpoint {filename} does not fit the model of the config '
+    msg = (f'{source} does not fit the model of the config '
            f'({type(model).__name__}, {len(expected)} weights; checkpoint '
-           f'{len(found)}); was it trained with another config?')
+           f'{len(found)}); was it made for another config?')
     if missing:
         msg += _listing('missing in the checkpoint', missing)
     if unexpected:

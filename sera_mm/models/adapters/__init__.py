@@ -1,4 +1,5 @@
-from .plain_adapter import PlainAdapter
+from .dense_aligner import CrossModalAttention, DenseAligner
 from .sera_adapter import SERAAdapter
+from .text_adapter import TextAdapter
 
-__all__ = ['PlainAdapter', 'SERAAdapter']
+__all__ = ['CrossModalAttention', 'DenseAligner', 'SERAAdapter', 'TextAdapter']

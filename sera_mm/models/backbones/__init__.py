@@ -2,9 +2,9 @@ from .dinov2 import DINOv2
 from .dinov2_checkpoint import (convert_dinov2_official, detect_dinov2_layout,
                                 read_dinov2_checkpoint)
 from .dinov2_layer import DINOv2Layer
-from .pos_embed import resize_pos_embed_antialias
+from .pos_embed import POS_EMBED_MODES, resize_pos_embed
 
 __all__ = [
     'DINOv2', 'DINOv2Layer', 'convert_dinov2_official', 'detect_dinov2_layout',
-    'read_dinov2_checkpoint', 'resize_pos_embed_antialias'
+    'read_dinov2_checkpoint', 'resize_pos_embed'
 ]

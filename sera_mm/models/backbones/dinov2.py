@@ -13,7 +13,7 @@ from sera_mm.models.utils.structures import TextFeatures
 from sera_mm.registry import MODELS
 from .dinov2_checkpoint import OFFICIAL_LAYOUT, read_dinov2_checkpoint
 from .dinov2_layer import DINOv2Layer
-from .pos_embed import resize_pos_embed_antialias
+from .pos_embed import POS_EMBED_MODES, resize_pos_embed
 
 TRAINABLE_MODES = ('bitfit_ln', 'all', 'none')
 
@@ -25,9 +25,9 @@ class DINOv2(VisionTransformer):
     Token layout: ``[cls, registers, H*W patches]``. The position embedding
     covers cls + a 37 x 37 patch grid (``img_size=518``); it is added before
     the registers are inserted (registers have none) and resized to other
-    grids as the official reg models do (bicubic, antialias, to the grid
-    size; see :func:`resize_pos_embed_antialias`). LayerNorm eps 1e-6 and
-    LayerScale in every block, as in DINOv2.
+    grids on the fly, as the official reg models do or as DETRIS does
+    (``pos_embed_mode``; see :func:`resize_pos_embed`). LayerNorm eps 1e-6
+    and LayerScale in every block, as in DINOv2.
 
     Life-cycle: built from a config; :meth:`init_weights` (called by the
     Runner or the segmentor) loads ``init_cfg=dict(type='Pretrained',
@@ -54,7 +54,13 @@ class DINOv2(VisionTransformer):
         num_register_tokens (int): 0 or 4 in the official models.
             Defaults to 4.
         out_indices (Sequence[int]): Blocks whose output is returned
-            (negative counts from the end). Defaults to (3, 7, 11).
+            (negative counts from the end); the last block's after the final
+            norm, the others raw. Defaults to (4, 8, 11), DETRIS's levels for
+            ViT-B (ViT-L: (8, 16, 23)).
+        pos_embed_mode (str): How the position embedding is resized to the
+            input's grid: 'official' (bicubic, antialias, to the grid size)
+            or 'detris' (bicubic, no antialias, scale factor (grid + 0.1) /
+            37). Defaults to 'official'.
         drop_rate (float): Dropout after the position embedding and in the
             blocks. Defaults to 0.
         drop_path_rate (float): Stochastic depth, linearly increasing over
@@ -100,7 +106,8 @@ class DINOv2(VisionTransformer):
                  patch_size: int = 14,
                  in_channels: int = 3,
                  num_register_tokens: int = 4,
-                 out_indices: Sequence[int] = (3, 7, 11),
+                 out_indices: Sequence[int] = (4, 8, 11),
+                 pos_embed_mode: str = 'official',
                  drop_rate: float = 0.,
                  drop_path_rate: float = 0.,
                  layer_scale_init_value: float = 1e-5,
@@ -113,6 +120,9 @@ class DINOv2(VisionTransformer):
         arch_settings = self._resolve_arch(arch)
         if trainable not in TRAINABLE_MODES:
             raise ValueError(f'trainable={trainable!r}; choose from {TRAINABLE_MODES}')
+        if pos_embed_mode not in POS_EMBED_MODES:
+            raise ValueError(f'DINOv2: pos_embed_mode={pos_embed_mode!r}; choose from '
+                             f'{POS_EMBED_MODES}')
         # The parent builds everything but the blocks (num_layers=0): it
         # would build plain TransformerEncoderLayers, we need DINOv2Layer.
         super().__init__(
@@ -132,6 +142,7 @@ class DINOv2(VisionTransformer):
         self.arch_settings = arch_settings
         self.num_layers = arch_settings['num_layers']
         self.patch_size = patch_size
+        self.pos_embed_mode = pos_embed_mode
         self.out_indices = self._resolve_indices(out_indices, 'out_indices')
 
         dpr = np.linspace(0, drop_path_rate, self.num_layers)
@@ -296,8 +307,9 @@ class DINOv2(VisionTransformer):
                            *args, **kwargs) -> None:
         """Load-state-dict pre-hook: resizes a checkpoint's pos_embed.
 
-        Replaces mmpretrain's hook, which resizes without antialias. The
-        checkpoint's grid is taken as square (official files: 37 x 37).
+        Replaces mmpretrain's hook, which resizes without antialias, with
+        :func:`resize_pos_embed` in ``pos_embed_mode``. The checkpoint's grid
+        is taken as square (official files: 37 x 37).
         """
         name = prefix + 'pos_embed'
         if name not in state_dict or state_dict[name].shape == self.pos_embed.shape:
@@ -307,11 +319,12 @@ class DINOv2(VisionTransformer):
         if side * side != stored.shape[1] - self.num_extra_tokens:
             raise ValueError(f'{name} of shape {tuple(stored.shape)}: not cls + '
                              'a square grid, cannot resize it')
-        state_dict[name] = resize_pos_embed_antialias(
-            stored, (side, side), self.patch_resolution, self.num_extra_tokens)
+        state_dict[name] = resize_pos_embed(
+            stored, (side, side), self.patch_resolution, self.num_extra_tokens,
+            self.pos_embed_mode)
         print_log(f'DINOv2: {name} resized from a {side}x{side} to a '
                   f'{self.patch_resolution[0]}x{self.patch_resolution[1]} grid '
-                  '(bicubic, antialias)', logger='current')
+                  f'({self.pos_embed_mode} mode)', logger='current')
 
     # ------------------------------------------------------------ forward
     def forward(self, x: Tensor, text: Optional[TextFeatures] = None) -> Tuple[Tensor, ...]:
@@ -334,8 +347,9 @@ class DINOv2(VisionTransformer):
         batch = x.shape[0]
         tokens, hw = self.patch_embed(x)
         tokens = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
-        tokens = tokens + resize_pos_embed_antialias(
-            self.pos_embed, self.patch_resolution, hw, self.num_extra_tokens)
+        tokens = tokens + resize_pos_embed(
+            self.pos_embed, self.patch_resolution, hw, self.num_extra_tokens,
+            self.pos_embed_mode)
         tokens = self.drop_after_pos(tokens)
         if self.register_tokens is not None:
             tokens = torch.cat([tokens[:, :1],

@@ -1,22 +1,32 @@
-"""Absolute position embeddings resized the way the DINOv2-reg models do it."""
+"""Resizing a ViT's absolute position embedding to another patch grid."""
 from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+#: ``'official'``: what the official DINOv2 models with registers do;
+#: ``'detris'``: what DETRIS's copy of DINOv2 does.
+POS_EMBED_MODES = ('official', 'detris')
 
-def resize_pos_embed_antialias(pos_embed: Tensor, src_hw: Tuple[int, int],
-                               dst_hw: Tuple[int, int],
-                               num_extra_tokens: int = 1) -> Tensor:
-    """Resizes a ViT position embedding to another patch grid.
+#: DINOv2's old ``interpolate_offset``, kept by DETRIS.
+DETRIS_INTERPOLATE_OFFSET = 0.1
 
-    Bicubic, ``antialias=True``, to the target grid *size* (not a scale
-    factor), in float32, as the official DINOv2 models with registers do.
-    mmpretrain's ``resize_pos_embed`` does not antialias, and
-    ``F.interpolate`` uses another cubic kernel with antialias on (also when
-    upsampling), so that function would give other numbers
-    (ENVIRONMENT.md, trap 11).
+
+def resize_pos_embed(pos_embed: Tensor, src_hw: Tuple[int, int], dst_hw: Tuple[int, int],
+                     num_extra_tokens: int = 1, mode: str = 'official') -> Tensor:
+    """Resizes a ViT position embedding to another patch grid, bicubic, in float32.
+
+    - ``'official'``: ``antialias=True``, to the target grid *size*, as the
+      official DINOv2 models with registers do. ``F.interpolate`` uses
+      another cubic kernel with antialias on (also when upsampling), and
+      mmpretrain's ``resize_pos_embed`` does not antialias, so neither gives
+      these numbers (docs/en/environment.md).
+    - ``'detris'``: ``antialias=False`` with ``scale_factor = (grid + 0.1) /
+      stored grid`` per side, as DETRIS's DINOv2 (its ``interpolate_offset``
+      of 0.1): the output has the target size, but the kernel samples at
+      ``(i + 0.5) * stored / (grid + 0.1) - 0.5``, not at the size-based
+      positions.
 
     Args:
         pos_embed (Tensor): 1 x (num_extra_tokens + h*w) x C.
@@ -24,11 +34,14 @@ def resize_pos_embed_antialias(pos_embed: Tensor, src_hw: Tuple[int, int],
         dst_hw (tuple[int, int]): The grid wanted.
         num_extra_tokens (int): Leading tokens with a position embedding but
             no grid position (the cls token); copied unchanged. Defaults to 1.
+        mode (str): One of :data:`POS_EMBED_MODES`. Defaults to 'official'.
 
     Returns:
         Tensor: 1 x (num_extra_tokens + H*W) x C, in ``pos_embed``'s dtype;
-        ``pos_embed`` itself when the grids are equal.
+        ``pos_embed`` itself when the grids are equal (both modes).
     """
+    if mode not in POS_EMBED_MODES:
+        raise ValueError(f'resize_pos_embed: mode={mode!r}; choose from {POS_EMBED_MODES}')
     src_hw, dst_hw = tuple(src_hw), tuple(dst_hw)
     channels = pos_embed.shape[-1]
     expected = num_extra_tokens + src_hw[0] * src_hw[1]
@@ -41,6 +54,13 @@ def resize_pos_embed_antialias(pos_embed: Tensor, src_hw: Tuple[int, int],
     extra = pos_embed[:, :num_extra_tokens]
     grid = pos_embed[:, num_extra_tokens:].float()
     grid = grid.reshape(1, *src_hw, channels).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=dst_hw, mode='bicubic', antialias=True)
+    if mode == 'official':
+        grid = F.interpolate(grid, size=dst_hw, mode='bicubic', antialias=True)
+    else:
+        scale = tuple((d + DETRIS_INTERPOLATE_OFFSET) / s for d, s in zip(dst_hw, src_hw))
+        grid = F.interpolate(grid, scale_factor=scale, mode='bicubic', antialias=False)
+        if tuple(grid.shape[-2:]) != dst_hw:
+            raise ValueError(f"resize_pos_embed(mode='detris'): a {src_hw} grid scaled by "
+                             f'{scale} gives {tuple(grid.shape[-2:])}, not {dst_hw}')
     grid = grid.permute(0, 2, 3, 1).reshape(1, -1, channels)
     return torch.cat([extra, grid.to(pos_embed.dtype)], dim=1)

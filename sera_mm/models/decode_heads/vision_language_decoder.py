@@ -1,4 +1,4 @@
-"""The vision-language decoder of the DETRIS-style baseline (SERA.md s. 5)."""
+"""The vision-language decoder of the DETRIS-style baseline (docs/en/method.md, s. 5)."""
 from typing import Optional
 
 import torch.nn as nn

@@ -14,7 +14,7 @@ from .residual_scale import ResidualScale, zero_residual_scale
 
 @MODELS.register_module()
 class BoundaryExpert(BaseModule):
-    """``E_bd = F + phi(Conv1x1([F, M]))`` (SERA.md 3, boundary expert).
+    """``E_bd = F + phi(Conv1x1([F, M]))`` (docs/en/method.md, s. 3, boundary expert).
 
     ``Gx, Gy`` are depthwise Sobel-x / Sobel-y responses (fixed kernels kept
     as non-trainable, non-persistent buffers, zero padding);
@@ -28,7 +28,7 @@ class BoundaryExpert(BaseModule):
         act_cfg (dict): Activation of phi. Defaults to ``dict(type='ReLU')``.
         residual_scale (float, optional): If given, the branch is multiplied
             by a learnable per-channel scale starting at this value (not in
-            SERA.md; SERA-Fusion's ``zero_init_experts`` sets 0). Defaults
+            the paper; SERA-Fusion's ``zero_init_experts`` sets 0). Defaults
             to None: no scale.
         init_cfg (dict, optional): mmengine initialisation config.
     """

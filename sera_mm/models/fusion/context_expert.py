@@ -12,7 +12,7 @@ from sera_mm.registry import MODELS
 
 @MODELS.register_module()
 class ContextExpert(BaseModule):
-    """Pre-norm transformer layer on the H*W tokens (SERA.md 3, context expert).
+    """Pre-norm transformer layer on the H*W tokens (docs/en/method.md, s. 3, context expert).
 
     ``X1 = X + MHSA(LN(X))``; ``X2 = X1 + FFN(LN(X1))``; reshaped back to
     B x C x H x W. Every sample is treated on its own (no batch statistics).

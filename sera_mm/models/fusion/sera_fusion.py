@@ -17,13 +17,13 @@ _EXPERTS_WITH_PHI = ('boundary', 'shape')
 
 @MODELS.register_module()
 class SERAFusion(BaseModule):
-    """Routes each sample of a B x C x H x W level to k of E experts (SERA.md 3).
+    """Routes each sample of a B x C x H x W level to k of E experts (docs/en/method.md, s. 3).
 
     ``F_out = sum over kept e of w_e * E_e(F)``, computed by sparse dispatch:
     an expert runs only on the sub-batch that selected it. A router without
     indices (e.g. ``SoftRouter``) falls back to the dense mixture.
 
-    BatchNorm and sparse dispatch: phi defaults to BatchNorm as in SERA.md.
+    BatchNorm and sparse dispatch: phi defaults to BatchNorm as in the paper.
     In training, an expert's BatchNorm then normalises with the statistics of
     its own sub-batch, so the output is not the dense formula evaluated on
     the whole batch (that needs a per-sample norm such as
@@ -54,7 +54,7 @@ class SERAFusion(BaseModule):
             and the context expert's attention output and last FFN layer are
             zeroed; the boundary and shape experts get a per-channel
             residual scale starting at 0 (zeroing phi = BN + ReLU would stop
-            its gradient). SERA.md leaves the initialisation open. Off in
+            its gradient). The paper leaves the initialisation open. Off in
             the module (each layer keeps its own initialisation, the literal
             formula); the SERA configs turn it on, because SERA Top-2 fell
             below the baseline without it on the synthetic ladder (README).

@@ -15,11 +15,11 @@ from .residual_scale import ResidualScale, zero_residual_scale
 
 @MODELS.register_module()
 class ShapeExpert(BaseModule):
-    """``E_sh = F + phi(Conv1x1([F, Bl, La]))`` (SERA.md 3, shape expert).
+    """``E_sh = F + phi(Conv1x1([F, Bl, La]))`` (docs/en/method.md, s. 3, shape expert).
 
     ``Bl`` is a depthwise 3 x 3 Gaussian blur (the binomial kernel, fixed: a
     non-persistent buffer); ``La`` a depthwise 3 x 3 conv initialised to the
-    discrete Laplace kernel and learnable (SERA.md says "initialised"). Both
+    discrete Laplace kernel and learnable (the paper says "initialised"). Both
     zero-pad. phi is norm + activation.
 
     Args:
@@ -28,7 +28,7 @@ class ShapeExpert(BaseModule):
         act_cfg (dict): Activation of phi. Defaults to ``dict(type='ReLU')``.
         residual_scale (float, optional): If given, the branch is multiplied
             by a learnable per-channel scale starting at this value (not in
-            SERA.md; SERA-Fusion's ``zero_init_experts`` sets 0). Defaults
+            the paper; SERA-Fusion's ``zero_init_experts`` sets 0). Defaults
             to None: no scale.
         init_cfg (dict, optional): mmengine initialisation config.
     """

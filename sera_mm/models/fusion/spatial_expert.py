@@ -11,7 +11,7 @@ from sera_mm.registry import MODELS
 
 @MODELS.register_module()
 class SpatialExpert(BaseModule):
-    """``E_sp = F + alpha_p * Conv1x1(coords)`` (SERA.md 3, spatial expert).
+    """``E_sp = F + alpha_p * Conv1x1(coords)`` (docs/en/method.md, s. 3, spatial expert).
 
     ``coords`` is the 2 x H x W grid of normalised pixel positions: channel 0
     is x (along W), channel 1 is y (along H), both from -1 to 1 inclusive.

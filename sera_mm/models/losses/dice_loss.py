@@ -10,10 +10,23 @@ from sera_mm.registry import MODELS
 
 @MODELS.register_module()
 class BinaryDiceLoss(nn.Module):
-    """Soft Dice loss of sigmoid(logits) against a 0/1 mask, per sample.
+    """Soft Dice loss of sigmoid(logits) against a mask, per sample.
 
     ``1 - (2 sum(p t) + eps) / (sum(p) + sum(t) + eps)`` over the valid
     pixels of each sample, averaged over the batch.
+
+    The target ``t`` is a 0/1 mask (integer or bool) or a soft mask of
+    probabilities in [0, 1] (float, e.g. from ``Letterbox(mode='affine',
+    soft_masks=True)``), with the same formula: a soft target weights each
+    pixel's share of the overlap. Note what it optimises then: the
+    gradient in ``p_i`` has the sign of ``t_i - D / 2`` (D the Dice
+    score), so the loss pushes p to 1 where ``t > D / 2`` (about 0.5 for a
+    good prediction) and to 0 elsewhere rather than towards ``t`` itself,
+    and its minimum is above 0. For warped masks, fractional only along the
+    object's boundary, that is a sharp mask at about the 0.5 contour, which
+    is what is evaluated; BCE (which does fit ``t``) is DETRIS's only loss.
+    Target values outside [0, 1] (other than ``ignore_index``) are not
+    checked, which would cost a device sync per step.
 
     mmseg's ``DiceLoss`` is not used: given B x 1 x H x W logits and the
     B x H x W label that mmseg's losses take, it one-hot encodes the label
@@ -42,10 +55,14 @@ class BinaryDiceLoss(nn.Module):
                 target: Tensor,
                 ignore_index: Optional[int] = 255,
                 **kwargs) -> Tensor:
-        """Loss of B x 1 x H x W logits against a B x H x W 0/1 mask.
+        """Loss of B x 1 x H x W logits against a B x H x W mask.
 
-        Pixels equal to ``ignore_index`` count neither in the prediction
-        nor in the target.
+        Called by the head's ``loss_by_feat``. ``target`` is a 0/1 mask
+        (long) or a soft mask (float in [0, 1]); pixels equal to
+        ``ignore_index`` count neither in the prediction nor in the target.
+
+        Returns:
+            Tensor: The weighted loss, a scalar.
         """
         assert pred.dim() == 4 and pred.shape[1] == 1 and \
             target.shape == pred.shape[:1] + pred.shape[2:], \

@@ -1,4 +1,4 @@
-"""MoE regularisation of SERA-Fusion's routers (SERA.md section 4)."""
+"""MoE regularisation of SERA-Fusion's routers (docs/en/method.md, s. 4)."""
 from typing import Dict, Sequence, Union
 
 import torch

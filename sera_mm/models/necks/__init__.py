@@ -1,5 +1,5 @@
 from .coord_conv import CoordConv
-from .sentence_gate import SentenceGate
+from .sentence_gate import AttentionSentenceGate, SentenceGate
 from .text_gated_neck import TextGatedNeck
 
-__all__ = ['CoordConv', 'SentenceGate', 'TextGatedNeck']
+__all__ = ['AttentionSentenceGate', 'CoordConv', 'SentenceGate', 'TextGatedNeck']

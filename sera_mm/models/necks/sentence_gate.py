@@ -1,18 +1,52 @@
-"""Sentence gate of the DETRIS neck: level * MHA(level, s)."""
+"""Sentence gates of the DETRIS neck: level * MHA(q=level, k=v=s)."""
 import torch.nn as nn
 from torch import Tensor
 
 
-class SentenceGate(nn.Module):
-    """Multiplies a feature map by an attention read-out of the sentence.
+class AttentionSentenceGate(nn.Module):
+    """DETRIS's gate: ``x * MHA(q=x, k=v=t)`` with the sentence as the only key.
 
-    DETRIS gates each level with ``level * MHA(q=level, k=v=s)`` where the
-    sentence feature ``s`` is the only key. Softmax over a single key is 1,
-    so the attention output is ``out_proj(v_proj(s))`` at every pixel,
-    whatever the query: an affine map of ``s``. This module computes that map
-    directly with one linear layer. It is exact (see the test against
-    :class:`torch.nn.MultiheadAttention`) and leaves out the query and key
-    projections, which could never receive a gradient.
+    ``t`` is the sentence feature after the neck's shared ``txt_proj``. The
+    attention is computed as DETRIS parameterises it (an
+    ``nn.MultiheadAttention`` named ``attn``, DETRIS's
+    ``fusion{3,4,5}.multihead_attn``), so its checkpoints load one to one and
+    it trains with DETRIS's parameter set. With a single key the softmax is
+    exactly 1: the output is ``out_proj(v_proj(t))`` at every pixel, and
+    the query and key projections get zero gradients (see
+    :class:`SentenceGate` for the folded form).
+
+    Args:
+        channels (int): Channels C of the gated map (and of ``t``).
+        num_heads (int): Heads of the attention. Defaults to 8.
+    """
+
+    def __init__(self, channels: int, num_heads: int = 8) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(channels, num_heads, batch_first=True)
+
+    def forward(self, x: Tensor, text: Tensor) -> Tensor:
+        """Gates ``x`` (B x C x H x W) with ``text`` (B x C, projected sentence).
+
+        Returns:
+            Tensor: B x C x H x W.
+        """
+        b, c, h, w = x.shape
+        pixels = x.flatten(2).transpose(1, 2)
+        key = text[:, None, :]
+        gate, _ = self.attn(pixels, key, key, need_weights=False)
+        return x * gate.transpose(1, 2).reshape(b, c, h, w)
+
+
+class SentenceGate(nn.Module):
+    """The folded gate: ``x * Linear(s)``.
+
+    Softmax over a single key is 1, so DETRIS's gate
+    ``x * MHA(q=x, k=v=txt_proj(s))`` is ``x * out_proj(v_proj(txt_proj(s)))``
+    whatever the query: an affine map of ``s``. This gate computes that map
+    with one linear layer per level: the same function (a DETRIS checkpoint
+    folds into it exactly), without the query and key projections that never
+    receive a gradient and without the shared ``txt_proj``; it trains with
+    another parameterisation, so it is an option, not DETRIS.
 
     Args:
         channels (int): Channels C of the gated map.

@@ -1,28 +1,34 @@
-"""The DETRIS-style neck: project, (optionally) fuse, gate by the sentence."""
+"""DETRIS's neck: project, gate by the sentence, merge; SERA-Fusion on the levels."""
 import copy
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from mmcv.cnn import ConvModule
-from mmengine.model import BaseModule
+from mmengine.model import BaseModule, ModuleList
 from torch import Tensor
 
 from sera_mm.models.utils import RoutingResult, TextFeatures
 from sera_mm.registry import MODELS
 from .coord_conv import CoordConv
-from .sentence_gate import SentenceGate
+from .sentence_gate import AttentionSentenceGate, SentenceGate
+
+GATES = ('detris', 'folded')
+FUSION_POSITIONS = ('before_proj', 'after_proj')
 
 
 @MODELS.register_module()
 class TextGatedNeck(BaseModule):
-    """Merges the backbone levels into one sentence-gated map (SERA.md s. 5).
+    """Merges the backbone levels into one sentence-gated map (docs/en/method.md, s. 5).
 
-    Per level: 1x1 conv + BN + ReLU from D to C, then the optional fusion
-    module (SERA-Fusion sits here, before the gating, SERA.md s. 3), then
-    the sentence gate ``level * MHA(level, s)``. The gated levels are
-    concatenated and merged by a 1x1 conv to C; a CoordConv and a 3x3 conv
-    refine the result, which is added back (residual).
+    Per level: a 1x1 conv + BN + ReLU from D to C, then the sentence gate.
+    The gated levels are concatenated and merged by a 1x1 conv to C; a
+    CoordConv and a 3x3 conv refine the result, which is added back.
+
+    SERA-Fusion (``fusion_cfg``) runs on each level, one module per level:
+    by default on the backbone's map at width D, before the projection
+    (where tokens become grids in DETRIS); with
+    ``fusion_position='after_proj'`` on the projected map at width C.
 
     All levels must share one spatial size (a plain ViT gives one grid).
 
@@ -30,12 +36,19 @@ class TextGatedNeck(BaseModule):
         in_channels (Sequence[int]): Channels D of each input level.
         channels (int): Width C of the neck. Defaults to 512.
         text_channels (int): Width of the sentence feature. Defaults to 512.
-        fusion_cfg (dict, optional): Config of the per-level fusion module
-            (one module per level, each with its own router), e.g.
-            ``dict(type='SERAFusion', top_k=2)``; ``channels`` is filled in
-            with C unless given. Its forward must map B x C x H x W to
-            ``(B x C x H x W, RoutingResult)``. None: no fusion.
-            Defaults to None.
+        gate (str): 'detris': DETRIS's gate, a shared ``txt_proj``
+            Linear(text_channels, C) and a one-key attention per level
+            (:class:`AttentionSentenceGate`); 'folded': the same function as
+            one Linear per level (:class:`SentenceGate`; fewer parameters,
+            another parameterisation in training). Defaults to 'detris'.
+        num_heads (int): Heads of the DETRIS gate's attention. Defaults to 8.
+        fusion_cfg (dict, optional): Config of the per-level fusion module,
+            e.g. ``dict(type='SERAFusion', router=dict(top_k=2))``;
+            ``channels`` is filled in with the level's width unless given.
+            Its forward maps B x C' x H x W to ``(B x C' x H x W,
+            RoutingResult)``. None: no fusion. Defaults to None.
+        fusion_position (str): 'before_proj' (width D) or 'after_proj'
+            (width C). Defaults to 'before_proj'.
         norm_cfg (dict): Norm layer of the convs. Defaults to BN.
         act_cfg (dict): Activation of the convs. Defaults to ReLU.
         init_cfg (dict or list[dict], optional): Initialisation config.
@@ -45,27 +58,44 @@ class TextGatedNeck(BaseModule):
                  in_channels: Sequence[int],
                  channels: int = 512,
                  text_channels: int = 512,
+                 gate: str = 'detris',
+                 num_heads: int = 8,
                  fusion_cfg: Optional[dict] = None,
+                 fusion_position: str = 'before_proj',
                  norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='ReLU'),
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if len(in_channels) == 0:
             raise ValueError('TextGatedNeck: in_channels must name at least one level')
+        if gate not in GATES:
+            raise ValueError(f'TextGatedNeck: gate={gate!r}; choose from {GATES}')
+        if fusion_position not in FUSION_POSITIONS:
+            raise ValueError(f'TextGatedNeck: fusion_position={fusion_position!r}; '
+                             f'choose from {FUSION_POSITIONS}')
         self.in_channels = list(in_channels)
         self.channels = channels
+        self.gate = gate
+        self.fusion_position = fusion_position
         num_levels = len(self.in_channels)
 
-        self.projs = nn.ModuleList(
+        self.projs = ModuleList(
             ConvModule(d, channels, 1, norm_cfg=norm_cfg, act_cfg=act_cfg)
             for d in self.in_channels)
-        self.fusions: Optional[nn.ModuleList] = None
+        self.fusions: Optional[ModuleList] = None
         if fusion_cfg is not None:
-            self.fusions = nn.ModuleList(
-                MODELS.build(self._fusion_level_cfg(fusion_cfg))
-                for _ in range(num_levels))
-        self.gates = nn.ModuleList(
-            SentenceGate(channels, text_channels) for _ in range(num_levels))
+            widths = self.in_channels if fusion_position == 'before_proj' \
+                else [channels] * num_levels
+            self.fusions = ModuleList(
+                MODELS.build(self._fusion_level_cfg(fusion_cfg, width)) for width in widths)
+        if gate == 'detris':
+            self.txt_proj = nn.Linear(text_channels, channels)
+            self.gates = ModuleList(
+                AttentionSentenceGate(channels, num_heads) for _ in range(num_levels))
+        else:
+            self.txt_proj = None
+            self.gates = ModuleList(
+                SentenceGate(channels, text_channels) for _ in range(num_levels))
         self.aggregate = ConvModule(
             num_levels * channels, channels, 1, norm_cfg=norm_cfg, act_cfg=act_cfg)
         self.refine = nn.Sequential(
@@ -73,9 +103,10 @@ class TextGatedNeck(BaseModule):
             ConvModule(channels, channels, 3, padding=1, norm_cfg=norm_cfg,
                        act_cfg=act_cfg))
 
-    def _fusion_level_cfg(self, fusion_cfg: dict) -> dict:
+    @staticmethod
+    def _fusion_level_cfg(fusion_cfg: dict, width: int) -> dict:
         cfg = copy.deepcopy(fusion_cfg)
-        cfg.setdefault('channels', self.channels)
+        cfg.setdefault('channels', width)
         return cfg
 
     @property
@@ -102,13 +133,17 @@ class TextGatedNeck(BaseModule):
         assert all(f.shape[-2:] == size for f in feats), \
             f'TextGatedNeck: levels differ in size: {[tuple(f.shape) for f in feats]}'
 
+        gate_input = text.sentence if self.txt_proj is None else self.txt_proj(text.sentence)
         routings: List[RoutingResult] = []
         gated = []
-        for i, feat in enumerate(feats):
-            x = self.projs[i](feat)
-            if self.fusions is not None:
+        for i, x in enumerate(feats):
+            if self.fusions is not None and self.fusion_position == 'before_proj':
                 x, routing = self.fusions[i](x)
                 routings.append(routing)
-            gated.append(self.gates[i](x, text.sentence))
+            x = self.projs[i](x)
+            if self.fusions is not None and self.fusion_position == 'after_proj':
+                x, routing = self.fusions[i](x)
+                routings.append(routing)
+            gated.append(self.gates[i](x, gate_input))
         x = self.aggregate(torch.cat(gated, dim=1))
         return x + self.refine(x), routings

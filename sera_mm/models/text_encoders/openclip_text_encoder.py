@@ -1,18 +1,23 @@
-"""CLIP's text transformer (open_clip), with local weights, for RIS."""
+"""CLIP's text transformer (open_clip), with local weights and DETRIS's text adapters."""
 import copy
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 import open_clip
 import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
-from mmengine.model import BaseModule
+from mmengine.model import BaseModule, ModuleDict
 from open_clip.model import _build_text_tower
 from torch import Tensor
 
 from sera_mm.models.utils.structures import TextFeatures
 from sera_mm.registry import MODELS
 from .clip_checkpoint import OPENAI_TORCHSCRIPT, read_clip_text_state_dict
+
+#: How the padding mask of the words is made: 'after_eot' marks the
+#: positions after the end-of-text token; 'zero_token' marks the positions
+#: whose token id is 0, as DETRIS does (it also marks a real '!', id 0).
+PAD_MASK_RULES = ('after_eot', 'zero_token')
 
 
 @MODELS.register_module()
@@ -25,14 +30,28 @@ class OpenCLIPTextEncoder(BaseModule):
     at that size. With a causal mask, the features of the first L positions
     do not depend on later ones, so they equal CLIP's at context 77.
 
-    Life-cycle: the weights are loaded in ``__init__`` (``pretrained``), or
-    left at open_clip's random init. A frozen encoder keeps
-    ``requires_grad=False`` and eval mode whatever :meth:`train` is asked,
-    and runs :meth:`forward` under ``torch.no_grad()``.
+    Text adapters (``adapter_cfg``, DETRIS's :class:`TextAdapter`) sit in the
+    blocks of ``adapter_indices``: after the block's attention, ``a = A(x)``
+    on the residual stream, then ``x = x + MLP(LN2(x)) + adapter_scale * a``
+    (docs/en/method.md, s. 1). The tower's own weights stay frozen; the
+    forward then runs with gradients so that they reach the adapters, and
+    the adapters follow :meth:`train`. Without adapters a frozen tower runs
+    under ``torch.no_grad()`` (open_clip's own forward).
+
+    The activation follows open_clip's naming: ``model_name='ViT-B-16'`` is
+    open_clip's GELU model, ``'ViT-B-16-quickgelu'`` the QuickGELU one that
+    OpenAI's weights need. OpenAI's TorchScript archive is refused by a GELU
+    model, and an explicit ``quick_gelu`` that contradicts ``model_name`` is
+    refused (docs/en/environment.md).
+
+    Life-cycle: built from a config with random weights; :meth:`init_weights`
+    (called by the Runner before training) loads ``pretrained``. At test time
+    the Runner loads the whole model from the checkpoint instead, so the CLIP
+    file is not needed to evaluate a trained model.
 
     Args:
-        model_name (str): open_clip model config to take the text tower from.
-            Defaults to 'ViT-B-16'.
+        model_name (str): open_clip model config to take the text tower and
+            its activation from. Defaults to 'ViT-B-16-quickgelu'.
         text_cfg (dict, optional): An explicit open_clip ``CLIPTextCfg`` dict
             instead of ``model_name``'s (tiny test models); needs
             ``embed_dim``. Defaults to None.
@@ -40,25 +59,41 @@ class OpenCLIPTextEncoder(BaseModule):
             projection's output). Required with ``text_cfg``.
         context_length (int): L, tokens per sentence (17 or 22 in RIS).
             Defaults to 17.
-        quick_gelu (bool): QuickGELU activations, as OpenAI's weights were
-            trained with (ENVIRONMENT.md, trap 10). Defaults to True; an
-            OpenAI TorchScript file with ``quick_gelu=False`` is refused.
+        quick_gelu (bool, optional): QuickGELU activations. None: as
+            ``model_name`` says (GELU with ``text_cfg``); an explicit value
+            must agree with ``model_name``. Defaults to None.
         pretrained (str, optional): Local OpenAI TorchScript archive or
             open_clip checkpoint. Defaults to None (random init).
-        frozen (bool): Freeze the encoder. Defaults to True.
+        frozen (bool): Freeze the tower's own weights. Defaults to True.
+        adapter_cfg (dict, optional): Config of the text adapter built for
+            each block of ``adapter_indices`` (``in_channels`` is filled in
+            with the tower width). None: no adapters. Defaults to None.
+        adapter_indices (Sequence[int]): Blocks with an adapter.
+            Defaults to (1, 3, 5, 7, 9, 11).
+        adapter_scale (float): The adapter's weight beside the MLP.
+            Defaults to 0.2.
+        pad_mask (str): One of :data:`PAD_MASK_RULES`. Defaults to
+            'after_eot'.
         init_cfg (dict, optional): mmengine init config. Defaults to None.
     """
 
     def __init__(self,
-                 model_name: str = 'ViT-B-16',
+                 model_name: str = 'ViT-B-16-quickgelu',
                  text_cfg: Optional[dict] = None,
                  embed_dim: Optional[int] = None,
                  context_length: int = 17,
-                 quick_gelu: bool = True,
+                 quick_gelu: Optional[bool] = None,
                  pretrained: Optional[str] = None,
                  frozen: bool = True,
+                 adapter_cfg: Optional[dict] = None,
+                 adapter_indices: Sequence[int] = (1, 3, 5, 7, 9, 11),
+                 adapter_scale: float = 0.2,
+                 pad_mask: str = 'after_eot',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        if pad_mask not in PAD_MASK_RULES:
+            raise ValueError(f'OpenCLIPTextEncoder: pad_mask={pad_mask!r}; choose from '
+                             f'{PAD_MASK_RULES}')
         if text_cfg is None:
             model_cfg = open_clip.get_model_config(model_name)
             if model_cfg is None or 'text_cfg' not in model_cfg:
@@ -66,10 +101,21 @@ class OpenCLIPTextEncoder(BaseModule):
                                  'model config with a text_cfg')
             text_cfg = copy.deepcopy(model_cfg['text_cfg'])
             embed_dim = model_cfg['embed_dim'] if embed_dim is None else embed_dim
+            named = bool(model_cfg.get('quick_gelu', False))
+            if quick_gelu is not None and quick_gelu != named:
+                raise ValueError(
+                    f'OpenCLIPTextEncoder: quick_gelu={quick_gelu} contradicts '
+                    f'model_name={model_name!r}, open_clip\'s '
+                    f'{"QuickGELU" if named else "GELU"} model; name the model '
+                    'with the activation its weights were trained with (e.g. '
+                    "'ViT-B-16-quickgelu' for OpenAI's ViT-B-16.pt) and leave "
+                    'quick_gelu unset')
+            quick_gelu = named
         else:
             text_cfg = copy.deepcopy(dict(text_cfg))
             if embed_dim is None:
                 raise ValueError('OpenCLIPTextEncoder: text_cfg needs embed_dim')
+            quick_gelu = bool(quick_gelu)
         if text_cfg.get('hf_model_name'):
             raise ValueError(f'{model_name}: Hugging Face text towers are not supported')
         full_context = text_cfg.get('context_length', 77)
@@ -78,18 +124,31 @@ class OpenCLIPTextEncoder(BaseModule):
                              f'[1, {full_context}] (the config\'s context)')
         text_cfg['context_length'] = context_length
         text_cfg['output_tokens'] = True
+        self.model_name = model_name
         self.context_length = context_length
         self.quick_gelu = quick_gelu
         self.frozen = frozen
+        self.pad_mask = pad_mask
         # open_clip's own factory of the text tower (private, but it is what
         # CLIP/CustomTextCLIP build theirs with).
         self.text = _build_text_tower(embed_dim, text_cfg, quick_gelu=quick_gelu)
         self.width = self.text.width
         self.embed_dim = embed_dim
         self.pretrained = pretrained
+        self.adapter_scale = adapter_scale
+        self.adapters = ModuleDict()
+        if adapter_cfg is not None:
+            num_blocks = len(self.text.transformer.resblocks)
+            for index in adapter_indices:
+                if not 0 <= index < num_blocks:
+                    raise ValueError(f'OpenCLIPTextEncoder: adapter_indices holds {index}, '
+                                     f'outside the {num_blocks} text blocks')
+                cfg = dict(adapter_cfg)
+                cfg.setdefault('in_channels', self.width)
+                self.adapters[str(index)] = MODELS.build(cfg)
         if frozen:
-            self.requires_grad_(False)
-            self.eval()
+            self.text.requires_grad_(False)
+            self.text.eval()
 
     def init_weights(self) -> None:
         """Loads ``pretrained``; called by the Runner before training.
@@ -102,7 +161,7 @@ class OpenCLIPTextEncoder(BaseModule):
         if self.pretrained is not None:
             self.load_pretrained(self.pretrained)
         if self.frozen:
-            self.requires_grad_(False)
+            self.text.requires_grad_(False)
 
     def load_pretrained(self, path: str) -> None:
         """Loads the text tower's weights from ``path``; called by :meth:`init_weights`.
@@ -113,7 +172,9 @@ class OpenCLIPTextEncoder(BaseModule):
         state_dict, fmt, dropped = read_clip_text_state_dict(path)
         if fmt == OPENAI_TORCHSCRIPT and not self.quick_gelu:
             raise ValueError(f'{path} is an OpenAI TorchScript archive, trained '
-                             'with QuickGELU: set quick_gelu=True')
+                             f'with QuickGELU, but model_name={self.model_name!r} builds '
+                             "GELU: use 'ViT-B-16-quickgelu' (or the -quickgelu "
+                             'variant of the model)')
         pos = state_dict.get('positional_embedding')
         if pos is not None:
             if pos.shape[0] < self.context_length:
@@ -139,39 +200,72 @@ class OpenCLIPTextEncoder(BaseModule):
                   f'{len(dropped)} tensors of {dropped_parts}', logger='current')
 
     def train(self, mode: bool = True) -> 'OpenCLIPTextEncoder':
-        """Sets the mode; a frozen encoder stays in eval mode, no grads."""
-        super().train(mode and not self.frozen)
+        """Sets the mode; a frozen tower stays in eval mode without gradients,
+        the adapters follow ``mode``."""
+        super().train(mode)
         if self.frozen:
-            self.requires_grad_(False)
+            self.text.eval()
+            self.text.requires_grad_(False)
         return self
 
     def forward(self, tokens: Tensor) -> TextFeatures:
         """Encodes tokenised sentences; called by the segmentor.
 
         Args:
-            tokens (Tensor): B x L token ids, L <= ``context_length`` (shorter
-                rows are zero-padded internally), each
+            tokens (Tensor): B x L token ids, L <= ``context_length``, each
                 row ``[SOT, words..., EOT, 0...]`` (open_clip's tokenizer,
                 truncated); EOT has the largest id of the row.
 
         Returns:
             TextFeatures: ``words`` B x L x width (``ln_final`` output),
             ``sentence`` B x embed_dim (EOT token through
-            ``text_projection``), ``pad_mask`` B x L (True after the EOT).
+            ``text_projection``), ``pad_mask`` B x L (see ``pad_mask``).
         """
         if tokens.dim() != 2 or tokens.shape[1] > self.context_length:
             raise ValueError(f'OpenCLIPTextEncoder(context_length='
                              f'{self.context_length}) got tokens of shape '
                              f'{tuple(tokens.shape)}; expected B x L, L <= '
                              f'{self.context_length}')
+        if len(self.adapters):
+            sentence, words = self._forward_adapted(tokens)
+        else:
+            sentence, words = self._forward_plain(tokens)
+        if self.pad_mask == 'zero_token':
+            pad_mask = tokens == 0
+        else:
+            positions = torch.arange(tokens.shape[1], device=tokens.device)
+            pad_mask = positions[None, :] > tokens.argmax(dim=-1)[:, None]
+        return TextFeatures(words=words, sentence=sentence, pad_mask=pad_mask)
+
+    def _forward_plain(self, tokens: Tensor) -> Tuple[Tensor, Tensor]:
+        """open_clip's own forward; no gradients through a frozen tower."""
         length = tokens.shape[1]
         # The causal mask is built for context_length; shorter rows are padded
         # with zeros, which cannot change the first `length` positions.
         padded = F.pad(tokens, (0, self.context_length - length))
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             sentence, words = self.text(padded)
-        words = words[:, :length]
-        eot = tokens.argmax(dim=-1)
-        positions = torch.arange(tokens.shape[1], device=tokens.device)
-        pad_mask = positions[None, :] > eot[:, None]
-        return TextFeatures(words=words, sentence=sentence, pad_mask=pad_mask)
+        return sentence, words[:, :length]
+
+    def _forward_adapted(self, tokens: Tensor) -> Tuple[Tensor, Tensor]:
+        """open_clip's forward with the adapters between attention and MLP.
+
+        Runs at the tokens' own length L (the adapters' convolutions see all
+        L positions, so padding to the context would change them).
+        """
+        tower = self.text
+        length = tokens.shape[1]
+        x = tower.token_embedding(tokens) + tower.positional_embedding[:length]
+        attn_mask = tower.attn_mask[:length, :length]
+        for index, block in enumerate(tower.transformer.resblocks):
+            adapter = self.adapters[str(index)] if str(index) in self.adapters else None
+            if adapter is None:
+                x = block(x, attn_mask=attn_mask)
+                continue
+            x = x + block.ls_1(block.attention(q_x=block.ln_1(x), attn_mask=attn_mask))
+            adapted = adapter(x)
+            x = x + block.ls_2(block.mlp(block.ln_2(x))) + self.adapter_scale * adapted
+        words = tower.ln_final(x)
+        pooled = words[torch.arange(words.shape[0], device=words.device),
+                       tokens.argmax(dim=-1)]
+        return pooled @ tower.text_projection, words

@@ -11,7 +11,7 @@ from mmpretrain.models.backbones.vision_transformer import \
 import sera_mm.models.backbones.dinov2 as dinov2_module
 from sera_mm.models.adapters import PlainAdapter
 from sera_mm.models.backbones import (DINOv2, DINOv2Layer, convert_dinov2_official,
-                                      resize_pos_embed_antialias)
+                                      resize_pos_embed)
 from sera_mm.models.utils.structures import TextFeatures
 from sera_mm.registry import MODELS
 from .dinov2_official_layout import (ARCHS, official_dinov2_state_dict,
@@ -132,7 +132,7 @@ def test_pos_embed_resized_at_load_like_on_the_fly(official_file, monkeypatch):
 
 def test_resize_uses_antialias_not_plain_bicubic():
     pos = torch.randn(1, 1 + 37 * 37, 8, generator=torch.Generator().manual_seed(0))
-    resized = resize_pos_embed_antialias(pos, (37, 37), (32, 20), 1)
+    resized = resize_pos_embed(pos, (37, 37), (32, 20), 1)
     grid = pos[:, 1:].reshape(1, 37, 37, 8).permute(0, 3, 1, 2)
     expected = torch.nn.functional.interpolate(grid, size=(32, 20), mode='bicubic',
                                                antialias=True)
@@ -141,7 +141,7 @@ def test_resize_uses_antialias_not_plain_bicubic():
     assert torch.equal(resized[:, :1], pos[:, :1])
     assert torch.allclose(resized[:, 1:], expected, atol=1e-6)
     assert (plain.permute(0, 2, 3, 1).reshape(1, -1, 8) - expected).abs().max() > 1e-3
-    assert resize_pos_embed_antialias(pos, (37, 37), (37, 37), 1) is pos
+    assert resize_pos_embed(pos, (37, 37), (37, 37), 1) is pos
 
 
 def test_convert_rejects_unknown_official_key():

@@ -1,4 +1,4 @@
-"""MoE regularisation (SERA.md section 4)."""
+"""MoE regularisation (docs/en/method.md, s. 4)."""
 import pytest
 import torch
 from mmengine.model import BaseModel

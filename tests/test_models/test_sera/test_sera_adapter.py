@@ -1,4 +1,4 @@
-"""SERA-Adapter (SERA.md section 2)."""
+"""SERA-Adapter (docs/en/method.md, s. 2)."""
 import pytest
 import torch
 import torch.nn as nn

@@ -1,4 +1,4 @@
-"""SERA-Fusion and its four experts (SERA.md section 3)."""
+"""SERA-Fusion and its four experts (docs/en/method.md, s. 3)."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""Routers and sparse dispatch (SERA.md sections 2 and 3)."""
+"""Routers and sparse dispatch (docs/en/method.md, s. 2 and 3)."""
 import pytest
 import torch
 import torch.nn as nn

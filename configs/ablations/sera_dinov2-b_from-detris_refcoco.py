@@ -1,0 +1,9 @@
+# SERA warm-started from a DETRIS-B RefCOCO checkpoint converted with
+#   python tools/model_converters/detris2sera_mm.py DETRIS_CKPT \
+#       pretrain/detris/detris_dinov2-b_refcoco.pth
+# Every DETRIS weight loads (text encoder with its adapters, DINOv2, the
+# DenseAligner part of the SERA-Adapters, neck, decoder, head); the log lists
+# the SERA-only weights that start fresh (SERA-Fusion, the adapters' experts
+# and routers). With the zero-initialised experts the model starts as DETRIS.
+_base_ = '../sera/sera_dinov2-b_refcoco.py'
+load_from = 'pretrain/detris/detris_dinov2-b_refcoco.pth'

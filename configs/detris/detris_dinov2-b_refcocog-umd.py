@@ -1,0 +1,7 @@
+# DETRIS-B on RefCOCOg (umd splits, 22 tokens), DETRIS's config/refcocog_u/DETRIS_base.yaml
+_base_ = [
+    '../_base_/models/detris_dinov2-b.py', '../_base_/datasets/refcocog_umd.py',
+    '../_base_/schedules/schedule_65e.py', '../_base_/default_runtime.py'
+]
+# the text encoder takes the 22 tokens the dataset pipelines make
+model = dict(text_encoder=dict(context_length={{_base_.context_length}}))

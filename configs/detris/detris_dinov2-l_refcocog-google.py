@@ -1,0 +1,5 @@
+# DETRIS-L on RefCOCOg (google splits), DETRIS's config/refcocog_g/DETRIS_large.yaml
+_base_ = [
+    '../_base_/models/detris_dinov2-l.py', '../_base_/datasets/refcocog_google.py',
+    '../_base_/schedules/schedule_50e.py', '../_base_/default_runtime.py'
+]
