@@ -82,3 +82,49 @@ def test_missing_tokens_is_named():
     t = TRANSFORMS.build(dict(type='PackReferringInputs'))
     with pytest.raises(KeyError, match='TokenizeText'):
         t(dict(img=np.zeros((4, 4, 3), np.uint8)))
+
+
+SOFT_TRAIN_PIPELINE = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadReferringMask'),
+    dict(type='Letterbox', scale=64, mode='affine', soft_masks=True),
+    dict(type='TokenizeText', context_length=17),
+    dict(type='PackReferringInputs'),
+]
+
+
+def test_soft_masks_are_packed_as_float32():
+    t = TRANSFORMS.build(dict(type='PackReferringInputs'))
+    soft = np.array([[0., 0.25, 1.], [0.5, 1 / 255., 0.]], np.float32)
+    results = dict(img=np.zeros((2, 3, 3), np.uint8), gt_seg_map=soft,
+                   text_tokens=torch.zeros(5, dtype=torch.long))
+    sample = t(results)['data_samples']
+    gt = sample.gt_sem_seg.data
+    assert gt.dtype == torch.float32 and gt.shape == (1, 2, 3)
+    np.testing.assert_array_equal(gt[0].numpy(), soft)
+    assert results['gt_seg_map'] is soft  # the input is not modified
+    # float64 is packed as float32; integer maps as int64, as in mmseg
+    f64 = t(dict(results, gt_seg_map=soft.astype(np.float64)))['data_samples']
+    assert f64.gt_sem_seg.data.dtype == torch.float32
+    hard = t(dict(results, gt_seg_map=(soft > 0.3).astype(np.uint8)))['data_samples']
+    assert hard.gt_sem_seg.data.dtype == torch.int64
+    np.testing.assert_array_equal(hard.gt_sem_seg.data[0].numpy(), soft > 0.3)
+
+
+def test_train_pipeline_with_detris_soft_masks(refer_root):
+    raw = _build(refer_root, [], split='train')
+    ds = _build(refer_root, SOFT_TRAIN_PIPELINE, split='train')
+    for i in range(len(ds)):
+        sample = ds[i]['data_samples']
+        info = raw[i]
+        gt = sample.gt_sem_seg.data
+        assert gt.shape == (1, 64, 64) and gt.dtype == torch.float32
+        assert 0 <= gt.min() and gt.max() <= 1
+        lb = sample.metainfo['letterbox']
+        assert lb['mode'] == 'affine'
+        want = decode_segmentation(info['segmentation'], info['height'],
+                                   info['width'])
+        back = undo_letterbox(gt, lb)
+        assert back.shape == (1, info['height'], info['width'])
+        # upscaled >= 2.6 x: the soft mask's 0.5 contour is the mask's
+        np.testing.assert_array_equal((back[0] > 0.5).numpy(), want.astype(bool))

@@ -1,10 +1,12 @@
 """Runs tools/train.py and tools/test.py as a user would: a subprocess of the
 venv's python, in the repository root, on the tiny synthetic config."""
+import importlib.util
 import os
 import os.path as osp
 import re
 import subprocess
 import sys
+from types import ModuleType
 from typing import List, Optional, Sequence
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
@@ -12,6 +14,16 @@ TINY_CONFIG = 'configs/synthetic/sera-tiny_synthetic.py'
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 #: Generous wall-clock cap of one tool run (a hang fails instead of blocking).
 TOOL_TIMEOUT_S = 300
+
+
+def load_tool(relpath: str) -> ModuleType:
+    """Returns ``tools/<relpath>`` (a script, not a package) as a module, for
+    tests that call its functions in the test process."""
+    name = osp.splitext(osp.basename(relpath))[0]
+    spec = importlib.util.spec_from_file_location(f'{name}_tool', osp.join(REPO, 'tools', relpath))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def data_options(data_root: str) -> List[str]:

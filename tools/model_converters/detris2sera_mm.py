@@ -137,23 +137,6 @@ def detect_model(state_dict: Mapping[str, Tensor]) -> str:
     return names[width]
 
 
-def fold_gate(txt_proj_w: Tensor, txt_proj_b: Tensor, in_proj_w: Tensor, in_proj_b: Tensor,
-              out_proj_w: Tensor, out_proj_b: Tensor) -> Tuple[Tensor, Tensor]:
-    """Folds ``MHA(q, k=v=txt_proj(s))`` with one key into one linear map of s.
-
-    Softmax over one key is 1, so the gate is ``W_o (W_v (W_t s + b_t) + b_v)
-    + b_o``: weight ``W_o W_v W_t``, bias ``W_o (W_v b_t + b_v) + b_o``,
-    with W_v, b_v the value rows of the attention's input projection.
-    Computed in float64.
-    """
-    c = out_proj_w.shape[0]
-    w_v, b_v = in_proj_w[2 * c:].double(), in_proj_b[2 * c:].double()
-    w_o, b_o = out_proj_w.double(), out_proj_b.double()
-    weight = w_o @ w_v @ txt_proj_w.double()
-    bias = w_o @ (w_v @ txt_proj_b.double() + b_v) + b_o
-    return weight.to(out_proj_w.dtype), bias.to(out_proj_b.dtype)
-
-
 def convert_detris(state_dict: Mapping[str, Tensor], context_length: int = 17,
                    gate: str = 'detris') -> Tuple['OrderedDict[str, Tensor]', List[str]]:
     """Maps DETRIS's keys to sera_mm's.
@@ -163,7 +146,7 @@ def convert_detris(state_dict: Mapping[str, Tensor], context_length: int = 17,
         context_length (int): Rows of the text position embedding to keep.
             Defaults to 17.
         gate (str): The neck's gate in the target config, 'detris' (one to
-            one) or 'folded' (:func:`fold_gate`). Defaults to 'detris'.
+            one) or 'folded' (``fold_attention_gate``). Defaults to 'detris'.
 
     Returns:
         tuple: The converted state dict and the dropped keys.
@@ -172,6 +155,7 @@ def convert_detris(state_dict: Mapping[str, Tensor], context_length: int = 17,
         KeyError: Naming every key that no rule maps.
     """
     from sera_mm.models.backbones.dinov2_checkpoint import convert_dinov2_official
+    from sera_mm.models.necks import fold_attention_gate
     if gate not in ('detris', 'folded'):
         raise ValueError(f"gate={gate!r}; choose 'detris' or 'folded'")
     out: 'OrderedDict[str, Tensor]' = OrderedDict()
@@ -215,7 +199,7 @@ def convert_detris(state_dict: Mapping[str, Tensor], context_length: int = 17,
     if gate == 'folded':
         for name, level in _LEVEL.items():
             attn = f'neck.fusion{name}.multihead_attn.'
-            weight, bias = fold_gate(
+            weight, bias = fold_attention_gate(
                 state_dict['neck.txt_proj.weight'], state_dict['neck.txt_proj.bias'],
                 state_dict[attn + 'in_proj_weight'], state_dict[attn + 'in_proj_bias'],
                 state_dict[attn + 'out_proj.weight'], state_dict[attn + 'out_proj.bias'])

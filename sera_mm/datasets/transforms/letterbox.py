@@ -1,6 +1,18 @@
-"""Letterbox resize (keep aspect ratio, centre pad) and its inverse."""
-from typing import Dict, Sequence, Tuple, Union
+"""Letterbox (keep the aspect ratio, centre on a padding colour) and its inverse.
 
+Two geometries, chosen by :class:`Letterbox`'s ``mode``:
+
+* ``'resize'``: resize to integer size ``round(h * s) x round(w * s)``
+  (bilinear image, pixel-centre nearest masks) and pad with integer
+  margins; undone by cropping and resizing.
+* ``'affine'``: DETRIS's data pipeline, one affine warp (bicubic image) that
+  maps the image corners onto a centred, possibly half-pixel-offset box;
+  undone by the inverse warp.
+"""
+import numbers
+from typing import Dict, List, Sequence, Tuple, Union
+
+import cv2
 import mmcv
 import numpy as np
 import torch
@@ -14,6 +26,11 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 #: CLIP's mean colour (RGB 122.8, 116.7, 104.1) in BGR order, the channel
 #: order of mmcv's LoadImageFromFile.
 CLIP_MEAN_BGR = (104, 117, 123)
+
+LETTERBOX_MODES = ('resize', 'affine')
+
+# dtypes OpenCV's warpAffine takes as they are (nearest and cubic).
+_CV_WARP_DTYPES = (np.uint8, np.uint16, np.int16, np.float32, np.float64)
 
 
 def nearest_exact_indices(src: int, dst: int) -> np.ndarray:
@@ -55,22 +72,141 @@ def _resize_bilinear(x: ArrayLike, size: Tuple[int, int]) -> ArrayLike:
     return out.reshape(*lead, *size).astype(x.dtype)
 
 
-def undo_letterbox(x: ArrayLike, letterbox: Dict) -> ArrayLike:
-    """Maps a map on the letterboxed input back to the original image.
+def affine_letterbox_matrices(
+        ori_shape: Tuple[int, int],
+        out_shape: Tuple[int, int]) -> Tuple[float, np.ndarray, np.ndarray]:
+    """Scale, forward and inverse 2 x 3 matrices of the affine letterbox.
 
-    Crops the padding, then resizes to ``letterbox['ori_shape']``: bilinear
-    for floating point input (logits, probabilities), pixel-centre nearest
-    for integer and bool input (masks).
+    The scale is ``min(out_h / h, out_w / w)``; the scaled image
+    (``h * s`` x ``w * s``, not rounded) is centred, so its offsets may be
+    half pixels. Both matrices come from ``cv2.getAffineTransform`` on the
+    float32 corners (0, 0), (w, 0), (0, h) and their images, as DETRIS's
+    data pipeline computes them: a closed-form inverse differs in the last
+    bits, which can flip the rounding of a warped uint8 pixel.
 
     Args:
-        x: H x W or ... x H x W array or tensor at the letterboxed size
-            (``resized_shape`` plus ``pad``).
-        letterbox: the ``results['letterbox']`` dict set by :class:`Letterbox`
-            (also in the data sample's metainfo).
+        ori_shape: (h, w) of the original image.
+        out_shape: (h, w) of the letterboxed output.
 
     Returns:
-        same type, dtype and leading axes as ``x``, spatial size ``ori_shape``.
+        tuple: ``(scale, matrix, inverse)``; the matrices are 2 x 3 float64,
+        ``matrix`` maps original to output pixel coordinates.
     """
+    h, w = ori_shape
+    out_h, out_w = out_shape
+    scale = min(out_h / h, out_w / w)
+    new_h, new_w = h * scale, w * scale
+    off_x, off_y = (out_w - new_w) / 2., (out_h - new_h) / 2.
+    corners = np.array([[0, 0], [w, 0], [0, h]], np.float32)
+    placed = np.array([[off_x, off_y], [off_x + new_w, off_y],
+                       [off_x, off_y + new_h]], np.float32)
+    return (scale, cv2.getAffineTransform(corners, placed),
+            cv2.getAffineTransform(placed, corners))
+
+
+def _border(value: Union[float, Sequence[float]], channels: int) -> Tuple:
+    """OpenCV border scalar: one number for every channel or one each."""
+    if isinstance(value, numbers.Number):
+        return (float(value), ) * 4
+    value = tuple(float(v) for v in value)
+    if len(value) != channels:
+        raise ValueError(f'Letterbox: pad_val has {len(value)} values for an '
+                         f'image with {channels} channels')
+    return value + (0., ) * (4 - len(value)) if len(value) < 4 else value
+
+
+def _warp_hw(x: np.ndarray, matrix: np.ndarray, dsize: Tuple[int, int],
+             flags: int, border: Union[float, Sequence[float]]) -> np.ndarray:
+    """``cv2.warpAffine`` of an H x W or H x W x C array, shape kept.
+
+    ``dsize`` is (w, h). More than 4 channels are warped one at a time
+    (OpenCV's border scalar has 4 entries); each channel is warped the same
+    either way.
+    """
+    x = np.ascontiguousarray(x)
+    channels = 1 if x.ndim == 2 else x.shape[2]
+    border = _border(border, channels)
+    if x.ndim == 3 and channels > 4:
+        return np.stack([
+            cv2.warpAffine(x[..., c], matrix, dsize, flags=flags,
+                           borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=(border[c], ) * 4)
+            for c in range(channels)], axis=-1)
+    out = cv2.warpAffine(x, matrix, dsize, flags=flags,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+    if x.ndim == 3 and out.ndim == 2:  # OpenCV drops a single channel
+        out = out[..., None]
+    return out
+
+
+def _warp_nearest(x: np.ndarray, matrix: np.ndarray, dsize: Tuple[int, int],
+                  border: float) -> np.ndarray:
+    """Nearest-neighbour warp of an H x W (x C) array of any dtype.
+
+    Values are copied, never blended. OpenCV takes uint8, uint16, int16,
+    float32 and float64; bool and other integers go through the smallest of
+    those that holds all their values (and ``border``), or, failing that,
+    through an index into their distinct values.
+    """
+    if x.dtype in _CV_WARP_DTYPES:
+        return _warp_hw(x, matrix, dsize, cv2.INTER_NEAREST, border)
+    if x.dtype == np.bool_:
+        out = _warp_hw(x.view(np.uint8), matrix, dsize, cv2.INTER_NEAREST,
+                       float(bool(border)))
+        return out.astype(bool)
+    if not np.issubdtype(x.dtype, np.integer):
+        work = x.astype(np.float64)
+        return _warp_hw(work, matrix, dsize, cv2.INTER_NEAREST,
+                        border).astype(x.dtype)
+    lo = min(int(x.min()), int(border)) if x.size else int(border)
+    hi = max(int(x.max()), int(border)) if x.size else int(border)
+    for work_dtype in (np.uint8, np.uint16, np.int16):
+        info = np.iinfo(work_dtype)
+        if info.min <= lo and hi <= info.max:
+            out = _warp_hw(x.astype(work_dtype), matrix, dsize,
+                           cv2.INTER_NEAREST, border)
+            return out.astype(x.dtype)
+    values, index = np.unique(np.append(x.ravel(), np.array(border, x.dtype)),
+                              return_inverse=True)
+    if len(values) > np.iinfo(np.uint16).max + 1:
+        raise ValueError(f'nearest warp: {len(values)} distinct values in a '
+                         f'{x.dtype} map, at most 65536 are supported')
+    index = index.astype(np.uint16)
+    out = _warp_hw(index[:-1].reshape(x.shape), matrix, dsize,
+                   cv2.INTER_NEAREST, float(index[-1]))
+    return values[out]
+
+
+def _undo_affine(x: ArrayLike, letterbox: Dict) -> ArrayLike:
+    """Inverse warp of ... x H x W maps for an ``'affine'`` letterbox."""
+    out_h, out_w = (int(v) for v in letterbox['out_shape'])
+    h0, w0 = (int(v) for v in letterbox['ori_shape'][:2])
+    if tuple(x.shape[-2:]) != (out_h, out_w):
+        raise ValueError(f'undo_letterbox expects spatial size {(out_h, out_w)} '
+                         f'(the letterboxed input), got {tuple(x.shape[-2:])}')
+    inverse = np.asarray(letterbox['inverse'], np.float64)
+    if isinstance(x, torch.Tensor):
+        arr = x.detach().cpu()
+        if arr.dtype in (torch.float16, torch.bfloat16):
+            arr = arr.float()
+        out = _undo_affine(arr.numpy(), letterbox)
+        return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)
+    lead = x.shape[:-2]
+    flat = x.reshape(-1, out_h, out_w)
+    if np.issubdtype(x.dtype, np.floating):
+        # Always float32, DETRIS's dtype: OpenCV's float64 cubic warp sets
+        # every pixel whose 4 x 4 window leaves the map to the border value.
+        work = flat.astype(np.float32, copy=False)
+        maps = [_warp_hw(m, inverse, (w0, h0), cv2.INTER_CUBIC, 0.)
+                for m in work]
+    else:
+        maps = [_warp_nearest(m, inverse, (w0, h0), 0) for m in flat]
+    out = np.stack(maps) if maps else np.zeros((0, h0, w0), x.dtype)
+    return out.reshape(*lead, h0, w0).astype(x.dtype, copy=False)
+
+
+def _undo_resize(x: ArrayLike, letterbox: Dict) -> ArrayLike:
+    """Crop and resize of ... x H x W maps for a ``'resize'`` letterbox."""
     left, top, right, bottom = letterbox['pad']
     nh, nw = letterbox['resized_shape']
     ori = tuple(int(v) for v in letterbox['ori_shape'][:2])
@@ -86,44 +222,166 @@ def undo_letterbox(x: ArrayLike, letterbox: Dict) -> ArrayLike:
     return _resize_nearest(crop, ori)
 
 
+def undo_letterbox(x: ArrayLike, letterbox: Dict) -> ArrayLike:
+    """Maps a map on the letterboxed input back to the original image.
+
+    Called by the segmentor on the predicted probabilities (and usable on
+    any map of the input frame). The letterbox's ``mode`` decides the map
+    (a meta without ``mode``, e.g. pickled before modes existed, is
+    ``'resize'``):
+
+    * ``'resize'``: crops the padding, then resizes to ``ori_shape``:
+      bilinear for floating point input (logits, probabilities),
+      pixel-centre nearest for integer and bool input (masks).
+    * ``'affine'``: ``cv2.warpAffine`` with the stored ``inverse`` matrix to
+      ``ori_shape``, border 0: bicubic (INTER_CUBIC) for floating point
+      input, as DETRIS post-processes its probabilities (computed in
+      float32 whatever the floating dtype), nearest for integer and bool
+      input. Each 2-D map is warped on its own; torch
+      tensors go through NumPy on the CPU (no gradient) and come back on
+      their device.
+
+    Args:
+        x: H x W or ... x H x W array or tensor at the letterboxed size.
+        letterbox: the ``results['letterbox']`` dict set by :class:`Letterbox`
+            (also in the data sample's metainfo).
+
+    Returns:
+        same type, dtype, device and leading axes as ``x``, spatial size
+        ``ori_shape``.
+
+    Raises:
+        ValueError: ``x`` is not at the letterboxed size, or the mode is
+            unknown.
+    """
+    mode = letterbox.get('mode', 'resize')
+    if mode == 'resize':
+        return _undo_resize(x, letterbox)
+    if mode == 'affine':
+        return _undo_affine(x, letterbox)
+    raise ValueError(f"undo_letterbox: unknown letterbox mode '{mode}', "
+                     f'expected one of {LETTERBOX_MODES}')
+
+
+def _is_whole(v) -> bool:
+    """A number with an integer value (448 or 448.0), not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and \
+        float(v).is_integer()
+
+
+def _matrix_list(m: np.ndarray) -> List[List[float]]:
+    """A 2 x 3 matrix as nested lists of Python floats (exact float64)."""
+    return [[float(v) for v in row] for row in m]
+
+
 @TRANSFORMS.register_module()
 class Letterbox(BaseTransform):
-    """Resizes keeping the aspect ratio, then pads to a fixed size, centred.
+    """Scales keeping the aspect ratio to fit a fixed size, centred on a pad.
 
-    The image is scaled by ``min(S_h / h, S_w / w)`` (bilinear), masks in
-    ``seg_fields`` with pixel-centre nearest; the padding is split evenly
-    (the odd pixel goes right / bottom).
+    The scale is ``s = min(S_h / h, S_w / w)`` in both modes; ``mode``
+    decides how the image and the masks of ``seg_fields`` are resampled:
+
+    * ``mode='resize'`` (the default; sera_mm's bilinear / binary option):
+      the image is resized (bilinear) to ``round(h * s) x round(w * s)``,
+      masks with pixel-centre nearest (they stay binary), and both are
+      padded with integer margins split evenly (the odd pixel goes right /
+      bottom).
+    * ``mode='affine'`` (DETRIS's protocol): one ``cv2.warpAffine`` maps the
+      image corners onto the centred ``h * s x w * s`` box (offsets may be
+      half pixels), the image with INTER_CUBIC and ``pad_val`` as border.
+      Masks are warped with INTER_NEAREST and stay as they are (binary,
+      same dtype), or, with ``soft_masks=True``, as DETRIS's training masks:
+      the 0/1 mask times 255 (uint8) is warped with INTER_LINEAR (border 0)
+      and divided by 255, a float32 mask in [0, 1]. Reproducing DETRIS
+      bit-exactly takes the BGR photo (its warp is per channel) and the CLIP
+      mean colour in BGR order as ``pad_val``.
 
     Required keys: ``img``. Modified: ``img``, every key of ``seg_fields``.
-    Added: ``img_shape``, ``pad_shape``, ``scale_factor`` (w, h), ``keep_ratio``
-    and ``letterbox = dict(scale, pad=(left, top, right, bottom),
-    resized_shape=(h', w'), ori_shape=(h, w))``, all that
-    :func:`undo_letterbox` needs.
+    Added: ``img_shape``, ``pad_shape``, ``scale_factor`` (w, h),
+    ``keep_ratio`` and ``letterbox``, all that :func:`undo_letterbox` needs:
+
+    * ``'resize'``: ``dict(mode='resize', scale, pad=(left, top, right,
+      bottom), resized_shape=(h', w'), ori_shape=(h, w))``;
+    * ``'affine'``: ``dict(mode='affine', scale, matrix, inverse,
+      ori_shape=(h, w), out_shape=(S_h, S_w))``, the 2 x 3 forward and
+      inverse matrices as nested lists of Python floats (pickle / JSON
+      friendly, exact).
 
     Args:
         scale: output size, an int S (S x S) or (w, h). Defaults to 448.
         pad_val: image padding value, a number or one per channel, in the
-            image's channel order. Defaults to CLIP's mean colour in BGR.
+            image's channel order. Defaults to CLIP's mean colour in BGR
+            (rounded; DETRIS's exact border is (104.09373615, 116.7460125,
+            122.7709383) in BGR, which OpenCV rounds to the same uint8
+            colour).
         seg_pad_val: padding value of masks. Defaults to 0 (background).
+        mode: ``'resize'`` or ``'affine'``, see above. Defaults to
+            ``'resize'``.
+        soft_masks: in ``'affine'`` mode, turn 0/1 masks into DETRIS's soft
+            float32 masks (needs ``seg_pad_val=0``, the border DETRIS uses).
+            Not available in ``'resize'`` mode. Defaults to False.
     """
 
     def __init__(self,
                  scale: Union[int, Sequence[int]] = 448,
                  pad_val: Union[float, Sequence[float]] = CLIP_MEAN_BGR,
-                 seg_pad_val: int = 0) -> None:
-        if isinstance(scale, int):
+                 seg_pad_val: int = 0,
+                 mode: str = 'resize',
+                 soft_masks: bool = False) -> None:
+        if _is_whole(scale):
             scale = (scale, scale)
-        if len(scale) != 2 or min(scale) <= 0:
-            raise ValueError(f'Letterbox scale must be S or (w, h) > 0, got {scale}')
+        if not isinstance(scale, (list, tuple)) or len(scale) != 2 or \
+                not all(_is_whole(v) and v > 0 for v in scale):
+            raise ValueError(f'Letterbox scale must be an int S or (w, h) of '
+                             f'ints > 0, got {scale!r}')
+        if mode not in LETTERBOX_MODES:
+            raise ValueError(f'Letterbox mode must be one of {LETTERBOX_MODES}, '
+                             f'got {mode!r}')
+        if not isinstance(soft_masks, bool):
+            raise TypeError(f'Letterbox soft_masks must be a bool, got {soft_masks!r}')
+        if soft_masks and mode != 'affine':
+            raise ValueError("Letterbox soft_masks=True needs mode='affine' "
+                             "(DETRIS's warp); mode='resize' keeps masks binary")
+        if isinstance(pad_val, (list, tuple)):
+            if not pad_val or not all(isinstance(v, numbers.Real) for v in pad_val):
+                raise ValueError(f'Letterbox pad_val must be a number or one '
+                                 f'number per channel, got {pad_val!r}')
+            pad_val = tuple(pad_val)
+        elif not isinstance(pad_val, numbers.Real):
+            raise ValueError(f'Letterbox pad_val must be a number or one '
+                             f'number per channel, got {pad_val!r}')
+        if not isinstance(seg_pad_val, numbers.Real):
+            raise ValueError(f'Letterbox seg_pad_val must be a number, got {seg_pad_val!r}')
+        if soft_masks and seg_pad_val != 0:
+            raise ValueError('Letterbox soft_masks=True pads masks with 0, as '
+                             f'DETRIS; seg_pad_val must be 0, got {seg_pad_val!r}')
         self.out_w, self.out_h = int(scale[0]), int(scale[1])
-        self.pad_val = tuple(pad_val) if isinstance(pad_val, (list, tuple)) \
-            else pad_val
+        self.pad_val = pad_val
         self.seg_pad_val = seg_pad_val
+        self.mode = mode
+        self.soft_masks = soft_masks
+
+    def _check_seg(self, key: str, seg: np.ndarray, hw: Tuple[int, int]) -> None:
+        if seg.shape[:2] != hw:
+            raise ValueError(f"Letterbox: '{key}' has shape {seg.shape}, "
+                             f'the image {hw}')
 
     def transform(self, results: Dict) -> Dict:
         """Called per sample; returns ``results`` letterboxed."""
         img = results['img']
         h, w = img.shape[:2]
+        if self.mode == 'affine':
+            meta = self._affine(results, h, w)
+        else:
+            meta = self._resize(results, h, w)
+        results['img_shape'] = (self.out_h, self.out_w)
+        results['pad_shape'] = (self.out_h, self.out_w)
+        results['keep_ratio'] = True
+        results['letterbox'] = meta
+        return results
+
+    def _resize(self, results: Dict, h: int, w: int) -> Dict:
+        """``mode='resize'``: bilinear resize and integer padding."""
         scale = min(self.out_h / h, self.out_w / w)
         nh = min(self.out_h, max(1, int(round(h * scale))))
         nw = min(self.out_w, max(1, int(round(w * scale))))
@@ -131,24 +389,62 @@ class Letterbox(BaseTransform):
         top = (self.out_h - nh) // 2
         pad = (left, top, self.out_w - nw - left, self.out_h - nh - top)
 
-        img = mmcv.imresize(img, (nw, nh), interpolation='bilinear')
+        img = mmcv.imresize(results['img'], (nw, nh), interpolation='bilinear')
         results['img'] = mmcv.impad(img, padding=pad, pad_val=self.pad_val)
         for key in results.get('seg_fields', []):
             seg = results[key]
-            if seg.shape[:2] != (h, w):
-                raise ValueError(f"Letterbox: '{key}' has shape {seg.shape}, "
-                                 f'the image {(h, w)}')
+            self._check_seg(key, seg, (h, w))
             seg = _resize_nearest(seg, (nh, nw))
             results[key] = mmcv.impad(seg, padding=pad,
                                       pad_val=self.seg_pad_val)
-        results['img_shape'] = (self.out_h, self.out_w)
-        results['pad_shape'] = (self.out_h, self.out_w)
         results['scale_factor'] = (nw / w, nh / h)
-        results['keep_ratio'] = True
-        results['letterbox'] = dict(scale=float(scale), pad=pad,
-                                    resized_shape=(nh, nw), ori_shape=(h, w))
-        return results
+        return dict(mode='resize', scale=float(scale), pad=pad,
+                    resized_shape=(nh, nw), ori_shape=(h, w))
+
+    def _affine(self, results: Dict, h: int, w: int) -> Dict:
+        """``mode='affine'``: DETRIS's warp of the image and the masks."""
+        scale, matrix, inverse = affine_letterbox_matrices(
+            (h, w), (self.out_h, self.out_w))
+        dsize = (self.out_w, self.out_h)
+        img = results['img']
+        if img.dtype == np.float64:  # see _undo_affine: warp in float32
+            img = _warp_hw(img.astype(np.float32), matrix, dsize,
+                           cv2.INTER_CUBIC, self.pad_val).astype(np.float64)
+        else:
+            img = _warp_hw(img, matrix, dsize, cv2.INTER_CUBIC, self.pad_val)
+        results['img'] = img
+        for key in results.get('seg_fields', []):
+            seg = np.asarray(results[key])
+            self._check_seg(key, seg, (h, w))
+            if self.soft_masks:
+                results[key] = self._soft_mask(key, seg, matrix, dsize)
+            else:
+                results[key] = _warp_nearest(seg, matrix, dsize, self.seg_pad_val)
+        results['scale_factor'] = (float(scale), float(scale))
+        return dict(mode='affine', scale=float(scale),
+                    matrix=_matrix_list(matrix), inverse=_matrix_list(inverse),
+                    ori_shape=(h, w), out_shape=(self.out_h, self.out_w))
+
+    @staticmethod
+    def _soft_mask(key: str, seg: np.ndarray, matrix: np.ndarray,
+                   dsize: Tuple[int, int]) -> np.ndarray:
+        """DETRIS's training mask: warp 255 * mask bilinearly, divide by 255.
+
+        The division is done in float64 and then rounded to float32, as
+        DETRIS divides the uint8 array by ``255.`` and casts the tensor.
+        """
+        if np.issubdtype(seg.dtype, np.integer):
+            binary = not seg.size or (seg.min() >= 0 and seg.max() <= 1)
+        else:
+            binary = seg.dtype == np.bool_ or bool(np.isin(seg, (0, 1)).all())
+        if not binary:
+            raise ValueError(f"Letterbox soft_masks: '{key}' must hold only 0 "
+                             f'and 1, got values {np.unique(seg)[:8].tolist()}')
+        mask255 = seg.astype(np.uint8) * np.uint8(255)
+        warped = _warp_hw(mask255, matrix, dsize, cv2.INTER_LINEAR, 0.)
+        return (warped.astype(np.float64) / 255.).astype(np.float32)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(scale=({self.out_w}, {self.out_h}), '
-                f'pad_val={self.pad_val}, seg_pad_val={self.seg_pad_val})')
+                f'pad_val={self.pad_val}, seg_pad_val={self.seg_pad_val}, '
+                f'mode={self.mode!r}, soft_masks={self.soft_masks})')

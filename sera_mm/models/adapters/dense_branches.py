@@ -1,4 +1,5 @@
 """DETRIS's densely connected multi-scale convolutions (1x1, 3x3, 5x5)."""
+import warnings
 from typing import List, Tuple
 
 import torch
@@ -26,14 +27,16 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int,
     """Conv (with bias) + BatchNorm (eps 1e-3) + ReLU, as DETRIS's BasicConv.
 
     DETRIS keeps the conv bias in front of the BatchNorm; its checkpoints hold
-    it, so it is kept here although the norm makes it redundant (mmcv warns
-    about it once).
+    it, so it is kept here although the norm makes it redundant.
     """
-    return ConvModule(
-        in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=True,
-        conv_cfg=dict(type='Conv1d') if dims == 1 else None,
-        norm_cfg=dict(type='BN1d' if dims == 1 else 'BN', eps=1e-3),
-        act_cfg=dict(type='ReLU'))
+    with warnings.catch_warnings():
+        # mmcv's "Unnecessary conv bias before batch/instance norm": deliberate
+        warnings.filterwarnings('ignore', message='Unnecessary conv bias')
+        return ConvModule(
+            in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=True,
+            conv_cfg=dict(type='Conv1d') if dims == 1 else None,
+            norm_cfg=dict(type='BN1d' if dims == 1 else 'BN', eps=1e-3),
+            act_cfg=dict(type='ReLU'))
 
 
 class DenseBranchesMixin:

@@ -25,7 +25,7 @@ class DynamicConvHead(BaseModule):
     Not an mmseg ``BaseDecodeHead``: that class assumes a text-free forward
     and resizes logits up to the label size for the loss, while here the
     forward needs the sentence and the loss is taken at the head's
-    resolution against the nearest-downsampled mask (SERA.md s. 5).
+    resolution against the nearest-downsampled mask (docs/en/method.md, s. 5).
 
     Args:
         in_channels (int): Channels C of the input map. Defaults to 512.
@@ -39,8 +39,9 @@ class DynamicConvHead(BaseModule):
         act_cfg (dict): Activation of the upsampling convs. Defaults to ReLU.
         ignore_index (int): Mask value ignored by the losses. Defaults to 255.
         loss_decode (dict or list[dict]): Loss configs; each loss is called
-            as ``loss(logits B x 1 x H x W, target B x H x W long,
-            ignore_index=...)`` and stored under its ``loss_name``.
+            as ``loss(logits B x 1 x H x W, target B x H x W, ignore_index=...)``
+            (target long for integer masks, float32 for soft masks) and
+            stored under its ``loss_name``.
             Defaults to mmseg's sigmoid cross-entropy (BCE with logits,
             averaged over the non-ignored pixels).
         init_cfg (dict or list[dict], optional): Initialisation config.
@@ -120,8 +121,9 @@ class DynamicConvHead(BaseModule):
         Args:
             x (Tensor): B x C x h x w decoder output.
             text (TextFeatures): Text features of the batch.
-            gt_masks (Tensor): B x 1 x H x W referent masks (0/1, or
-                ``ignore_index``) at the input size.
+            gt_masks (Tensor): B x 1 x H x W referent masks at the input
+                size: integer 0/1 or float soft masks in [0, 1], either with
+                ``ignore_index`` on ignored pixels.
 
         Returns:
             dict[str, Tensor]: One entry per loss, keyed by its name.
@@ -131,15 +133,28 @@ class DynamicConvHead(BaseModule):
     def loss_by_feat(self, logits: Tensor, gt_masks: Tensor) -> Dict[str, Tensor]:
         """Losses of B x 1 x H' x W' logits against B x 1 x H x W masks.
 
-        The masks are nearest-downsampled to the logits' size.
+        Called by :meth:`loss`. The masks are nearest-downsampled to the
+        logits' size (``F.interpolate(mode='nearest')``, as DETRIS does).
+        Integer or bool masks (0/1, or ``ignore_index``) are passed to the
+        losses as long labels; floating masks (the soft masks of
+        ``Letterbox(mode='affine', soft_masks=True)``, values in [0, 1], or
+        ``ignore_index``) as float32 targets. With mmseg's sigmoid
+        ``CrossEntropyLoss`` a float target gives
+        ``F.binary_cross_entropy_with_logits(logits, target)`` over the
+        non-ignored pixels, DETRIS's loss.
+
+        Returns:
+            dict[str, Tensor]: One entry per loss, keyed by its name.
         """
         assert gt_masks.dim() == 4 and gt_masks.shape[:2] == logits.shape[:2], \
             f'DynamicConvHead: masks {tuple(gt_masks.shape)} do not match logits ' \
             f'{tuple(logits.shape)}'
-        target = gt_masks
+        soft = gt_masks.is_floating_point()
+        target = gt_masks.float() if soft else gt_masks
         if target.shape[-2:] != logits.shape[-2:]:
             target = F.interpolate(target.float(), logits.shape[-2:], mode='nearest')
-        target = target.squeeze(1).long()
+        target = target.squeeze(1)
+        target = target.float() if soft else target.long()
         losses: Dict[str, Tensor] = {}
         for loss_fn in self.loss_decode:
             name = loss_fn.loss_name

@@ -1,6 +1,30 @@
 """Sentence gates of the DETRIS neck: level * MHA(q=level, k=v=s)."""
+from typing import Tuple
+
 import torch.nn as nn
 from torch import Tensor
+
+
+def fold_attention_gate(txt_proj_w: Tensor, txt_proj_b: Tensor, in_proj_w: Tensor,
+                        in_proj_b: Tensor, out_proj_w: Tensor,
+                        out_proj_b: Tensor) -> Tuple[Tensor, Tensor]:
+    """Folds DETRIS's gate ``MHA(q, k=v=txt_proj(s))`` into one linear map of s.
+
+    Softmax over one key is 1, so the gate is ``W_o (W_v (W_t s + b_t) + b_v)
+    + b_o``, with W_v, b_v the value rows of the attention's input
+    projection. Used by the DETRIS checkpoint converter for ``gate='folded'``.
+
+    Returns:
+        tuple[Tensor, Tensor]: :class:`SentenceGate`'s ``value`` weight
+        ``W_o W_v W_t`` and bias ``W_o (W_v b_t + b_v) + b_o``, computed in
+        float64 and returned in the input's dtype.
+    """
+    c = out_proj_w.shape[0]
+    w_v, b_v = in_proj_w[2 * c:].double(), in_proj_b[2 * c:].double()
+    w_o, b_o = out_proj_w.double(), out_proj_b.double()
+    weight = w_o @ w_v @ txt_proj_w.double()
+    bias = w_o @ (w_v @ txt_proj_b.double() + b_v) + b_o
+    return weight.to(out_proj_w.dtype), bias.to(out_proj_b.dtype)
 
 
 class AttentionSentenceGate(nn.Module):
@@ -12,8 +36,9 @@ class AttentionSentenceGate(nn.Module):
     ``fusion{3,4,5}.multihead_attn``), so its checkpoints load one to one and
     it trains with DETRIS's parameter set. With a single key the softmax is
     exactly 1: the output is ``out_proj(v_proj(t))`` at every pixel, and
-    the query and key projections get zero gradients (see
-    :class:`SentenceGate` for the folded form).
+    the query and key projections get gradients of rounding size only (zero
+    in exact arithmetic; Adam still moves them, as in DETRIS's training).
+    :class:`SentenceGate` is the folded form.
 
     Args:
         channels (int): Channels C of the gated map (and of ``t``).

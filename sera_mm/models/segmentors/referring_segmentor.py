@@ -17,7 +17,7 @@ SampleList = List[SegDataSample]
 
 @MODELS.register_module()
 class ReferringSegmentor(BaseSegmentor):
-    """Segments the object a sentence refers to (SERA.md s. 1-6).
+    """Segments the object a sentence refers to (docs/en/method.md, s. 1-6).
 
     The tokens in each data sample's ``text_tokens`` go through the text
     encoder; the image goes through the backbone (which may read the text
@@ -46,8 +46,13 @@ class ReferringSegmentor(BaseSegmentor):
             None.
         data_preprocessor (dict, optional): Data preprocessor config.
         train_cfg (dict, optional): Unused; kept for mmseg's interface.
-        test_cfg (dict, optional): ``threshold`` on the sigmoid.
-            Defaults to None (``dict(threshold=0.35)``).
+        test_cfg (dict, optional): ``threshold`` on the sigmoid and
+            ``upsample``, the ``F.interpolate`` options (``mode``,
+            ``align_corners``) of the resize of the probabilities to the
+            input size. Defaults to None: ``dict(threshold=0.35,
+            upsample=dict(mode='bilinear', align_corners=False))``; DETRIS's
+            protocol is ``dict(threshold=0.35, upsample=dict(mode='bicubic',
+            align_corners=True))`` with ``Letterbox(mode='affine')``.
         init_cfg (dict or list[dict], optional): Initialisation config.
     """
 
@@ -70,13 +75,41 @@ class ReferringSegmentor(BaseSegmentor):
         self.decode_head = MODELS.build(decode_head)
         self.moe_loss = MODELS.build(moe_loss) if moe_loss is not None else None
         self.train_cfg = train_cfg
-        self.test_cfg = dict(threshold=0.35)
-        self.test_cfg.update(test_cfg or {})
-        unknown = set(self.test_cfg) - {'threshold'}
+        # test_cfg: threshold (0.35) and upsample, the F.interpolate options
+        # of the resize to the input size (bilinear, align_corners=False);
+        # align_corners defaults to False for the modes that take it and
+        # must be absent for the others. Unknown keys, also inside
+        # upsample, raise KeyError; bad values ValueError.
+        cfg = dict(test_cfg or {})
+        unknown = set(cfg) - {'threshold', 'upsample'}
         if unknown:
-            raise KeyError(f'ReferringSegmentor: unknown test_cfg keys {sorted(unknown)}')
-        # Resizing is bilinear with half-pixel centres throughout, as in
-        # undo_letterbox.
+            raise KeyError(f'ReferringSegmentor: unknown test_cfg keys {sorted(unknown)}; '
+                           "known: ['threshold', 'upsample']")
+        threshold = cfg.get('threshold', 0.35)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            raise ValueError('ReferringSegmentor: test_cfg.threshold must be a number, '
+                             f'got {threshold!r}')
+        upsample = dict(cfg.get('upsample') or dict(mode='bilinear'))
+        unknown = set(upsample) - {'mode', 'align_corners'}
+        if unknown:
+            raise KeyError(f'ReferringSegmentor: unknown test_cfg.upsample keys '
+                           f"{sorted(unknown)}; known: ['align_corners', 'mode']")
+        alignable, others = ('bilinear', 'bicubic'), ('nearest', 'nearest-exact', 'area')
+        mode = upsample.get('mode', 'bilinear')
+        if mode not in alignable + others:
+            raise ValueError('ReferringSegmentor: test_cfg.upsample.mode must be one of '
+                             f'{alignable + others}, got {mode!r}')
+        if mode in alignable:
+            upsample.setdefault('align_corners', False)
+            if not isinstance(upsample['align_corners'], bool):
+                raise ValueError('ReferringSegmentor: test_cfg.upsample.align_corners '
+                                 f"must be a bool, got {upsample['align_corners']!r}")
+        elif 'align_corners' in upsample:
+            raise ValueError('ReferringSegmentor: test_cfg.upsample.align_corners is '
+                             f"only for modes {alignable}, not '{mode}'")
+        self.test_cfg = dict(threshold=float(threshold), upsample=dict(upsample, mode=mode))
+        # The fallback resize to ``ori_shape`` (no letterbox meta) is
+        # bilinear with half-pixel centres, as undo_letterbox's 'resize'.
         self.align_corners = False
         self.last_routings: List[RoutingResult] = []
 
@@ -107,10 +140,13 @@ class ReferringSegmentor(BaseSegmentor):
         return self.decoder(x, text), routings
 
     def encode_decode(self, inputs: Tensor, batch_data_samples: SampleList) -> Tensor:
-        """Mask logits resized to the input size, B x 1 x H x W."""
+        """Mask logits resized to the input size, B x 1 x H x W.
+
+        mmseg's abstract interface; the resize is ``test_cfg['upsample']``,
+        as in :meth:`postprocess_result` (which resizes probabilities).
+        """
         logits = self._forward(inputs, batch_data_samples)
-        return F.interpolate(logits, inputs.shape[-2:], mode='bilinear',
-                             align_corners=self.align_corners)
+        return F.interpolate(logits, tuple(inputs.shape[-2:]), **self.test_cfg['upsample'])
 
     def _forward(self, inputs: Tensor, data_samples: Optional[SampleList] = None) -> Tensor:
         """Tensor mode: mask logits at the head's resolution, B x 1 x H' x W'."""
@@ -154,13 +190,21 @@ class ReferringSegmentor(BaseSegmentor):
                            input_shape: Optional[Sequence[int]] = None) -> SampleList:
         """Maps the head's logits to masks at each original image size.
 
-        Per SERA.md s. 6: sigmoid; resize to the batch input size; crop the
-        data preprocessor's padding (``padding_size``); undo the letterbox
-        (``letterbox`` meta) or, without one, resize to ``ori_shape``;
-        threshold. ``seg_logits`` stores the logit of the resampled
-        probabilities (clamped to [1e-6, 1 - 1e-6]), so that
-        ``sigmoid(seg_logits) > threshold`` gives ``pred_sem_seg`` up to
-        rounding.
+        Called by :meth:`predict`. Per docs/en/method.md, s. 6: sigmoid; resize to the
+        batch input size with ``test_cfg['upsample']`` (bilinear,
+        align_corners=False by default; DETRIS's is bicubic with
+        align_corners=True); crop the data preprocessor's padding
+        (``padding_size``); undo the letterbox with its ``letterbox`` meta
+        (:func:`undo_letterbox`: crop + bilinear for ``mode='resize'``, the
+        inverse INTER_CUBIC warp for ``mode='affine'``) or, without one,
+        resize (bilinear) to ``ori_shape``; threshold
+        (``prob > test_cfg['threshold']``).
+
+        ``seg_logits`` stores the logit of the resampled probabilities,
+        clamped to [1e-6, 1 - 1e-6] (bicubic resampling can overshoot [0, 1]),
+        so that ``sigmoid(seg_logits) > threshold`` gives ``pred_sem_seg`` up
+        to rounding; ``pred_sem_seg`` itself is taken from the unclamped
+        probabilities.
 
         Args:
             seg_logits (Tensor): B x 1 x H' x W' mask logits.
@@ -180,8 +224,7 @@ class ReferringSegmentor(BaseSegmentor):
             f'{seg_logits.shape[0]} logit maps'
         probs = seg_logits.float().sigmoid()
         if input_shape is not None and probs.shape[-2:] != tuple(input_shape):
-            probs = F.interpolate(probs, tuple(input_shape), mode='bilinear',
-                                  align_corners=self.align_corners)
+            probs = F.interpolate(probs, tuple(input_shape), **self.test_cfg['upsample'])
         height, width = probs.shape[-2:]
         for prob, data_sample in zip(probs, data_samples):
             meta = data_sample.metainfo

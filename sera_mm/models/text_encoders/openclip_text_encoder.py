@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model import BaseModule, ModuleDict
 from open_clip.model import _build_text_tower
-from torch import Tensor
+from torch import Tensor, nn
 
 from sera_mm.models.utils.structures import TextFeatures
 from sera_mm.registry import MODELS
@@ -138,6 +138,12 @@ class OpenCLIPTextEncoder(BaseModule):
         self.adapter_scale = adapter_scale
         self.adapters = ModuleDict()
         if adapter_cfg is not None:
+            if getattr(self.text, 'cls_emb', None) is not None \
+                    or getattr(self.text, 'use_pad_mask', False) \
+                    or getattr(self.text, 'pool_type', 'argmax') != 'argmax':
+                raise ValueError(f'OpenCLIPTextEncoder: text adapters need a CLIP-style '
+                                 f'text tower (no class token, no padding mask, argmax '
+                                 f'pooling); {model_name!r} is not one')
             num_blocks = len(self.text.transformer.resblocks)
             for index in adapter_indices:
                 if not 0 <= index < num_blocks:
@@ -268,4 +274,6 @@ class OpenCLIPTextEncoder(BaseModule):
         words = tower.ln_final(x)
         pooled = words[torch.arange(words.shape[0], device=words.device),
                        tokens.argmax(dim=-1)]
+        if isinstance(tower.text_projection, nn.Linear):
+            return tower.text_projection(pooled), words
         return pooled @ tower.text_projection, words

@@ -101,3 +101,79 @@ def test_mmseg_dice_loss_scores_one_channel_logits_against_the_background():
     perfect = (target[:, None].float() * 2 - 1) * 100
     assert mmseg_dice(perfect, target).item() > 0.99
     assert mmseg_dice(-perfect, target).item() < 0.01
+
+
+def _soft_mask(b=3, size=64, seed=0):
+    """Soft masks as Letterbox(mode='affine', soft_masks=True) gives them:
+    k / 255 values, mostly exact 0 and 1."""
+    g = torch.Generator().manual_seed(seed)
+    k = torch.randint(0, 256, (b, 1, size, size), generator=g)
+    k[:, :, :size // 3] = 0
+    k[:, :, -size // 3:] = 255
+    return (k.double() / 255.).float()
+
+
+@pytest.mark.parametrize('avg_non_ignore', [True, False])
+def test_mmseg_sigmoid_ce_with_float_labels_is_torch_bce(avg_non_ignore):
+    """mmseg's CrossEntropyLoss(use_sigmoid=True) given float labels keeps
+    them (``label.float()``) and averages over all pixels: DETRIS's
+    ``F.binary_cross_entropy_with_logits(pred, target)``. It divides the sum
+    by ``count + float32 eps`` where torch takes the mean, hence equality up
+    to float32 rounding (assert_close's default rtol 1.3e-6)."""
+    torch.manual_seed(0)
+    loss = MODELS.build(dict(BCE, avg_non_ignore=avg_non_ignore))
+    logits = torch.randn(3, 1, 16, 16) * 3
+    target = _soft_mask(size=16)
+    got = loss(logits, target.squeeze(1), ignore_index=255)
+    torch.testing.assert_close(got, F.binary_cross_entropy_with_logits(logits, target))
+    # and it is not what a long (rounded-down) label would give
+    rounded = loss(logits, target.squeeze(1).long(), ignore_index=255)
+    assert not torch.isclose(got, rounded)
+
+
+def test_soft_target_loss_is_torch_bce_on_the_nearest_downsampled_target():
+    """DETRIS's loss: F.interpolate(mask, logits size, mode='nearest'), then
+    BCE with logits on the soft values (not rounded to 0/1)."""
+    torch.manual_seed(0)
+    head = _head()
+    x, text = torch.randn(3, 16, 4, 4), _text()
+    gt = _soft_mask()
+    losses = head.loss(x, text, gt)
+    logits = head(x, text)
+    target = F.interpolate(gt, logits.shape[-2:], mode='nearest')
+    assert ((target > 0) & (target < 1)).any()
+    torch.testing.assert_close(losses['loss_bce'],
+                               F.binary_cross_entropy_with_logits(logits, target))
+    # float64 soft masks are taken as float32 as well
+    torch.testing.assert_close(head.loss_by_feat(logits, gt.double())['loss_bce'],
+                               losses['loss_bce'])
+
+
+def test_soft_targets_with_ignored_pixels_and_dice():
+    torch.manual_seed(0)
+    head = _head(loss_decode=[BCE, dict(type='BinaryDiceLoss', eps=1.0)])
+    logits = torch.randn(3, 1, 8, 8)
+    gt = _soft_mask(size=8)
+    gt[:, :, :2] = 255.  # ignored rows (e.g. preprocessor padding)
+    losses = head.loss_by_feat(logits, gt)
+    valid = gt != 255
+    target = gt * valid
+    bce = F.binary_cross_entropy_with_logits(logits[valid], target[valid])
+    torch.testing.assert_close(losses['loss_bce'], bce)
+    p = logits.sigmoid() * valid
+    inter = (p * target).flatten(1).sum(1)
+    dice = (2 * inter + 1) / (p.flatten(1).sum(1) + target.flatten(1).sum(1) + 1)
+    torch.testing.assert_close(losses['loss_dice'], (1 - dice).mean())
+
+
+def test_binary_dice_loss_with_a_soft_target_pushes_towards_its_half_contour():
+    """The gradient in p_i has the sign of t_i - D/2: the soft Dice sharpens
+    a soft target instead of fitting it (as its docstring says)."""
+    dice = MODELS.build(dict(type='BinaryDiceLoss', eps=0.0))
+    target = torch.tensor([[[1.0, 0.9, 0.6, 0.2, 0.0]]])
+    logits = torch.zeros(1, 1, 1, 5, requires_grad=True)
+    dice(logits, target).backward()
+    p = torch.full((5, ), 0.5)
+    d = 2 * (p * target.flatten()).sum() / (p.sum() + target.sum())
+    descent = -logits.grad.flatten()
+    assert torch.equal(descent > 0, target.flatten() > d / 2)

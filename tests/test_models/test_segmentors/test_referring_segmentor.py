@@ -239,3 +239,113 @@ def test_predict_without_letterbox_meta_resizes_to_the_original_size():
     expected = torch.zeros(8, 12, dtype=torch.long)
     expected[:4] = 1
     torch.testing.assert_close(mask, expected)
+
+
+# --- DETRIS's test protocol ---------------------------------------------------
+DETRIS_TEST_CFG = dict(threshold=0.35, upsample=dict(mode='bicubic', align_corners=True))
+DETRIS_SIZE = 448
+#: (h, w): landscape, portrait, square, COCO-like odd sizes, tiny, elongated.
+DETRIS_SHAPES = [(333, 500), (500, 333), (500, 375), (427, 640), (640, 480),
+                 (300, 300), (7, 5), (40, 900), (900, 40)]
+
+
+def detris_inverse(h, w, size=DETRIS_SIZE):
+    """DETRIS's inverse letterbox matrix, written out from its description."""
+    import cv2
+    import numpy as np
+    scale = min(size / h, size / w)
+    new_h, new_w = h * scale, w * scale
+    bias_x, bias_y = (size - new_w) / 2., (size - new_h) / 2.
+    src = np.array([[0, 0], [w, 0], [0, h]], np.float32)
+    dst = np.array([[bias_x, bias_y], [new_w + bias_x, bias_y],
+                    [bias_x, new_h + bias_y]], np.float32)
+    return cv2.getAffineTransform(dst, src)
+
+
+def test_postprocess_equals_detris_inference():
+    """From the same 128 x 128 logits: sigmoid, bicubic align_corners=True to
+    448, inverse cubic warp to (w, h), > 0.35. The masks are identical (the
+    same float32 probabilities are thresholded); sigmoid(seg_logits) is
+    DETRIS's probability clamped to [1e-6, 1 - 1e-6] (bicubic overshoots
+    [0, 1]) up to the float32 logit/sigmoid round trip: atol 2e-7, a few
+    float32 ulps below 1 (the largest error measured is 1 ulp, 6e-8)."""
+    import cv2
+    import numpy as np
+    import torch.nn.functional as F
+
+    from sera_mm.datasets.transforms import Letterbox
+
+    model = MODELS.build(dict(model_cfg(with_fusion=False), test_cfg=DETRIS_TEST_CFG))
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.randn(len(DETRIS_SHAPES), 1, 12, 12, generator=g) * 6
+    logits = F.interpolate(coarse, (128, 128), mode='bilinear', align_corners=False)
+    logits = logits + torch.randn(logits.shape, generator=g)
+    letterbox = Letterbox(scale=DETRIS_SIZE, mode='affine')
+    samples = []
+    for h, w in DETRIS_SHAPES:
+        lb = letterbox(dict(img=np.zeros((h, w, 3), np.uint8)))['letterbox']
+        ds = SegDataSample()
+        ds.set_metainfo(dict(ori_shape=(h, w), img_shape=(DETRIS_SIZE, DETRIS_SIZE),
+                             letterbox=lb))
+        samples.append(ds)
+    results = model.postprocess_result(logits.clone(), samples,
+                                       input_shape=(DETRIS_SIZE, DETRIS_SIZE))
+
+    preds = torch.sigmoid(logits)
+    preds = F.interpolate(preds, size=(DETRIS_SIZE, DETRIS_SIZE), mode='bicubic',
+                          align_corners=True).squeeze(1)
+    overshoot = False
+    for pred, (h, w), ds in zip(preds, DETRIS_SHAPES, results):
+        prob = cv2.warpAffine(pred.numpy(), detris_inverse(h, w), (w, h),
+                              flags=cv2.INTER_CUBIC, borderValue=0.)
+        mask = np.array(prob > 0.35)
+        assert ds.pred_sem_seg.data.shape == (1, h, w)
+        assert ds.pred_sem_seg.data.dtype == torch.long
+        np.testing.assert_array_equal(ds.pred_sem_seg.data[0].numpy().astype(bool), mask)
+        assert 0 < mask.mean() < 1 or (h, w) == (7, 5)
+        got = ds.seg_logits.data[0].sigmoid().numpy()
+        np.testing.assert_allclose(got, np.clip(prob, 1e-6, 1 - 1e-6), rtol=0, atol=2e-7)
+        overshoot |= bool((prob < 0).any() or (prob > 1).any())
+    assert overshoot  # the clamp was exercised
+
+
+def test_test_cfg_upsample_defaults_and_errors():
+    model = build()
+    assert model.test_cfg == dict(threshold=0.35,
+                                  upsample=dict(mode='bilinear', align_corners=False))
+    detris = MODELS.build(dict(model_cfg(with_fusion=False), test_cfg=DETRIS_TEST_CFG))
+    assert detris.test_cfg == DETRIS_TEST_CFG
+    nearest = MODELS.build(dict(model_cfg(with_fusion=False),
+                                test_cfg=dict(upsample=dict(mode='nearest'))))
+    assert nearest.test_cfg['upsample'] == dict(mode='nearest')
+    bicubic = MODELS.build(dict(model_cfg(with_fusion=False),
+                                test_cfg=dict(upsample=dict(mode='bicubic'))))
+    assert bicubic.test_cfg['upsample'] == dict(mode='bicubic', align_corners=False)
+    for test_cfg, error, match in [
+            (dict(upsample=dict(mode='bicubic', antialias=True)), KeyError,
+             r"unknown test_cfg.upsample keys \['antialias'\]"),
+            (dict(upsample=dict(mode='nearest', align_corners=True)), ValueError,
+             'align_corners is only for modes'),
+            (dict(upsample=dict(mode='cubic')), ValueError, 'upsample.mode'),
+            (dict(upsample=dict(mode='bilinear', align_corners=1)), ValueError,
+             'align_corners must be a bool'),
+            (dict(threshold='0.5'), ValueError, 'threshold'),
+            (dict(upsampling=dict(mode='bicubic')), KeyError, 'unknown test_cfg keys')]:
+        with pytest.raises(error, match=match):
+            MODELS.build(dict(model_cfg(with_fusion=False), test_cfg=test_cfg))
+
+
+def test_upsample_mode_is_used_for_the_input_size_resize():
+    """Probabilities are resized with test_cfg.upsample before the letterbox
+    is undone; 'nearest' passes no align_corners."""
+    import torch.nn.functional as F
+    logits = torch.randn(1, 1, SIZE // 2, SIZE // 2)
+    for upsample in (dict(mode='nearest'), dict(mode='bicubic', align_corners=True)):
+        model = MODELS.build(dict(model_cfg(with_fusion=False),
+                                  test_cfg=dict(upsample=upsample)))
+        ds = SegDataSample()
+        ds.set_metainfo(dict(ori_shape=(SIZE, SIZE), img_shape=(SIZE, SIZE)))
+        out = model.postprocess_result(logits, [ds], input_shape=(SIZE, SIZE))[0]
+        want = F.interpolate(logits.sigmoid(), (SIZE, SIZE), **upsample)[0]
+        torch.testing.assert_close(out.seg_logits.data.sigmoid(),
+                                   want.clamp(1e-6, 1 - 1e-6), rtol=0, atol=1e-6)

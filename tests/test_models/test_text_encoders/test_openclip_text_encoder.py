@@ -183,7 +183,7 @@ def test_frozen_encoder_stays_frozen_and_builds_no_graph():
     encoder = OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, frozen=True)
     encoder.requires_grad_(True)
     encoder.train()
-    assert not encoder.training and not encoder.text.training
+    assert not encoder.text.training
     assert not any(p.requires_grad for p in encoder.parameters())
     encoder.init_weights()
     assert not any(p.requires_grad for p in encoder.parameters())
@@ -204,3 +204,102 @@ def test_checkpoint_with_wrong_shapes_is_named(tmp_path):
     with pytest.raises(KeyError, match=r'ln_final\.weight: file \(64,\) vs model \(96,\)'):
         _loaded(OpenCLIPTextEncoder(text_cfg=dict(TINY_TEXT, width=96), embed_dim=EMBED_DIM,
                             pretrained=path))
+
+
+# ------------------------------------------------------------ activations
+@pytest.mark.parametrize('name, quick', [('ViT-B-16', False), ('ViT-B-16-quickgelu', True)])
+def test_activation_follows_the_open_clip_name(name, quick):
+    with torch.device('meta'):
+        encoder = OpenCLIPTextEncoder(name)
+    gelu = encoder.text.transformer.resblocks[0].mlp.gelu
+    assert isinstance(gelu, open_clip.transformer.QuickGELU) == quick
+    assert encoder.quick_gelu == quick
+
+
+@pytest.mark.parametrize('name, quick', [('ViT-B-16', True), ('ViT-B-16-quickgelu', False)])
+def test_explicit_activation_contradicting_the_name_is_refused(name, quick):
+    with pytest.raises(ValueError, match=f'quick_gelu={quick} contradicts'):
+        OpenCLIPTextEncoder(name, quick_gelu=quick)
+
+
+def test_openai_torchscript_into_a_gelu_name_is_refused(tmp_path):
+    path = _save_openai_torchscript(_reference(TINY_TEXT, quick_gelu=True), tmp_path / 'oa.pt')
+    encoder = OpenCLIPTextEncoder('ViT-B-16', pretrained=path)
+    with pytest.raises(ValueError, match="ViT-B-16-quickgelu"):
+        encoder.init_weights()
+
+
+# ------------------------------------------------------------ text adapters
+ADAPTED = dict(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, context_length=17,
+               adapter_cfg=dict(type='TextAdapter', channels=16), adapter_indices=(1, ))
+
+
+def _adapted(**kwargs) -> OpenCLIPTextEncoder:
+    torch.manual_seed(0)
+    return OpenCLIPTextEncoder(**{**ADAPTED, **kwargs})
+
+
+def test_zero_adapter_equals_the_plain_tower():
+    encoder = _adapted().eval()
+    with torch.no_grad():
+        encoder.adapters['1'].D_fc2.weight.zero_()
+        encoder.adapters['1'].D_fc2.bias.zero_()
+    plain = OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM).eval()
+    plain.text.load_state_dict(encoder.text.state_dict())
+    tokens = _tokens()
+    ours, ref = encoder(tokens), plain(tokens)
+    assert torch.allclose(ours.words, ref.words, atol=1e-5)
+    assert torch.allclose(ours.sentence, ref.sentence, atol=1e-5)
+
+
+def test_adapter_sits_on_the_residual_stream_after_attention():
+    """x <- x + Attn(LN1 x); x <- x + MLP(LN2 x) + 0.2 * A(x), written out."""
+    encoder = _adapted().eval()
+    tokens = _tokens()
+    tower, adapter = encoder.text, encoder.adapters['1']
+    with torch.no_grad():
+        x = tower.token_embedding(tokens) + tower.positional_embedding[:17]
+        mask = tower.attn_mask
+        blocks = tower.transformer.resblocks
+        x = blocks[0](x, attn_mask=mask)
+        x = x + blocks[1].attn(blocks[1].ln_1(x), blocks[1].ln_1(x), blocks[1].ln_1(x),
+                               attn_mask=mask, need_weights=False)[0]
+        x = x + blocks[1].mlp(blocks[1].ln_2(x)) + 0.2 * adapter(x)
+        words = tower.ln_final(x)
+        out = encoder(tokens)
+    assert torch.allclose(out.words, words, atol=1e-5)
+    eot = words[torch.arange(3), tokens.argmax(-1)]
+    assert torch.allclose(out.sentence, eot @ tower.text_projection, atol=1e-5)
+
+
+def test_frozen_tower_passes_gradients_to_its_adapters_only():
+    encoder = _adapted()
+    encoder.train()
+    assert not encoder.text.training and encoder.adapters['1'].training
+    out = encoder(_tokens())
+    (out.words.sum() + out.sentence.sum()).backward()
+    assert all(p.grad is None for p in encoder.text.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for p in encoder.adapters.parameters())
+    assert not any(p.requires_grad for p in encoder.text.parameters())
+    # state dict: the tower's keys and the adapters'
+    keys = set(encoder.state_dict())
+    assert 'adapters.1.D_fc1.weight' in keys and 'adapters.1.dense_branch3.1.bn.running_var' in keys
+
+
+def test_adapters_out_of_range_are_refused():
+    with pytest.raises(ValueError, match='adapter_indices holds 2'):
+        _adapted(adapter_indices=(2, ))
+
+
+@pytest.mark.parametrize('rule, expected', [
+    ('after_eot', [[False, False, False, False, True, True]]),
+    ('zero_token', [[False, False, True, False, True, True]]),
+])
+def test_pad_mask_rules(rule, expected):
+    encoder = OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, pad_mask=rule)
+    # token 0 is "!" in CLIP's vocabulary: DETRIS's rule also masks it
+    tokens = torch.tensor([[49406, 320, 0, 49407, 0, 0]])
+    assert encoder(tokens).pad_mask.tolist() == expected
+    with pytest.raises(ValueError, match='pad_mask='):
+        OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, pad_mask='eot')
