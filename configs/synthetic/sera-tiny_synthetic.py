@@ -7,3 +7,5 @@ model = dict(
                               zero_init_experts=True)),
     moe_loss=dict(type='MoERegularizationLoss'))
 custom_hooks = [dict(type='RoutingStatsHook', interval=50)]
+# experts not picked by any sample of a rank get no gradient on that rank
+model_wrapper_cfg = dict(type='MMDistributedDataParallel', find_unused_parameters=True)

@@ -10,7 +10,7 @@ from mmengine.config import Config
 from test_tools.tool_runner import REPO, TINY_CONFIG, data_options
 from .tool_loader import load_analysis_tool
 
-BASELINE = 'configs/synthetic/ablations/baseline-tiny_synthetic.py'
+BASELINE = 'configs/synthetic/detris-tiny_synthetic.py'
 
 
 def load_tool():
@@ -22,7 +22,7 @@ def test_epoch_budget_moves_everything_tied_to_the_old_budget(tmp_path):
     path = tool.write_run_config(osp.join(REPO, BASELINE), seed=7, max_epochs=3,
                                  cfg_options=None, out_dir=str(tmp_path))
     cfg = Config.fromfile(path)
-    assert osp.basename(path) == 'baseline-tiny_synthetic_e3_seed7.py'
+    assert osp.basename(path) == 'detris-tiny_synthetic_e3_seed7.py'
     assert cfg.train_cfg.max_epochs == 3
     assert cfg.train_cfg.val_interval == 3
     assert cfg.default_hooks.checkpoint.interval == 3
@@ -31,8 +31,8 @@ def test_epoch_budget_moves_everything_tied_to_the_old_budget(tmp_path):
     assert (cosine.by_epoch, cosine.end) == (True, 3)
     assert cfg.randomness.seed == 7
     # nothing else changed: the model is the baseline's
-    assert cfg.model.backbone.adapter_cfg.type == 'PlainAdapter'
-    assert cfg.model.neck.fusion_cfg is None
+    assert cfg.model.backbone.adapter_cfg.type == 'DenseAligner'
+    assert cfg.model.neck.get('fusion_cfg') is None
 
 
 def test_epoch_budget_without_epochs_is_refused():
@@ -100,10 +100,10 @@ def test_ladder_trains_tests_and_tabulates_then_reuses_finished_runs(
                 work, 'configs', f"{tool.config_name(row['config'])}_e1_seed3.py"))
             assert derived.train_cfg.max_epochs == 1 and derived.randomness.seed == 3
         md = open(osp.join(work, 'ablation_results.md')).read()
-        assert md == tool.format_markdown(table) and 'baseline-tiny_synthetic' in md
+        assert md == tool.format_markdown(table) and 'detris-tiny_synthetic' in md
 
         # a second call finds the results and trains nothing
-        ckpt = osp.join(work, 'baseline-tiny_synthetic', 'seed3', 'epoch_1.pth')
+        ckpt = osp.join(work, 'detris-tiny_synthetic', 'seed3', 'epoch_1.pth')
         stamp = os.stat(ckpt).st_mtime_ns
         assert tool.main(argv) == 0
         assert os.stat(ckpt).st_mtime_ns == stamp

@@ -23,11 +23,13 @@ def config_files(*, bases: bool = True) -> List[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def is_vitb(path: str) -> bool:
-    """Whether a full config builds the ViT-B model (``arch='base'``), as
-    opposed to a toy-sized one (the CPU demo configs and their children)."""
+def is_full_size(path: str) -> bool:
+    """Whether a config builds a full-size model (DINOv2 ``arch`` 'base' or
+    'large'), as opposed to a toy-sized one (the CPU demo configs and their
+    children)."""
     from mmengine.config import Config
-    return Config.fromfile(osp.join(REPO, path)).model.backbone.get('arch') == 'base'
+    arch = Config.fromfile(osp.join(REPO, path)).model.backbone.get('arch')
+    return arch in ('base', 'large')
 
 
 def ablation_files() -> List[str]:
@@ -95,29 +97,3 @@ def iter_type_dicts(node: Any) -> Iterator[Tuple[str, str]]:
     """Yields ``(dotted path, type name)`` of every typed dict of a config."""
     for path, typed in iter_typed_nodes(node):
         yield path, typed['type']
-
-
-def strip_pretrained(model_cfg: dict) -> List[str]:
-    """Removes, in place, every pretrained checkpoint a model config names
-    (``pretrained=...`` and ``init_cfg=dict(type='Pretrained', ...)``), so
-    that the model builds with random weights. Returns the keys changed."""
-    changed = []
-
-    def visit(node, path):
-        if isinstance(node, dict):
-            for k, v in list(node.items()):
-                sub = f'{path}.{k}'
-                if k == 'pretrained' and isinstance(v, str):
-                    node[k] = None
-                    changed.append(sub)
-                elif k == 'init_cfg' and isinstance(v, dict) and v.get('type') == 'Pretrained':
-                    node[k] = None
-                    changed.append(sub)
-                else:
-                    visit(v, sub)
-        elif isinstance(node, (list, tuple)):
-            for i, v in enumerate(node):
-                visit(v, f'{path}[{i}]')
-
-    visit(model_cfg, 'model')
-    return changed

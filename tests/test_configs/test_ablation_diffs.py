@@ -34,7 +34,11 @@ def test_leaf_diff_counts_leaves_key_by_key():
 
 def test_ablations_are_found():
     names = [osp.basename(f) for f in ABLATIONS]
-    assert 'detris_dinov2-b_refcoco.py' in names and len(ABLATIONS) >= 6, names
+    for name in ('sera_dinov2-b_adapter-only_refcoco.py', 'sera_dinov2-b_top1_refcoco.py',
+                 'sera_dinov2-b_top4_refcoco.py', 'sera_dinov2-b_fusion-after-proj_refcoco.py',
+                 'sera_dinov2-b_pad-mask_refcoco.py', 'sera_dinov2-b_from-detris_refcoco.py',
+                 'adapter-only-tiny_synthetic.py', 'sera-tiny_top1_synthetic.py'):
+        assert name in names, names
 
 
 @pytest.mark.parametrize('path', ABLATIONS)
@@ -54,3 +58,5 @@ def test_ablation_overrides_at_most_two_keys(path):
     # the init ablations change nothing but the experts' initialisation
     if '_top2-random-init_' in osp.basename(path):
         assert diff == [('model.neck.fusion_cfg.zero_init_experts', True, False)]
+    if '_from-detris_' in osp.basename(path):
+        assert [key for key, _, _ in diff] == ['load_from']

@@ -1,7 +1,8 @@
 """The configs build the models they describe.
 
-The ViT-B configs are built with random weights (their pretrained paths set
-to None): ViT-B/14 + CLIP ViT-B/16 text, about 2 s each on CPU.
+The full-size configs (ViT-B/14 and ViT-L/14 + CLIP ViT-B/16 text) are built
+on the meta device: no memory, no weights, but every module, shape and
+``requires_grad`` flag. The toy configs are built on the CPU and run.
 """
 import os.path as osp
 import re
@@ -16,32 +17,43 @@ from torch import nn
 
 from sera_mm.datasets.transforms import TokenizeText
 from sera_mm.registry import MODELS
-from sera_mm.utils import param_report
-from .config_utils import REPO, config_files, is_vitb, iter_typed_nodes, strip_pretrained
+from sera_mm.utils import disable_pretrained, param_report
+from .config_utils import REPO, config_files, is_full_size, iter_typed_nodes
 
+DETRIS_B = 'configs/detris/detris_dinov2-b_refcoco.py'
 SERA_MAIN = 'configs/sera/sera_dinov2-b_refcoco.py'
-VITB_CONFIGS = [f for f in config_files(bases=False) if is_vitb(f)]
-TINY_CONFIGS = [f for f in config_files(bases=False) if not is_vitb(f)]
+FULL_CONFIGS = [f for f in config_files(bases=False) if is_full_size(f)]
+TINY_CONFIGS = [f for f in config_files(bases=False) if not is_full_size(f)]
+#: DETRIS-B's trainable parameters: text adapters, DenseAligners, neck,
+#: decoder, head (DETRIS's gate; 22,891,569 with the folded gate).
+DETRIS_B_TRAINABLE = 25_518_129
 
 
-def build_model(path: str, without_pretrained: bool = False) -> nn.Module:
-    """Builds ``cfg.model`` and puts it in training mode, as the Runner does."""
-    cfg = Config.fromfile(osp.join(REPO, path))
-    if without_pretrained:
-        changed = strip_pretrained(cfg.model)
-        assert changed, f'{path} names no pretrained weights'
-    model = MODELS.build(cfg.model)
-    model.train()
-    return model
+def load(path: str) -> Config:
+    return Config.fromfile(osp.join(REPO, path))
+
+
+def build_model(path: str, meta: bool = False, **overrides) -> nn.Module:
+    """Builds ``cfg.model`` without its pretrained files, in training mode as
+    the Runner puts it."""
+    cfg = load(path)
+    cfg.merge_from_dict(overrides)
+    disable_pretrained(cfg.model)
+    if meta:
+        with torch.device('meta'):
+            model = MODELS.build(cfg.model)
+    else:
+        model = MODELS.build(cfg.model)
+    return model.train()
 
 
 def count(params, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in params if p.requires_grad or not trainable_only)
 
 
-def image_encoder_params(model: nn.Module):
-    """The backbone's own parameters: everything but its adapters."""
-    return [p for n, p in model.backbone.named_parameters() if not n.startswith('adapters.')]
+def own_params(module: nn.Module):
+    """A module's parameters without its adapters'."""
+    return [p for n, p in module.named_parameters() if not n.startswith('adapters.')]
 
 
 def expects_zero_init(path: str) -> bool:
@@ -49,21 +61,30 @@ def expects_zero_init(path: str) -> bool:
     return 'random-init' not in osp.basename(path)
 
 
+def is_detris(path: str) -> bool:
+    """The DETRIS configs: configs/detris/ and the toy DETRIS."""
+    return osp.basename(path).startswith('detris')
+
+
 def check_variant(model: nn.Module, path: str) -> None:
-    """Checks the adapters and SERA-Fusion levels the config's name promises:
-    'detris'/'baseline': plain adapters, no fusion; 'adapter-only':
-    SERA-Adapters, no fusion; otherwise SERA-Adapters and one SERA-Fusion
-    per level with Top-k, k from '_top<k>_' in the name (default 2), whose
-    experts start at zero unless the name says 'random-init'."""
-    cfg = Config.fromfile(osp.join(REPO, path))
+    """Checks what the config's name promises: DETRIS (text adapters and
+    DenseAligners, no fusion); 'adapter-only': SERA-Adapters, no fusion;
+    otherwise SERA: SERA-Adapters and one SERA-Fusion per level with Top-k, k
+    from '_top<k>_' in the name (default 2), whose experts start at zero
+    unless the name says 'random-init'."""
+    cfg = load(path)
     name = osp.basename(path)
     blocks = [str(i) for i in cfg.model.backbone.adapter_indices]
+    text_blocks = [str(i) for i in cfg.model.text_encoder.adapter_indices]
     levels = len(cfg.model.neck.in_channels)
     adapters = {k: type(m).__name__ for k, m in model.backbone.adapters.items()}
+    text_adapters = {k: type(m).__name__ for k, m in model.text_encoder.adapters.items()}
     fusions = list(model.neck.fusions) if model.neck.fusions is not None else []
-    if name.startswith(('detris', 'baseline')):
-        assert adapters == dict.fromkeys(blocks, 'PlainAdapter')
-        assert not fusions
+    assert text_adapters == dict.fromkeys(text_blocks, 'TextAdapter')
+    assert model.neck.gate == 'detris' and model.backbone.pos_embed_mode == 'detris'
+    if is_detris(path):
+        assert adapters == dict.fromkeys(blocks, 'DenseAligner')
+        assert not fusions and model.moe_loss is None
     elif 'adapter-only' in name:
         assert adapters == dict.fromkeys(blocks, 'SERAAdapter')
         assert not fusions
@@ -74,11 +95,16 @@ def check_variant(model: nn.Module, path: str) -> None:
         expected_k = int(top_k.group(1)) if top_k else 2
         assert [f.router.top_k for f in fusions] == [expected_k] * levels
         assert [f.zero_init_experts for f in fusions] == [expects_zero_init(path)] * levels
+        width = (model.neck.channels if 'fusion-after-proj' in name
+                 else model.backbone.embed_dims)
+        assert [f.channels for f in fusions] == [width] * levels
+    pad_mask = 'pad-mask' in name
+    assert all(a.use_pad_mask == pad_mask for a in model.backbone.adapters.values())
 
 
 def check_context_length(model: nn.Module, path: str) -> None:
     """Every TokenizeText of the config pads to the text encoder's length."""
-    cfg = Config.fromfile(osp.join(REPO, path)).to_dict()
+    cfg = load(path).to_dict()
     tokenizers = [(where, node) for where, node in iter_typed_nodes(cfg)
                   if node['type'] == 'TokenizeText']
     assert tokenizers, f'{path} tokenises nothing'
@@ -88,45 +114,74 @@ def check_context_length(model: nn.Module, path: str) -> None:
             f'encoder takes {model.text_encoder.context_length}'
 
 
-@pytest.fixture(scope='module')
-def sera_vitb() -> nn.Module:
-    """The main SERA config's model, built once for this module."""
-    return build_model(SERA_MAIN, without_pretrained=True)
+def check_detris_protocol(path: str) -> None:
+    """DETRIS's letterbox, soft training masks and post-processing."""
+    cfg = load(path)
+    letterboxes = {where: node for where, node in iter_typed_nodes(cfg.to_dict())
+                   if node['type'] == 'Letterbox'}
+    assert letterboxes and all(node['mode'] == 'affine' for node in letterboxes.values())
+    for where, node in letterboxes.items():
+        assert node.get('soft_masks', False) == where.startswith('train'), where
+    assert cfg.model.test_cfg == dict(threshold=0.35,
+                                      upsample=dict(mode='bicubic', align_corners=True))
 
 
-def test_vitb_configs_are_found():
-    assert SERA_MAIN in VITB_CONFIGS and len(VITB_CONFIGS) >= 10, VITB_CONFIGS
+def test_configs_are_found():
+    assert DETRIS_B in FULL_CONFIGS and SERA_MAIN in FULL_CONFIGS
+    names = {osp.basename(f) for f in FULL_CONFIGS}
+    for model in ('b', 'l'):
+        for data in ('refcoco', 'refcoco+', 'refcocog-umd', 'refcocog-google'):
+            assert f'detris_dinov2-{model}_{data}.py' in names
+    assert 'detris_dinov2-l_refcoco-mixed.py' in names
+    assert {'detris-tiny_synthetic.py', 'sera-tiny_synthetic.py'} <= {
+        osp.basename(f) for f in TINY_CONFIGS}
 
 
-@pytest.mark.parametrize('path', VITB_CONFIGS)
-def test_vitb_config_builds(path, request):
-    model = request.getfixturevalue('sera_vitb') if path == SERA_MAIN \
-        else build_model(path, without_pretrained=True)
+@pytest.mark.parametrize('path', FULL_CONFIGS)
+def test_full_size_config_builds(path):
+    model = build_model(path, meta=True)
+    cfg = load(path)
     name = osp.basename(path)
+    large = cfg.model.backbone.arch == 'large'
     assert type(model).__name__ == 'ReferringSegmentor'
-    assert model.backbone.embed_dims == 768 and model.backbone.num_layers == 12
-    assert count(model.text_encoder.parameters(), trainable_only=True) == 0
-    own = image_encoder_params(model)
-    assert count(own, trainable_only=True) < 0.01 * count(own)
-
+    assert (model.backbone.embed_dims, model.backbone.num_layers) == \
+        ((1024, 24) if large else (768, 12))
+    assert model.backbone.out_indices == ([8, 16, 23] if large else [4, 8, 11])
+    assert model.text_encoder.quick_gelu and model.text_encoder.pad_mask == 'zero_token'
+    # the text tower's own weights are frozen; its adapters train
+    assert count(own_params(model.text_encoder), trainable_only=True) == 0
+    assert count(model.text_encoder.adapters.parameters(), trainable_only=True) > 0
+    own = own_params(model.backbone)
+    if is_detris(path):
+        assert count(own, trainable_only=True) == 0
+    else:  # SERA: BitFit + LN, under 1% of DINOv2
+        assert 0 < count(own, trainable_only=True) < 0.01 * count(own)
+    assert {layer.ffn[0].out_features for layer in model.decoder.layers} == {512}
     check_variant(model, path)
     check_context_length(model, path)
-    if 'refcocog-umd' in name:  # G-Ref (umd) sentences: 22 tokens (docs/en/method.md, s. 1)
+    check_detris_protocol(path)
+    if 'refcocog-umd' in name:  # G-Ref (umd) sentences: 22 tokens, as DETRIS
         assert model.text_encoder.context_length == 22
     if 'dice' in name:
         assert any('Dice' in type(m).__name__ for m in model.decode_head.loss_decode)
 
 
-def test_sera_image_encoder_trains_only_bias_and_layernorm(sera_vitb):
-    rows = {r['name']: r for r in param_report(sera_vitb)}
-    assert rows['text_encoder']['trainable'] == 0 and rows['text_encoder']['total'] > 0
-    own_trainable = rows['backbone']['trainable'] - rows['backbone.adapters']['trainable']
-    own_total = rows['backbone']['total'] - rows['backbone.adapters']['total']
-    share = own_trainable / own_total
-    assert 0 < share < 0.01, f'image encoder trainable share {share:.4%}'
-    assert rows['backbone.adapters']['trainable'] == rows['backbone.adapters']['total'] > 0
+def test_detris_b_trains_detris_trainable_set():
+    model = build_model(DETRIS_B, meta=True)
+    rows = {r['name']: r for r in param_report(model)}
+    assert rows['total']['trainable'] == DETRIS_B_TRAINABLE
+    assert rows['text_encoder']['trainable'] == 418_320  # 6 text adapters
+    assert rows['backbone']['trainable'] == rows['backbone.adapters']['total'] == 2_297_376
+    for part, size in (('neck', 10_114_560), ('decoder', 7_899_136),
+                       ('decode_head', 4_788_737)):
+        assert rows[part]['trainable'] == rows[part]['total'] == size, part
+    folded = build_model(DETRIS_B, meta=True, model=dict(neck=dict(gate='folded')))
+    assert count(folded.parameters(), trainable_only=True) == 22_891_569
 
-    backbone = sera_vitb.backbone
+
+def test_sera_image_encoder_trains_only_bias_and_layernorm():
+    model = build_model(SERA_MAIN, meta=True)
+    backbone = model.backbone
     norms = {n for n, m in backbone.named_modules() if isinstance(m, nn.LayerNorm)}
     for n, p in backbone.named_parameters():
         if n.startswith('adapters.') or not p.requires_grad:
@@ -135,13 +190,26 @@ def test_sera_image_encoder_trains_only_bias_and_layernorm(sera_vitb):
             f'backbone.{n} is trainable but neither a bias nor a LayerNorm weight'
 
 
-def test_sera_optimizer_holds_exactly_the_trainable_parameters(sera_vitb):
-    cfg = Config.fromfile(osp.join(REPO, SERA_MAIN))
-    optim_wrapper = build_optim_wrapper(sera_vitb, cfg.optim_wrapper)
+def test_sera_optimizer_holds_exactly_the_trainable_parameters():
+    model = build_model(SERA_MAIN)
+    optim_wrapper = build_optim_wrapper(model, load(SERA_MAIN).optim_wrapper)
     held = [p for g in optim_wrapper.optimizer.param_groups for p in g['params']]
-    trainable = [p for p in sera_vitb.parameters() if p.requires_grad]
+    trainable = [p for p in model.parameters() if p.requires_grad]
     assert len({id(p) for p in held}) == len(held)
     assert {id(p) for p in held} == {id(p) for p in trainable}
+
+
+def test_recipes():
+    """DETRIS: 2 x 16 with SyncBN and fp16; SERA: one GPU, no SyncBN."""
+    detris, sera = load(DETRIS_B), load(SERA_MAIN)
+    assert detris.train_dataloader.batch_size == 16 and detris.train_dataloader.drop_last
+    assert detris.sync_bn == 'torch' and detris.amp_dtype == 'float16'
+    assert sera.sync_bn is None
+    assert detris.param_scheduler[0].milestones == [35, 55]
+    google = load('configs/detris/detris_dinov2-b_refcocog-google.py')
+    assert google.train_cfg.max_epochs == 50 and google.param_scheduler[0].milestones == [35]
+    large = load('configs/detris/detris_dinov2-l_refcoco.py')
+    assert large.train_cfg.max_epochs == 50
 
 
 @pytest.mark.parametrize('path', TINY_CONFIGS)
@@ -150,19 +218,21 @@ def test_tiny_config_builds_and_runs(path):
     model = build_model(path)
     # trained from scratch: nothing is frozen
     assert count(model.parameters(), trainable_only=True) == count(model.parameters())
-    cfg = Config.fromfile(osp.join(REPO, path))
+    cfg = load(path)
     size = tuple(cfg.model.data_preprocessor['size'])
     tokenize = TokenizeText(context_length=cfg.model.text_encoder['context_length'])
     samples = []
     for text in ('the red circle', 'the leftmost square'):
         sample = SegDataSample(metainfo=dict(img_shape=size, ori_shape=size))
         sample.text_tokens = tokenize.transform(dict(text=text))['text_tokens']
-        sample.gt_sem_seg = PixelData(data=torch.zeros(1, *size, dtype=torch.long))
+        # a soft training mask, as the affine letterbox makes them
+        sample.gt_sem_seg = PixelData(data=torch.rand(1, *size))
         samples.append(sample)
     inputs = torch.randn(2, 3, *size)
     losses = model(inputs, samples, mode='loss')
     check_variant(model, path)
     check_context_length(model, path)
+    check_detris_protocol(path)
     num_fusions = len(model.neck.fusions) if model.neck.fusions is not None else 0
     assert len(model.last_routings) == num_fusions
     assert ('loss_moe' in losses) == (num_fusions > 0)
@@ -175,7 +245,7 @@ def test_tiny_config_builds_and_runs(path):
 
 
 @pytest.mark.parametrize('path', [p for p in TINY_CONFIGS
-                                  if not osp.basename(p).startswith(('baseline', 'adapter-only'))])
+                                  if not is_detris(p) and 'adapter-only' not in p])
 def test_tiny_sera_fusion_starts_as_identity_after_init_weights(path):
     """What the Runner builds: after ``init_weights()`` every SERA-Fusion
     level returns its input, unless the config asks for the random init."""

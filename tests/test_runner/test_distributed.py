@@ -40,7 +40,8 @@ def data_options(root: str) -> List[str]:
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         opts += [f'{loader}.dataset.data_root={root}/', f'{loader}.num_workers=0',
                  f'{loader}.persistent_workers=False']
-    return opts + ['train_dataloader.batch_size=4', 'test_dataloader.batch_size=1',
+    return opts + ['train_dataloader.batch_size=4', 'train_dataloader.drop_last=False',
+                   'test_dataloader.batch_size=1',
                    'default_hooks.logger.interval=1']
 
 

@@ -39,9 +39,11 @@ def data_options(data_root: str) -> List[str]:
 
 def train_options(data_root: str, max_epochs: int = 1) -> List[str]:
     """Data options plus a short schedule: batches of 8 (4 iterations per
-    epoch on the fixture's 28 training referents), logs every iteration."""
+    epoch on the fixture's 28 training referents: the last, partial batch is
+    kept, unlike the configs' drop_last), logs every iteration."""
     return data_options(data_root) + [
-        'train_dataloader.batch_size=8', f'train_cfg.max_epochs={max_epochs}',
+        'train_dataloader.batch_size=8', 'train_dataloader.drop_last=False',
+        f'train_cfg.max_epochs={max_epochs}',
         'default_hooks.logger.interval=1'
     ]
 

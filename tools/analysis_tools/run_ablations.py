@@ -14,7 +14,7 @@ Examples::
 
     # the synthetic ladder of the README, 4 epochs, 2 seeds, 2 runs at a time
     python tools/analysis_tools/run_ablations.py \\
-        configs/synthetic/ablations/baseline-tiny_synthetic.py \\
+        configs/synthetic/detris-tiny_synthetic.py \\
         configs/synthetic/ablations/adapter-only-tiny_synthetic.py \\
         configs/synthetic/ablations/sera-tiny_top{1,2,3,4}_synthetic.py \\
         --seeds 0 1 --max-epochs 4 --jobs 2 --work-dir work_dirs/ablations

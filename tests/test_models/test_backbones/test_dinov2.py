@@ -9,7 +9,7 @@ from mmpretrain.models.backbones.vision_transformer import \
     TransformerEncoderLayer
 
 import sera_mm.models.backbones.dinov2 as dinov2_module
-from sera_mm.models.adapters import PlainAdapter
+from sera_mm.models.adapters import DenseAligner
 from sera_mm.models.backbones import (DINOv2, DINOv2Layer, convert_dinov2_official,
                                       resize_pos_embed)
 from sera_mm.models.utils.structures import TextFeatures
@@ -18,6 +18,8 @@ from .dinov2_official_layout import (ARCHS, official_dinov2_state_dict,
                                      save_official_dinov2)
 
 TINY = ARCHS['tiny']
+ADAPTER = dict(type='DenseAligner', text_channels=16, channels=16, embed_channels=16,
+               num_heads=2)
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -144,6 +146,35 @@ def test_resize_uses_antialias_not_plain_bicubic():
     assert resize_pos_embed(pos, (37, 37), (37, 37), 1) is pos
 
 
+@pytest.mark.parametrize('grid', [(32, 32), (32, 20), (16, 24)])
+def test_detris_resize_is_bicubic_with_the_offset_scale_factor(grid):
+    """DETRIS's DINOv2: no antialias, scale factor (grid + 0.1) / 37 per side."""
+    pos = torch.randn(1, 1 + 37 * 37, 8, generator=torch.Generator().manual_seed(0))
+    resized = resize_pos_embed(pos, (37, 37), grid, 1, mode='detris')
+    table = pos[:, 1:].reshape(1, 37, 37, 8).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.interpolate(
+        table, scale_factor=((grid[0] + 0.1) / 37, (grid[1] + 0.1) / 37), mode='bicubic',
+        antialias=False).permute(0, 2, 3, 1).reshape(1, -1, 8)
+    by_size = torch.nn.functional.interpolate(table, size=grid, mode='bicubic')
+    assert torch.equal(resized[:, :1], pos[:, :1])
+    assert torch.equal(resized[:, 1:], expected)
+    assert (by_size.permute(0, 2, 3, 1).reshape(1, -1, 8) - expected).abs().max() > 1e-3
+    assert resize_pos_embed(pos, (37, 37), (37, 37), 1, mode='detris') is pos
+
+
+def test_pos_embed_mode_reaches_the_forward(official_file):
+    official = _pretrained(official_file)
+    detris = _pretrained(official_file, pos_embed_mode='detris')
+    x = _image(1, 448, 448)
+    with torch.no_grad():
+        assert (official(x)[0] - detris(x)[0]).abs().max() > 1e-4
+    at_518 = _image(1, 518, 518)  # the stored grid: both use it as it is
+    with torch.no_grad():
+        assert torch.equal(official(at_518)[0], detris(at_518)[0])
+    with pytest.raises(ValueError, match="pos_embed_mode='dinov2'"):
+        DINOv2(arch=TINY, pos_embed_mode='dinov2')
+
+
 def test_convert_rejects_unknown_official_key():
     with pytest.raises(KeyError, match=r'blocks\.0\.mlp\.fc3\.weight'):
         convert_dinov2_official({'blocks.0.mlp.fc3.weight': torch.zeros(1)})
@@ -194,8 +225,9 @@ def test_adapted_layer_formula(ffn_type):
                         layer_scale_init_value=0.5, ffn_type=ffn_type).eval()
     with torch.no_grad():
         layer.ffn.gamma2.weight.uniform_(0.2, 1.0)
-    adapter = PlainAdapter(in_channels=32, text_channels=16, channels=8, num_heads=2)
-    torch.nn.init.normal_(adapter.up.weight)
+    adapter = DenseAligner(in_channels=32, text_channels=16, channels=16, embed_channels=16,
+                           num_heads=2).eval()
+    torch.nn.init.normal_(adapter.D_fc2.weight)
     text = _text(2)
     x = torch.randn(2, 1 + 4 + 6, 32)
     got = layer(x, adapter=adapter, text=text, hw=(2, 3), num_prefix_tokens=5,
@@ -211,11 +243,11 @@ def test_adapted_layer_formula(ffn_type):
 
 
 @pytest.mark.parametrize('arch', ['tiny', 'tiny_swiglu'])
-def test_zero_init_plain_adapters_keep_outputs_and_get_gradients(tmp_path, arch):
+def test_zero_init_adapters_keep_outputs_and_get_gradients(tmp_path, arch):
     path = save_official_dinov2(tmp_path / f'{arch}.pth', arch)
     plain = _pretrained(path, arch=ARCHS[arch])
-    adapted = _pretrained(path, arch=ARCHS[arch], adapter_indices=(0, 2), adapter_cfg=dict(
-        type='PlainAdapter', text_channels=16, channels=8, num_heads=2))
+    adapted = _pretrained(path, arch=ARCHS[arch], adapter_indices=(0, 2),
+                          adapter_cfg=dict(ADAPTER, zero_init_out=True))
     assert sorted(adapted.adapters.keys()) == ['0', '2']
     assert adapted.adapters['0'].in_channels == TINY['embed_dims']
     x, text = _image(), _text(2)
@@ -226,13 +258,12 @@ def test_zero_init_plain_adapters_keep_outputs_and_get_gradients(tmp_path, arch)
         assert torch.equal(a, b)
     sum(o.square().sum() for o in outs).backward()
     for adapter in adapted.adapters.values():
-        assert adapter.up.weight.grad is not None
-        assert adapter.up.weight.grad.abs().sum() > 0
+        assert adapter.D_fc2.weight.grad is not None
+        assert adapter.D_fc2.weight.grad.abs().sum() > 0
 
 
 def test_adapter_needs_text(official_file):
-    adapted = _pretrained(official_file, adapter_indices=(1, ), adapter_cfg=dict(
-        type='PlainAdapter', text_channels=16, channels=8, num_heads=2))
+    adapted = _pretrained(official_file, adapter_indices=(1, ), adapter_cfg=ADAPTER)
     with pytest.raises(ValueError, match='needs the text features'):
         adapted(_image())
 
@@ -240,7 +271,7 @@ def test_adapter_needs_text(official_file):
 def test_adapter_index_outside_arch_is_refused():
     with pytest.raises(ValueError, match='adapter_indices holds 5'):
         DINOv2(arch=TINY, out_indices=(2, ), adapter_indices=(5, ),
-               adapter_cfg=dict(type='PlainAdapter'))
+               adapter_cfg=dict(type='DenseAligner'))
 
 
 # ---------------------------------------------------------------- trainable
@@ -266,8 +297,7 @@ def test_bitfit_ln_on_base_trains_under_one_percent():
 
 
 def test_frozen_params_stay_frozen(official_file):
-    model = _pretrained(official_file, adapter_indices=(1, ), adapter_cfg=dict(
-        type='PlainAdapter', text_channels=16, channels=8, num_heads=2))
+    model = _pretrained(official_file, adapter_indices=(1, ), adapter_cfg=ADAPTER)
     expected = _trainable_names(model)
     assert {n for n in expected if n.startswith('adapters.')} == {
         n for n, _ in model.named_parameters() if n.startswith('adapters.')}
@@ -283,8 +313,7 @@ def test_frozen_params_stay_frozen(official_file):
 @pytest.mark.parametrize('mode', ['all', 'none'])
 def test_trainable_all_and_none(mode):
     model = DINOv2(arch=TINY, trainable=mode, out_indices=(2, ), adapter_indices=(1, ),
-                   adapter_cfg=dict(
-        type='PlainAdapter', text_channels=16, channels=8, num_heads=2))
+                   adapter_cfg=ADAPTER)
     backbone = {n for n, _ in model.named_parameters() if not n.startswith('adapters.')}
     adapters = {n for n, _ in model.named_parameters() if n.startswith('adapters.')}
     trainable = _trainable_names(model.train())
