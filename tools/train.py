@@ -3,6 +3,7 @@
 Example:
     python tools/train.py configs/sera/sera_dinov2-b_refcoco.py
     python tools/train.py CONFIG --work-dir work_dirs/x --amp --resume
+    bash tools/dist_train.sh configs/detris/detris_dinov2-b_refcoco.py 2 --amp  # DETRIS's recipe
 """
 import argparse
 import os
@@ -23,8 +24,10 @@ def parse_args() -> argparse.Namespace:
         '--resume', action='store_true',
         help='resume from the latest checkpoint in the work dir')
     parser.add_argument(
-        '--amp', action='store_true',
-        help='automatic mixed precision (bf16 where the GPU supports it, else fp16)')
+        '--amp', nargs='?', const='auto', choices=['auto', 'float16', 'bfloat16'],
+        help='automatic mixed precision: the config\'s amp_dtype (DETRIS configs: '
+        'float16 with dynamic loss scaling), else bf16 where the GPU supports it, '
+        'else fp16; or name the dtype')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, key=value (e.g. '
@@ -40,24 +43,43 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def enable_amp(cfg, request: str, bf16_supported: bool) -> None:
+    """Switches ``cfg.optim_wrapper`` to mixed precision; called for ``--amp``.
+
+    Args:
+        cfg (Config): The training config, changed in place.
+        request (str): 'auto' (the config's ``amp_dtype``, else bf16 when
+            ``bf16_supported``, else fp16), 'float16' or 'bfloat16'.
+        bf16_supported (bool): Whether the device has bf16.
+
+    fp16 gets dynamic loss scaling (DETRIS's GradScaler); bf16 has fp32's
+    range and needs none.
+    """
+    optim_wrapper = cfg.optim_wrapper.type
+    if optim_wrapper == 'AmpOptimWrapper':
+        print('AMP training is already enabled in your config.')
+        return
+    if optim_wrapper != 'OptimWrapper':
+        raise ValueError(f'--amp is only supported with OptimWrapper, got {optim_wrapper}')
+    dtype = request
+    if dtype == 'auto':
+        dtype = cfg.get('amp_dtype') or ('bfloat16' if bf16_supported else 'float16')
+    if dtype not in ('float16', 'bfloat16'):
+        raise ValueError(f"amp_dtype={dtype!r} in the config; choose 'float16' or 'bfloat16'")
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.dtype = dtype
+    if dtype == 'float16':
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
 def main() -> None:
     args = parse_args()
     cfg = load_tool_config(args)
 
     if args.amp:
-        optim_wrapper = cfg.optim_wrapper.type
-        if optim_wrapper == 'AmpOptimWrapper':
-            print('AMP training is already enabled in your config.')
-        else:
-            assert optim_wrapper == 'OptimWrapper', (
-                f'`--amp` is only supported with OptimWrapper, got {optim_wrapper}')
-            import torch
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-                # bf16 has fp32's range: no loss scaling needed
-                cfg.optim_wrapper.dtype = 'bfloat16'
-            else:
-                cfg.optim_wrapper.loss_scale = 'dynamic'
+        import torch
+        enable_amp(cfg, args.amp,
+                   torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
     cfg.resume = args.resume
     set_dist_backend(cfg)

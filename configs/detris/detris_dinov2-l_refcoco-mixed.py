@@ -9,3 +9,7 @@ _base_ = [
 model = dict(
     text_encoder=dict(adapter_cfg=dict(channels=384), adapter_indices=tuple(range(1, 12))),
     backbone=dict(adapter_cfg=dict(channels=384), adapter_indices=tuple(range(1, 24))))
+# DETRIS concatenates the three training splits as they are (its tools/mix.py);
+# their images overlap the other sets' val/test images. Drop this line to
+# remove those referents (MixedRefCOCODataset's default, as the SERA mixed config).
+train_dataloader = dict(dataset=dict(holdout_splits=[]))

@@ -13,7 +13,7 @@ from mmengine.config import Config
 
 from sera_mm.datasets.refer_pickle import load_refer_pickle
 from .checkpoint_io import load_runner_checkpoint
-from .tool_runner import (REPO, TINY_CONFIG, data_options, explain, logged_metric,
+from .tool_runner import (REPO, TINY_CONFIG, data_options, explain, load_tool, logged_metric,
                           run_tool, weights_only_warnings)
 
 ITERS_PER_EPOCH = 4  # 28 training referents of the fixture, batches of 8
@@ -139,3 +139,21 @@ def test_show_dir_draws_every_sentence_of_every_split(tiny_trained, tmp_path):
         drawn.add((match.group(1), int(match.group(2))))
     assert len(pictures) == len(expected)      # nothing drawn twice, nothing overwritten
     assert drawn == expected
+
+
+@pytest.mark.parametrize('request_, bf16, expected', [
+    ('auto', True, ('float16', 'dynamic')),       # the DETRIS config's amp_dtype wins
+    ('bfloat16', True, ('bfloat16', None)),
+    ('float16', False, ('float16', 'dynamic')),
+])
+def test_amp_follows_the_config_then_the_request(request_, bf16, expected):
+    enable_amp = load_tool('train.py').enable_amp
+    cfg = Config.fromfile(osp.join(REPO, 'configs/detris/detris_dinov2-b_refcoco.py'))
+    enable_amp(cfg, request_, bf16)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert (cfg.optim_wrapper.dtype, cfg.optim_wrapper.get('loss_scale')) == expected
+    # without amp_dtype, 'auto' picks bf16 where the device has it
+    sera = Config.fromfile(osp.join(REPO, 'configs/synthetic/sera-tiny_synthetic.py'))
+    sera.amp_dtype = None
+    enable_amp(sera, 'auto', True)
+    assert sera.optim_wrapper.dtype == 'bfloat16' and 'loss_scale' not in sera.optim_wrapper

@@ -9,8 +9,8 @@ model = dict(
     neck=dict(
         # zero_init_experts: a choice of this project (the paper leaves the
         # init open): every expert's residual branch starts at 0, so that
-        # SERA-Fusion starts as the identity and a model warm-started from
-        # DETRIS starts from DETRIS's function.
+        # SERA-Fusion starts as the identity (on a warm start from DETRIS it
+        # passes DETRIS's levels through unchanged).
         fusion_cfg=dict(type='SERAFusion', router=dict(type='NoisyTopKRouter', top_k=2),
                         zero_init_experts=True),
         fusion_position='before_proj'),

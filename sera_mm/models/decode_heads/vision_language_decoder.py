@@ -1,4 +1,4 @@
-"""The vision-language decoder of the DETRIS-style baseline (docs/en/method.md, s. 5)."""
+"""DETRIS's vision-language decoder (docs/en/method.md, s. 5)."""
 from typing import Optional
 
 import torch.nn as nn
@@ -26,7 +26,7 @@ class VisionLanguageDecoder(BaseModule):
         channels (int): Width C of the pixel map. Defaults to 512.
         text_channels (int): Width of the word features. Defaults to 512.
         num_heads (int): Attention heads. Defaults to 8.
-        feedforward_channels (int): FFN hidden width. Defaults to 2048.
+        feedforward_channels (int): FFN hidden width. Defaults to 512 (DETRIS).
         dropout (float): Dropout. Defaults to 0.1.
         init_cfg (dict or list[dict], optional): Initialisation config.
     """
@@ -36,7 +36,7 @@ class VisionLanguageDecoder(BaseModule):
                  channels: int = 512,
                  text_channels: int = 512,
                  num_heads: int = 8,
-                 feedforward_channels: int = 2048,
+                 feedforward_channels: int = 512,
                  dropout: float = 0.1,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)

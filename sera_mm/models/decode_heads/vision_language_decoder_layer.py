@@ -18,7 +18,7 @@ class VisionLanguageDecoderLayer(nn.Module):
     Args:
         channels (int): Width C of pixels and (projected) words.
         num_heads (int): Attention heads. Defaults to 8.
-        feedforward_channels (int): FFN hidden width. Defaults to 2048.
+        feedforward_channels (int): FFN hidden width. Defaults to 512 (DETRIS).
         dropout (float): Dropout of attention weights, attention outputs and
             the FFN. Defaults to 0.1.
     """
@@ -26,7 +26,7 @@ class VisionLanguageDecoderLayer(nn.Module):
     def __init__(self,
                  channels: int,
                  num_heads: int = 8,
-                 feedforward_channels: int = 2048,
+                 feedforward_channels: int = 512,
                  dropout: float = 0.1) -> None:
         super().__init__()
         self.self_attn = nn.MultiheadAttention(
