@@ -31,7 +31,7 @@ model = dict(
         ]))
 sync_bn = None  # one process on the CPU
 
-max_epochs = 6
+max_epochs = 5
 optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=100),

@@ -10,17 +10,14 @@ the per-round ratios) and peak memory; writes JSON with ``--json``.
 step and/or forward pass (encoders, adapters, fusion, neck, decoder, head,
 loss).
 
-Examples (the README's numbers; CPU, torch's default threads):
+Example (the README's numbers; CPU, torch's default threads):
     python tools/analysis_tools/benchmark.py \
-        configs/ablations/detris_dinov2-b_refcoco.py \
-        configs/sera/sera_dinov2-b_refcoco.py --names baseline sera-top2 \
-        --batch-size 2 --img-size 448 --device cpu --repeats 8 --warmup 1 \
-        --profile --json work_dirs/benchmark/baseline_vs_sera.json
-    python tools/analysis_tools/benchmark.py \
+        configs/detris/detris_dinov2-b_refcoco.py configs/sera/sera_dinov2-b_refcoco.py \
+        configs/ablations/sera_dinov2-b_top1_refcoco.py \
         configs/ablations/sera_dinov2-b_top4_refcoco.py \
-        configs/ablations/sera_dinov2-b_top1_refcoco.py --names sera-top4 sera-top1 \
-        --batch-size 2 --img-size 448 --device cpu --repeats 8 --warmup 1 \
-        --json work_dirs/benchmark/top4_vs_top1.json
+        --names detris sera-top2 sera-top1 sera-top4 \
+        --batch-size 2 --img-size 448 --device cpu --repeats 6 --warmup 1 \
+        --json work_dirs/benchmark/detris_vs_sera.json
 On a GPU: ``--device cuda --amp`` (bf16 autocast; peak memory from
 ``torch.cuda.max_memory_allocated``).
 """

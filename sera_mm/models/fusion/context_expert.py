@@ -3,7 +3,7 @@ from typing import Optional
 
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
-from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
+from mmcv.cnn.bricks.transformer import FFN
 from mmengine.model import BaseModule
 from torch import Tensor
 
@@ -43,8 +43,11 @@ class ContextExpert(BaseModule):
                              f'channels={channels}')
         self.channels = channels
         self.norm1 = build_norm_layer(norm_cfg, channels)[1]
-        self.attn = MultiheadAttention(channels, num_heads, attn_drop=attn_drop,
-                                       batch_first=True)
+        # torch's attention called with need_weights=False runs the fused
+        # scaled_dot_product_attention kernel; mmcv's wrapper asks for the
+        # weights and computes the softmax explicitly (about 4x slower here).
+        self.attn = nn.MultiheadAttention(channels, num_heads, dropout=attn_drop,
+                                          batch_first=True)
         self.norm2 = build_norm_layer(norm_cfg, channels)[1]
         self.ffn = FFN(channels, int(channels * ffn_ratio), act_cfg=act_cfg, ffn_drop=ffn_drop)
 
@@ -52,7 +55,7 @@ class ContextExpert(BaseModule):
         """Zeroes the attention's output projection and the FFN's last
         linear layer: the expert starts as the identity."""
         last_linear = [m for m in self.ffn.modules() if isinstance(m, nn.Linear)][-1]
-        for layer in (self.attn.attn.out_proj, last_linear):
+        for layer in (self.attn.out_proj, last_linear):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
@@ -63,7 +66,8 @@ class ContextExpert(BaseModule):
                              f'got {tuple(x.shape)}')
         b, c, h, w = x.shape
         tokens = x.flatten(2).transpose(1, 2)  # B x HW x C
-        # mmcv's attention and FFN add their `identity` argument: the residual.
-        tokens = self.attn(self.norm1(tokens), identity=tokens)
+        normed = self.norm1(tokens)
+        tokens = tokens + self.attn(normed, normed, normed, need_weights=False)[0]
+        # mmcv's FFN adds its `identity` argument: the residual
         tokens = self.ffn(self.norm2(tokens), identity=tokens)
         return tokens.transpose(1, 2).reshape(b, c, h, w)

@@ -15,6 +15,49 @@ from sera_mm.registry import MODELS
 SampleList = List[SegDataSample]
 
 
+def resolve_test_cfg(test_cfg: Optional[dict]) -> dict:
+    """Fills in and checks the segmentor's ``test_cfg``; called in ``__init__``.
+
+    Returns:
+        dict: ``threshold`` (default 0.35) and ``upsample``, the
+        ``F.interpolate`` options of the resize to the input size (default
+        bilinear, ``align_corners=False``; ``align_corners`` defaults to False
+        for the modes that take it and must be absent for the others).
+
+    Raises:
+        KeyError: For unknown keys, also inside ``upsample``.
+        ValueError: For a bad threshold, mode or ``align_corners``.
+    """
+    cfg = dict(test_cfg or {})
+    unknown = set(cfg) - {'threshold', 'upsample'}
+    if unknown:
+        raise KeyError(f'ReferringSegmentor: unknown test_cfg keys {sorted(unknown)}; '
+                       "known: ['threshold', 'upsample']")
+    threshold = cfg.get('threshold', 0.35)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise ValueError('ReferringSegmentor: test_cfg.threshold must be a number, '
+                         f'got {threshold!r}')
+    upsample = dict(cfg.get('upsample') or dict(mode='bilinear'))
+    unknown = set(upsample) - {'mode', 'align_corners'}
+    if unknown:
+        raise KeyError(f'ReferringSegmentor: unknown test_cfg.upsample keys '
+                       f"{sorted(unknown)}; known: ['align_corners', 'mode']")
+    alignable, others = ('bilinear', 'bicubic'), ('nearest', 'nearest-exact', 'area')
+    mode = upsample.get('mode', 'bilinear')
+    if mode not in alignable + others:
+        raise ValueError('ReferringSegmentor: test_cfg.upsample.mode must be one of '
+                         f'{alignable + others}, got {mode!r}')
+    if mode in alignable:
+        upsample.setdefault('align_corners', False)
+        if not isinstance(upsample['align_corners'], bool):
+            raise ValueError('ReferringSegmentor: test_cfg.upsample.align_corners '
+                             f"must be a bool, got {upsample['align_corners']!r}")
+    elif 'align_corners' in upsample:
+        raise ValueError('ReferringSegmentor: test_cfg.upsample.align_corners is '
+                         f"only for modes {alignable}, not '{mode}'")
+    return dict(threshold=float(threshold), upsample=dict(upsample, mode=mode))
+
+
 @MODELS.register_module()
 class ReferringSegmentor(BaseSegmentor):
     """Segments the object a sentence refers to (docs/en/method.md, s. 1-6).
@@ -75,39 +118,7 @@ class ReferringSegmentor(BaseSegmentor):
         self.decode_head = MODELS.build(decode_head)
         self.moe_loss = MODELS.build(moe_loss) if moe_loss is not None else None
         self.train_cfg = train_cfg
-        # test_cfg: threshold (0.35) and upsample, the F.interpolate options
-        # of the resize to the input size (bilinear, align_corners=False);
-        # align_corners defaults to False for the modes that take it and
-        # must be absent for the others. Unknown keys, also inside
-        # upsample, raise KeyError; bad values ValueError.
-        cfg = dict(test_cfg or {})
-        unknown = set(cfg) - {'threshold', 'upsample'}
-        if unknown:
-            raise KeyError(f'ReferringSegmentor: unknown test_cfg keys {sorted(unknown)}; '
-                           "known: ['threshold', 'upsample']")
-        threshold = cfg.get('threshold', 0.35)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-            raise ValueError('ReferringSegmentor: test_cfg.threshold must be a number, '
-                             f'got {threshold!r}')
-        upsample = dict(cfg.get('upsample') or dict(mode='bilinear'))
-        unknown = set(upsample) - {'mode', 'align_corners'}
-        if unknown:
-            raise KeyError(f'ReferringSegmentor: unknown test_cfg.upsample keys '
-                           f"{sorted(unknown)}; known: ['align_corners', 'mode']")
-        alignable, others = ('bilinear', 'bicubic'), ('nearest', 'nearest-exact', 'area')
-        mode = upsample.get('mode', 'bilinear')
-        if mode not in alignable + others:
-            raise ValueError('ReferringSegmentor: test_cfg.upsample.mode must be one of '
-                             f'{alignable + others}, got {mode!r}')
-        if mode in alignable:
-            upsample.setdefault('align_corners', False)
-            if not isinstance(upsample['align_corners'], bool):
-                raise ValueError('ReferringSegmentor: test_cfg.upsample.align_corners '
-                                 f"must be a bool, got {upsample['align_corners']!r}")
-        elif 'align_corners' in upsample:
-            raise ValueError('ReferringSegmentor: test_cfg.upsample.align_corners is '
-                             f"only for modes {alignable}, not '{mode}'")
-        self.test_cfg = dict(threshold=float(threshold), upsample=dict(upsample, mode=mode))
+        self.test_cfg = resolve_test_cfg(test_cfg)
         # The fallback resize to ``ori_shape`` (no letterbox meta) is
         # bilinear with half-pixel centres, as undo_letterbox's 'resize'.
         self.align_corners = False

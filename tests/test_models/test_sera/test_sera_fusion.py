@@ -92,8 +92,12 @@ def test_context_expert_matches_a_prenorm_reference():
     expert = MODELS.build(dict(type='ContextExpert', channels=8, num_heads=2)).eval()
     x = torch.randn(2, 8, 3, 4)
     tokens = x.flatten(2).transpose(1, 2)
-    q = expert.norm1(tokens).transpose(0, 1)  # torch's attention wants L x B x C
-    x1 = tokens + expert.attn.attn(q, q, q, need_weights=False)[0].transpose(0, 1)
+    q = expert.norm1(tokens).transpose(0, 1)  # the functional attention wants L x B x C
+    attn = expert.attn
+    out, _ = torch.nn.functional.multi_head_attention_forward(
+        q, q, q, 8, 2, attn.in_proj_weight, attn.in_proj_bias, None, None, False, 0.,
+        attn.out_proj.weight, attn.out_proj.bias, training=False, need_weights=False)
+    x1 = tokens + out.transpose(0, 1)
     x2 = x1 + expert.ffn.layers(expert.norm2(x1))
     assert torch.allclose(expert(x), x2.transpose(1, 2).reshape(2, 8, 3, 4), atol=1e-5)
 
@@ -197,7 +201,7 @@ def test_zero_init_experts_start_as_identity_and_can_learn(top_k, norm_cfg):
     spatial, context, boundary, shape = fusion.experts
     chosen = set(routing.indices.flatten().tolist())
     # the zeroed layers receive gradients: training moves them off zero
-    zeroed = {0: [spatial.proj.weight], 1: [context.attn.attn.out_proj.weight],
+    zeroed = {0: [spatial.proj.weight], 1: [context.attn.out_proj.weight],
               2: [boundary.scale.weight], 3: [shape.scale.weight]}
     for idx in chosen:
         for param in zeroed[idx]:
