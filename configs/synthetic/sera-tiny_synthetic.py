@@ -4,7 +4,9 @@ _base_ = './detris-tiny_synthetic.py'
 model = dict(
     backbone=dict(adapter_cfg=dict(type='SERAAdapter')),
     neck=dict(fusion_cfg=dict(type='SERAFusion', router=dict(type='NoisyTopKRouter', top_k=2),
-                              zero_init_experts=True)),
+                              zero_init_experts=True,
+                              # FFN 2x in the context expert (4x at full size), for time
+                              expert_cfgs=dict(context=dict(ffn_ratio=2.)))),
     moe_loss=dict(type='MoERegularizationLoss'))
 custom_hooks = [dict(type='RoutingStatsHook', interval=50)]
 # experts not picked by any sample of a rank get no gradient on that rank

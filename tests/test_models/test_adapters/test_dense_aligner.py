@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from sera_mm.models.adapters import DenseAligner
 from sera_mm.models.utils import TextFeatures
 from sera_mm.registry import MODELS
+from .norm_helpers import randomise_norms
 
 D, DA, C_T, P, HW = 24, 32, 12, 5, (4, 3)
 
@@ -14,17 +15,7 @@ def _aligner(**kwargs) -> DenseAligner:
     cfg = dict(type='DenseAligner', in_channels=D, channels=DA, text_channels=C_T,
                embed_channels=16, num_heads=4)
     cfg.update(kwargs)
-    adapter = MODELS.build(cfg)
-    with torch.no_grad():  # non-trivial BN statistics and affine parameters
-        for name, buf in adapter.named_buffers():
-            if name.endswith('running_mean'):
-                buf.normal_(0, 0.1)
-            elif name.endswith('running_var'):
-                buf.uniform_(0.5, 1.5)
-        for name, p in adapter.named_parameters():
-            if '.bn.' in name or name.endswith('bias'):
-                p.add_(0.1 * torch.randn_like(p))
-    return adapter
+    return randomise_norms(MODELS.build(cfg), biases=True)
 
 
 def _inputs(batch=2, length=6, num_pad=2, hw=HW):

@@ -5,21 +5,9 @@ import torch.nn.functional as F
 
 from sera_mm.models.adapters import TextAdapter
 from sera_mm.registry import MODELS
+from .norm_helpers import randomise_norms
 
 D, DA = 24, 32
-
-
-def _randomise_bn(adapter):
-    with torch.no_grad():
-        for name, buf in adapter.named_buffers():
-            if name.endswith('running_mean'):
-                buf.normal_(0, 0.1)
-            elif name.endswith('running_var'):
-                buf.uniform_(0.5, 1.5)
-        for name, p in adapter.named_parameters():
-            if '.bn.' in name:
-                p.add_(0.1 * torch.randn_like(p))
-    return adapter
 
 
 def _conv_bn_relu(x, sd, prefix, padding):
@@ -44,7 +32,7 @@ def _reference(x, sd):
 
 def test_text_adapter_equals_detris_formula_with_detris_names():
     torch.manual_seed(0)
-    adapter = _randomise_bn(MODELS.build(dict(type='TextAdapter', in_channels=D,
+    adapter = randomise_norms(MODELS.build(dict(type='TextAdapter', in_channels=D,
                                               channels=DA))).eval()
     sd = adapter.state_dict()
     # DETRIS's parameter names and shapes (in=32 -> 1x1 16; 3x3 2 -> 8; 5x5 2 -> 8)
@@ -62,7 +50,7 @@ def test_text_adapter_equals_detris_formula_with_detris_names():
 
 def test_text_adapter_mixes_neighbouring_words_but_not_into_sot():
     torch.manual_seed(0)
-    adapter = _randomise_bn(TextAdapter(D, DA)).eval()
+    adapter = randomise_norms(TextAdapter(D, DA)).eval()
     x = torch.randn(1, 7, D)
     y = x.clone()
     y[:, 4] += 1.
