@@ -71,8 +71,13 @@ def test_a_list_is_one_batch_with_per_image_sizes(model):
     for img, sent, res in zip(images, sentences, batch):
         single = inference_referring(model, img, sent)
         assert tuple(res.pred_sem_seg.shape) == img.shape[:2]
-        torch.testing.assert_close(res.seg_logits.data, single.seg_logits.data,
-                                   atol=1e-4, rtol=1e-4)
+        # Batch and single runs differ by float rounding (other GEMM blocking).
+        # Compared as probabilities, what the post-processing resamples:
+        # ``seg_logits`` is their logit, whose slope 1 / (p (1 - p)) turns a
+        # rounding step of a saturated probability into ~1e-3 of logit.
+        torch.testing.assert_close(res.seg_logits.data.sigmoid(),
+                                   single.seg_logits.data.sigmoid(), atol=1e-5, rtol=0)
+        assert torch.equal(res.pred_sem_seg.data, single.pred_sem_seg.data)
 
 
 def test_input_errors_name_the_input(model, tmp_path):
