@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from sera_mm.datasets.transforms import undo_letterbox
 from sera_mm.datasets.transforms.letterbox import nearest_exact_indices
 from sera_mm.registry import TRANSFORMS
+from test_tools.detris_reference import detris_letterbox_matrices
 
 
 def _random_mask(h, w, seed=0):
@@ -145,17 +146,6 @@ SHAPES = [(333, 500), (500, 333), (375, 500), (500, 375), (427, 640),
           (7, 5), (5, 7), (40, 900), (900, 40)]
 
 
-def detris_matrices(h, w, out_h=S, out_w=S):
-    """DETRIS's getTransformMat, written out from its description."""
-    scale = min(out_h / h, out_w / w)
-    new_h, new_w = h * scale, w * scale
-    bias_x, bias_y = (out_w - new_w) / 2., (out_h - new_h) / 2.
-    src = np.array([[0, 0], [w, 0], [0, h]], np.float32)
-    dst = np.array([[bias_x, bias_y], [new_w + bias_x, bias_y],
-                    [bias_x, new_h + bias_y]], np.float32)
-    return cv2.getAffineTransform(src, dst), cv2.getAffineTransform(dst, src)
-
-
 def _photo(h, w, seed):
     """A smooth picture with texture and saturated spots (BGR uint8)."""
     rng = np.random.default_rng(seed)
@@ -197,7 +187,7 @@ def test_affine_letterbox_is_detris_bit_exact(h, w):
     out = _affine(soft_masks=True)(
         dict(img=bgr.copy(), gt_seg_map=mask.copy(), seg_fields=['gt_seg_map']))
 
-    mat, mat_inv = detris_matrices(h, w)
+    mat, mat_inv = detris_letterbox_matrices(h, w, S, S)
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     want_img = cv2.warpAffine(rgb, mat, (S, S), flags=cv2.INTER_CUBIC,
                               borderValue=DETRIS_BORDER_RGB)

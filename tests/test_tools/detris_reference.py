@@ -10,9 +10,11 @@ port and checkpoint conversion without DETRIS's code:
   names, shapes and dtypes (no DDP ``module.`` prefix);
 * :func:`save_like_detris_train`: a checkpoint laid out as DETRIS's
   ``train.py`` saves it;
-* :func:`detris_forward`: ``DETRIS.forward(img, word)`` in eval mode.
+* :func:`detris_forward`: ``DETRIS.forward(img, word)`` in eval mode;
+* :func:`detris_letterbox_matrices`: the letterbox of DETRIS's data loader.
 
-It imports nothing but torch and the standard library, by design: it must
+It imports nothing but torch and the standard library (and OpenCV for the
+letterbox, which DETRIS computes with it), by design: it must
 not share code with sera_mm (or with DETRIS) to be worth comparing against.
 Everything runs in float32, batch first (DETRIS's sequence-first layouts are
 permutations of the same numbers).
@@ -460,6 +462,25 @@ def save_like_detris_train(path: str, state_dict: Dict[str, Tensor], epoch: int 
         'optimizer': optimizer.state_dict(),
         'scheduler': scheduler.state_dict(),
     }, path)
+
+
+def detris_letterbox_matrices(h: int, w: int, out_h: int, out_w: int) -> tuple:
+    """DETRIS's letterbox (``getTransformMat`` of its data loader), written out
+    from its description: scale to fit, centred, fractional offsets.
+
+    Returns:
+        tuple: ``(matrix, inverse)``, 2 x 3; ``matrix`` maps original to
+        letterboxed pixel coordinates.
+    """
+    import cv2
+    import numpy as np
+    scale = min(out_h / h, out_w / w)
+    new_h, new_w = h * scale, w * scale
+    bias_x, bias_y = (out_w - new_w) / 2., (out_h - new_h) / 2.
+    src = np.array([[0, 0], [w, 0], [0, h]], np.float32)
+    dst = np.array([[bias_x, bias_y], [new_w + bias_x, bias_y],
+                    [bias_x, new_h + bias_y]], np.float32)
+    return cv2.getAffineTransform(src, dst), cv2.getAffineTransform(dst, src)
 
 
 def make_detris_tokens(lengths: Sequence[int], word_len: int, seed: int = 0) -> Tensor:

@@ -8,6 +8,7 @@ from mmseg.structures import SegDataSample
 
 from sera_mm.models.segmentors import ReferringSegmentor
 from sera_mm.registry import MODELS
+from test_tools.detris_reference import detris_letterbox_matrices
 
 CLIP_MEAN = [122.7709383, 116.7460125, 104.09373615]
 CLIP_STD = [68.5005327, 66.6321579, 70.32316305]
@@ -249,19 +250,6 @@ DETRIS_SHAPES = [(333, 500), (500, 333), (500, 375), (427, 640), (640, 480),
                  (300, 300), (7, 5), (40, 900), (900, 40)]
 
 
-def detris_inverse(h, w, size=DETRIS_SIZE):
-    """DETRIS's inverse letterbox matrix, written out from its description."""
-    import cv2
-    import numpy as np
-    scale = min(size / h, size / w)
-    new_h, new_w = h * scale, w * scale
-    bias_x, bias_y = (size - new_w) / 2., (size - new_h) / 2.
-    src = np.array([[0, 0], [w, 0], [0, h]], np.float32)
-    dst = np.array([[bias_x, bias_y], [new_w + bias_x, bias_y],
-                    [bias_x, new_h + bias_y]], np.float32)
-    return cv2.getAffineTransform(dst, src)
-
-
 def test_postprocess_equals_detris_inference():
     """From the same 128 x 128 logits: sigmoid, bicubic align_corners=True to
     448, inverse cubic warp to (w, h), > 0.35. The masks are identical (the
@@ -296,8 +284,9 @@ def test_postprocess_equals_detris_inference():
                           align_corners=True).squeeze(1)
     overshoot = False
     for pred, (h, w), ds in zip(preds, DETRIS_SHAPES, results):
-        prob = cv2.warpAffine(pred.numpy(), detris_inverse(h, w), (w, h),
-                              flags=cv2.INTER_CUBIC, borderValue=0.)
+        inverse = detris_letterbox_matrices(h, w, DETRIS_SIZE, DETRIS_SIZE)[1]
+        prob = cv2.warpAffine(pred.numpy(), inverse, (w, h), flags=cv2.INTER_CUBIC,
+                              borderValue=0.)
         mask = np.array(prob > 0.35)
         assert ds.pred_sem_seg.data.shape == (1, h, w)
         assert ds.pred_sem_seg.data.dtype == torch.long
