@@ -5,7 +5,7 @@ Example::
 
     from sera_mm.apis import inference_referring, init_model
     model = init_model('configs/synthetic/sera-tiny_synthetic.py',
-                       'work_dirs/demo/epoch_5.pth', device='cpu')
+                       'work_dirs/demo/epoch_6.pth', device='cpu')
     result = inference_referring(model, 'demo.jpg', 'the red circle')
     mask = result.pred_sem_seg.data[0].bool()     # H x W, the image's size
 """

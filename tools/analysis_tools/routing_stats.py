@@ -18,7 +18,7 @@ Examples::
         configs/sera/sera_dinov2-b_refcoco.py work_dirs/sera/best.pth \
         --splits val testA testB --out work_dirs/sera/routing
     python tools/analysis_tools/routing_stats.py \
-        configs/synthetic/sera-tiny_synthetic.py work_dirs/demo/epoch_5.pth --out routing/
+        configs/synthetic/sera-tiny_synthetic.py work_dirs/demo/epoch_6.pth --out routing/
 """
 import argparse
 import copy
