@@ -279,8 +279,17 @@ def test_frozen_tower_passes_gradients_to_its_adapters_only():
     out = encoder(_tokens())
     (out.words.sum() + out.sentence.sum()).backward()
     assert all(p.grad is None for p in encoder.text.parameters())
-    assert all(p.grad is not None and p.grad.abs().sum() > 0
-               for p in encoder.adapters.parameters())
+    assert all(p.grad is not None for p in encoder.adapters.parameters())
+    # A conv bias ahead of a BatchNorm in training mode is removed with the
+    # batch mean, so its true gradient is 0 (what autograd leaves is rounding);
+    # every other adapter weight must get a real gradient.
+    before_bn = {n for n, _ in encoder.adapters.named_parameters() if n.endswith('conv.bias')}
+    assert before_bn, 'the dense branches have conv biases (DETRIS names)'
+    for name, p in encoder.adapters.named_parameters():
+        if name in before_bn:
+            assert p.grad.abs().max() < 1e-5, name
+        else:
+            assert p.grad.abs().sum() > 0, name
     assert not any(p.requires_grad for p in encoder.text.parameters())
     # state dict: the tower's keys and the adapters'
     keys = set(encoder.state_dict())
