@@ -12,12 +12,12 @@ difference of each config's mean val mIoU to the first config's.
 
 Examples::
 
-    # the synthetic ladder of the README, 4 epochs, 2 seeds, 2 runs at a time
+    # the synthetic ladder of the README, 2 epochs, 2 seeds, 2 runs at a time
     python tools/analysis_tools/run_ablations.py \\
         configs/synthetic/detris-tiny_synthetic.py \\
         configs/synthetic/ablations/adapter-only-tiny_synthetic.py \\
         configs/synthetic/ablations/sera-tiny_top{1,2,3,4}_synthetic.py \\
-        --seeds 0 1 --max-epochs 4 --jobs 2 --work-dir work_dirs/ablations
+        --seeds 0 1 --max-epochs 2 --jobs 2 --work-dir work_dirs/ablations_2ep
     # re-tabulate what is there without training
     python tools/analysis_tools/run_ablations.py CONFIGS... --work-dir DIR --table-only
 """
