@@ -30,23 +30,51 @@ def synthetic_refer(tmp_path_factory) -> str:
     return root
 
 
+def _forget_globals_made_since(loggers: set, scopes: set) -> None:
+    """Closes and forgets the MMLogger instances and drops the DefaultScope
+    instances created since the snapshot ``(loggers, scopes)``."""
+    from mmengine.logging import MMLogger
+    from mmengine.registry import DefaultScope
+    for name in set(MMLogger._instance_dict) - loggers:
+        logger = MMLogger._instance_dict.pop(name)
+        for handler in list(logger.handlers):
+            handler.close()
+            logger.removeHandler(handler)
+    for name in set(DefaultScope._instance_dict) - scopes:
+        DefaultScope._instance_dict.pop(name)
+
+
+def _global_snapshot() -> tuple:
+    from mmengine.logging import MMLogger
+    from mmengine.registry import DefaultScope
+    return set(MMLogger._instance_dict), set(DefaultScope._instance_dict)
+
+
 @pytest.fixture(autouse=True)
-def _drop_loggers_made_by_the_test():
-    """Forgets the mmengine loggers a test created, when it ends.
+def _drop_globals_made_by_the_test():
+    """Forgets the mmengine loggers and default scopes a test created, when
+    it ends.
 
     MMLogger instances are process-global and keep a handler on the
     ``sys.stdout`` they were created with; under ``capsys`` that is pytest's
     capture file, closed after the test. A later test logging through such
     an instance would print 'Logging error' into its own captured output.
+    The newest DefaultScope decides which registry every later ``build``
+    searches: a Runner built with ``default_scope='mmengine'`` would make
+    the next test on the same worker look for sera_mm's types there.
     """
-    from mmengine.logging import MMLogger
-    before = set(MMLogger._instance_dict)
+    snapshot = _global_snapshot()
     yield
-    for name in set(MMLogger._instance_dict) - before:
-        logger = MMLogger._instance_dict.pop(name)
-        for handler in list(logger.handlers):
-            handler.close()
-            logger.removeHandler(handler)
+    _forget_globals_made_since(*snapshot)
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _drop_globals_made_by_the_module():
+    """The same for what a module's module-scoped fixtures (a trained toy
+    Runner, say) created, when the module ends."""
+    snapshot = _global_snapshot()
+    yield
+    _forget_globals_made_since(*snapshot)
 
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..'))
