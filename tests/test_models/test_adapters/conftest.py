@@ -10,4 +10,3 @@ def sera_scope():
     default scope an earlier test left behind."""
     with DefaultScope.overwrite_default_scope('sera_mm'):
         yield
-
