@@ -1,5 +1,7 @@
 """sera_mm: SERA for referring image segmentation, as an OpenMMLab plugin."""
-__version__ = '0.1.0'
+import os.path as osp
+
+from .version import __version__, version_info
 
 
 def register_all_modules(init_default_scope: bool = True) -> None:
@@ -25,4 +27,45 @@ def register_all_modules(init_default_scope: bool = True) -> None:
             DefaultScope.get_instance('sera_mm', scope_name='sera_mm')
 
 
-__all__ = ['__version__', 'register_all_modules']
+def get_config_path(name: str = '') -> str:
+    """Absolute path of a config shipped with sera_mm (or of its folder).
+
+    A wheel holds the configs in ``sera_mm/.mim/configs`` (copied at build
+    time, where OpenMMLab's ``mim`` looks); an editable install links that
+    folder to the repository's ``configs/``, and a bare source checkout is
+    read directly. With a non-editable install, from any directory::
+
+        python -m pip install .       # in the repository, once
+        CFG=$(python -c "import sera_mm; print(sera_mm.get_config_path(
+            'synthetic/sera-tiny_synthetic.py'))")
+        TOOLS=$(python -c "import sera_mm; print(sera_mm.get_tool_path())")
+        python $TOOLS/analysis_tools/count_params.py $CFG
+
+    Args:
+        name: A path relative to ``configs/``, e.g.
+            ``'sera/sera_dinov2-b_refcoco.py'``; empty for the folder.
+
+    Raises:
+        FileNotFoundError: Neither place holds ``name``.
+    """
+    return _shipped('configs', name)
+
+
+def get_tool_path(name: str = '') -> str:
+    """Absolute path of a script of ``tools/`` shipped with sera_mm (or of
+    the folder), found as :func:`get_config_path` finds configs."""
+    return _shipped('tools', name)
+
+
+def _shipped(folder: str, name: str) -> str:
+    package = osp.dirname(osp.abspath(__file__))
+    places = (osp.join(package, '.mim', folder), osp.join(osp.dirname(package), folder))
+    for place in places:
+        path = osp.join(place, name) if name else place
+        if osp.isdir(place) and osp.exists(path):
+            return path
+    raise FileNotFoundError(f'sera_mm: no {folder}/{name} in ' + ' or '.join(places))
+
+
+__all__ = ['__version__', 'version_info', 'get_config_path', 'get_tool_path',
+           'register_all_modules']
