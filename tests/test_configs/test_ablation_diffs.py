@@ -6,7 +6,7 @@ import re
 import pytest
 from mmengine.config import Config
 
-from .config_utils import MISSING, REPO, ablation_files, declared_base, leaf_diff
+from helpers.configs import MISSING, REPO, ablation_files, declared_base, leaf_diff
 
 ABLATIONS = ablation_files()
 MAX_CHANGED_KEYS = 2

@@ -6,7 +6,7 @@ from mmengine.config import Config
 from mmengine.registry import Registry
 
 import sera_mm.registry as sera_registry
-from .config_utils import REPO, config_files, iter_type_dicts
+from helpers.configs import REPO, config_files, iter_type_dicts
 
 ALL_CONFIGS = config_files()
 FULL_CONFIGS = config_files(bases=False)

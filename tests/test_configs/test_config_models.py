@@ -18,7 +18,7 @@ from torch import nn
 from sera_mm.datasets.transforms import TokenizeText
 from sera_mm.registry import MODELS
 from sera_mm.utils import disable_pretrained, param_report
-from .config_utils import REPO, config_files, is_full_size, iter_typed_nodes
+from helpers.configs import REPO, config_files, is_full_size, iter_typed_nodes
 
 DETRIS_B = 'configs/detris/detris_dinov2-b_refcoco.py'
 SERA_MAIN = 'configs/sera/sera_dinov2-b_refcoco.py'

@@ -1,9 +1,9 @@
-"""Fixtures of the dataset tests (helpers in refer_fixture.py)."""
+"""Fixtures of the dataset tests (the hand-made set is tests/helpers/refer.py)."""
 import copy
 
 import pytest
 
-from .refer_fixture import annotation_table, ref_table, write_refer
+from helpers.refer import annotation_table, ref_table, write_refer
 
 
 @pytest.fixture(scope='module')

@@ -5,7 +5,7 @@ from pycocotools import mask as mask_utils
 
 from sera_mm.registry import TRANSFORMS
 
-from .refer_fixture import IMAGES, annotation_table
+from helpers.refer import IMAGES, annotation_table
 
 
 def _reference(seg, h, w):

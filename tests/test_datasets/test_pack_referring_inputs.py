@@ -9,7 +9,7 @@ from sera_mm.datasets import RefCOCODataset
 from sera_mm.datasets.transforms import decode_segmentation, undo_letterbox
 from sera_mm.registry import TRANSFORMS
 
-from .refer_fixture import dataset_cfg
+from helpers.refer import dataset_cfg
 
 TEST_PIPELINE = [
     dict(type='LoadImageFromFile'),

@@ -7,7 +7,7 @@ import pytest
 from sera_mm.datasets import RefCOCODataset
 from sera_mm.registry import DATASETS
 
-from .refer_fixture import EXPECTED_COUNTS, IMAGES, dataset_cfg, image_file
+from helpers.refer import EXPECTED_COUNTS, IMAGES, dataset_cfg, image_file
 
 REQUIRED_KEYS = {'img_path', 'ref_id', 'ann_id', 'image_id', 'sent_id', 'text',
                  'segmentation', 'height', 'width'}
@@ -102,7 +102,7 @@ def test_shuffle_sentences_in_training_moves_sentence_lists(refer_root,
 
 
 def test_check_images_once_and_switch(tmp_path):
-    from .refer_fixture import write_refer
+    from helpers.refer import write_refer
     root = write_refer(str(tmp_path), write_images=False)
     with pytest.raises(FileNotFoundError) as e:
         RefCOCODataset(**dataset_cfg(root, split='train'))

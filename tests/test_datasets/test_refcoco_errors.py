@@ -5,52 +5,9 @@ import pickle
 import pytest
 
 from sera_mm.datasets import RefCOCODataset
-
-from .refer_fixture import dataset_cfg, image_file, write_refer
-
-
-def _ann(inst, ann_id):
-    return [a for a in inst['annotations'] if a['id'] == ann_id][0]
-
-
-def _set_seg(ann_id, seg):
-    def edit(inst):
-        _ann(inst, ann_id)['segmentation'] = seg
-    return edit
-
-
-def _ref_edit(fn):
-    def edit(refs):
-        fn(refs[0])  # ref_id 11, ann 101, image 1, split train
-    return edit
-
-
-def _truncate(root):
-    path = os.path.join(root, 'refcoco', 'instances.json')
-    data = open(path, 'rb').read()
-    open(path, 'wb').write(data[:len(data) // 2])
-
-
-def _not_json(root):
-    open(os.path.join(root, 'refcoco', 'instances.json'), 'w').write(
-        'images: none\n')
-
-
-def _malicious(root):
-    class Evil:
-        def __reduce__(self):
-            return (open, (os.path.join(root, 'pwned'), 'w'))
-    with open(os.path.join(root, 'refcoco', 'refs(unc).p'), 'wb') as f:
-        pickle.dump([Evil()], f, protocol=2)
-
-
-def _dict_pickle(root):
-    with open(os.path.join(root, 'refcoco', 'refs(unc).p'), 'wb') as f:
-        pickle.dump({'refs': []}, f, protocol=2)
-
-
-def _remove_image(root):
-    os.remove(os.path.join(root, 'train2014', image_file(1)))
+from helpers.refer import (annotation, dataset_cfg, dict_refs_pickle, edit_first_ref, image_file,
+                           instances_not_json, malicious_refs_pickle, remove_image,
+                           set_segmentation, truncate_instances, write_refer)
 
 
 CASES = {
@@ -65,49 +22,49 @@ CASES = {
                            dict(split_file='refcoco/refs(umd).p'),
                            FileNotFoundError,
                            ['refs(umd).p', 'Data preparation']),
-    'missing image': (None, None, _remove_image, {}, FileNotFoundError,
+    'missing image': (None, None, remove_image, {}, FileNotFoundError,
                       [image_file(1), 'Data preparation']),
-    'truncated json': (None, None, _truncate, {}, ValueError,
+    'truncated json': (None, None, truncate_instances, {}, ValueError,
                        ['instances.json', 'JSON']),
-    'not json': (None, None, _not_json, {}, ValueError,
+    'not json': (None, None, instances_not_json, {}, ValueError,
                  ['instances.json', 'JSON']),
-    'unknown ann_id': (None, _ref_edit(lambda r: r.update(ann_id=999)), None,
+    'unknown ann_id': (None, edit_first_ref(lambda r: r.update(ann_id=999)), None,
                        {}, ValueError, ['ref_id 11', 'ann_id 999',
                                         'instances.json']),
-    'unknown image_id': (None, _ref_edit(lambda r: r.update(image_id=77)),
+    'unknown image_id': (None, edit_first_ref(lambda r: r.update(image_id=77)),
                          None, {}, ValueError,
                          ['ref_id 11', 'image_id 77', 'instances.json']),
-    'ann of another image': (None, _ref_edit(lambda r: r.update(ann_id=201)),
+    'ann of another image': (None, edit_first_ref(lambda r: r.update(ann_id=201)),
                              None, {}, ValueError,
                              ['ref_id 11', 'ann_id 201', 'image_id 2']),
-    'empty sentences': (None, _ref_edit(lambda r: r.update(sentences=[])),
+    'empty sentences': (None, edit_first_ref(lambda r: r.update(sentences=[])),
                         None, {}, ValueError, ['ref_id 11', 'sentences']),
     'sentence without sent': (
-        None, _ref_edit(lambda r: r['sentences'][0].pop('sent')), None, {},
+        None, edit_first_ref(lambda r: r['sentences'][0].pop('sent')), None, {},
         ValueError, ['ref_id 11', "'sent'"]),
-    'ref without ann_id': (None, _ref_edit(lambda r: r.pop('ann_id')), None,
+    'ref without ann_id': (None, edit_first_ref(lambda r: r.pop('ann_id')), None,
                            {}, ValueError, ['refs(unc).p', "'ann_id'"]),
     'split not in file': (None, lambda refs: refs.pop(), None,
                           dict(split='test'), ValueError,
                           ["'test'", 'splits present', "'testA'", "'val'"]),
     'unknown split name': (None, None, None, dict(split='validation'),
                            ValueError, ["'validation'"]),
-    'odd polygon': (_set_seg(101, [[1, 2, 3, 4, 5, 6, 7]]), None, None, {},
+    'odd polygon': (set_segmentation(101, [[1, 2, 3, 4, 5, 6, 7]]), None, None, {},
                     ValueError, ['annotation 101', 'polygon 0',
                                  '7 coordinates']),
-    'two-point polygon': (_set_seg(102, [[1, 1, 5, 5, 5, 1], [1, 2, 3, 4]]),
+    'two-point polygon': (set_segmentation(102, [[1, 1, 5, 5, 5, 1], [1, 2, 3, 4]]),
                           None, None, {}, ValueError,
                           ['annotation 102', 'polygon 1', '4 coordinates']),
     'rle size': (None, None, None, dict(split='val'), None, None),  # below
-    'malicious pickle': (None, None, _malicious, {}, pickle.UnpicklingError,
+    'malicious pickle': (None, None, malicious_refs_pickle, {}, pickle.UnpicklingError,
                          ['refs(unc).p']),
-    'pickle of a dict': (None, None, _dict_pickle, {}, ValueError,
+    'pickle of a dict': (None, None, dict_refs_pickle, {}, ValueError,
                          ['refs(unc).p', 'list']),
 }
 
 
 def _rle_size(inst):
-    _ann(inst, 201)['segmentation']['size'] = [20, 16]
+    annotation(inst, 201)['segmentation']['size'] = [20, 16]
 
 
 CASES['rle size'] = (_rle_size, None, None, dict(split='val'), ValueError,

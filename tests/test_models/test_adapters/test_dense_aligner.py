@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from sera_mm.models.adapters import DenseAligner
 from sera_mm.models.utils import TextFeatures
 from sera_mm.registry import MODELS
-from .norm_helpers import randomise_norms
+from helpers.norms import randomise_norms
 
 D, DA, C_T, P, HW = 24, 32, 12, 5, (4, 3)
 

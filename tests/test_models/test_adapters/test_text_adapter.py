@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from sera_mm.models.adapters import TextAdapter
 from sera_mm.registry import MODELS
-from .norm_helpers import randomise_norms
+from helpers.norms import randomise_norms
 
 D, DA = 24, 32
 

@@ -14,8 +14,8 @@ from sera_mm.models.backbones import (DINOv2, DINOv2Layer, convert_dinov2_offici
                                       resize_pos_embed)
 from sera_mm.models.utils.structures import TextFeatures
 from sera_mm.registry import MODELS
-from .dinov2_official_layout import (ARCHS, official_dinov2_state_dict,
-                                     save_official_dinov2)
+from helpers.dinov2_official_layout import (ARCHS, official_dinov2_state_dict,
+                                            save_official_dinov2)
 
 TINY = ARCHS['tiny']
 ADAPTER = dict(type='DenseAligner', text_channels=16, channels=16, embed_channels=16,

@@ -16,8 +16,8 @@ from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import nn
 
 from sera_mm.models.backbones import DINOv2
-from .dinov2_official_layout import (ARCHS, official_dinov2_state_dict,
-                                     save_official_dinov2, swiglu_hidden)
+from helpers.dinov2_official_layout import (ARCHS, official_dinov2_state_dict,
+                                            save_official_dinov2, swiglu_hidden)
 
 TOL = 1e-4
 

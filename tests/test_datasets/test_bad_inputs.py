@@ -23,14 +23,11 @@ from sera_mm.engine.runner import (check_checkpoint_matches,
                                    load_state_dict_keys, normalize_splits)
 from sera_mm.registry import DATASETS, MODELS
 from sera_mm.utils.preflight import missing_inputs
-from test_datasets.refer_fixture import image_file, write_refer
-from test_datasets.test_refcoco_errors import (_malicious, _not_json,
-                                               _ref_edit, _remove_image,
-                                               _set_seg, _truncate)
+from helpers.paths import REPO, TINY_CONFIG
+from helpers.refer import (edit_first_ref, image_file, instances_not_json, malicious_refs_pickle,
+                           remove_image, set_segmentation, truncate_instances, write_refer)
 
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 DATA_CONFIG = osp.join(REPO, 'configs', '_base_', 'datasets', 'refcoco.py')
-TINY_CONFIG = osp.join(REPO, 'configs', 'synthetic', 'sera-tiny_synthetic.py')
 NEEDS = ('needs the check proposed for {0} (helper report); drop this mark '
          'when it is applied')
 
@@ -99,31 +96,31 @@ class Row(NamedTuple):
 ROWS = {
     'truncated instances.json': Row(
         build_dataset, ValueError, ['instances.json', 'JSON'],
-        edit_files=_truncate),
+        edit_files=truncate_instances),
     'instances.json not JSON': Row(
         build_dataset, ValueError, ['instances.json', 'JSON'],
-        edit_files=_not_json),
+        edit_files=instances_not_json),
     'ref ann_id not in instances.json': Row(
         build_dataset, ValueError, ['refs(unc).p', 'ref_id 11', 'ann_id 999'],
-        edit_refs=_ref_edit(lambda r: r.update(ann_id=999))),
+        edit_refs=edit_first_ref(lambda r: r.update(ann_id=999))),
     'ref image_id not in instances.json': Row(
         build_dataset, ValueError, ['ref_id 11', 'image_id 77'],
-        edit_refs=_ref_edit(lambda r: r.update(image_id=77))),
+        edit_refs=edit_first_ref(lambda r: r.update(image_id=77))),
     'polygon with an odd coordinate count': Row(
         build_dataset, ValueError, ['annotation 101', '7 coordinates'],
-        edit_instances=_set_seg(101, [[1, 2, 3, 4, 5, 6, 7]])),
+        edit_instances=set_segmentation(101, [[1, 2, 3, 4, 5, 6, 7]])),
     'polygon of two points': Row(
         build_dataset, ValueError, ['annotation 101', '4 coordinates'],
-        edit_instances=_set_seg(101, [[1, 1, 5, 5]])),
+        edit_instances=set_segmentation(101, [[1, 1, 5, 5]])),
     'RLE size differs from the image': Row(
         build_dataset, ValueError, ['annotation 101', 'RLE size [3, 4]'],
-        edit_instances=_set_seg(101, dict(size=[3, 4], counts=[12]))),
+        edit_instances=set_segmentation(101, dict(size=[3, 4], counts=[12]))),
     'empty sentence list': Row(
         build_dataset, ValueError, ['ref_id 11', "'sentences'"],
-        edit_refs=_ref_edit(lambda r: r.update(sentences=[]))),
+        edit_refs=edit_first_ref(lambda r: r.update(sentences=[]))),
     'missing image': Row(
         build_dataset, FileNotFoundError, [image_file(1)],
-        edit_files=_remove_image),
+        edit_files=remove_image),
     'corrupt image (not an image)': Row(
         fetch_first, AssertionError, [image_file(1)],
         edit_files=_write_image_bytes(b'\x00 not an image ' * 20)),
@@ -151,7 +148,7 @@ ROWS = {
         FileNotFoundError, ['refs(ucn).p', 'refs(unc).p']),
     'refs pickle crafted to run code': Row(
         build_dataset, pickle.UnpicklingError, ['refs(unc).p'],
-        edit_files=_malicious),
+        edit_files=malicious_refs_pickle),
     'unknown transform in the pipeline': Row(
         lambda root: build_dataset(root, pipeline=[
             dict(type='LoadImageFromFlie')]), KeyError,

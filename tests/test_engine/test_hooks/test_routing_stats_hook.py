@@ -14,7 +14,7 @@ import sera_mm.engine  # noqa: F401  (registers the hook)
 from sera_mm.engine.hooks import RoutingStatsHook
 from sera_mm.models.fusion import SERAFusion
 from sera_mm.models.utils import RoutingResult
-from .forced_routing import ForcedRouter, roll_experts
+from helpers.forced_routing import ForcedRouter, roll_experts
 
 EXPERTS = ['spatial', 'context', 'boundary', 'shape']
 # Forced Top-2 decisions of level 0, one table per iteration (batches of 2);

@@ -1,6 +1,9 @@
 """A hand-made REFER set: every segmentation kind, every split.
 
-Helpers imported by the tests; the fixtures are in conftest.py.
+Shared by the dataset, pipeline and bad-input tests; the fixtures
+``refer_root`` and ``refer_tables`` are in tests/test_datasets/conftest.py.
+The edits at the end break one thing each (for ``write_refer``'s
+``edit_instances`` / ``edit_refs``, or applied to a written root).
 """
 import json
 import os
@@ -138,3 +141,48 @@ def dataset_cfg(root: str, **kwargs) -> dict:
                data_prefix=dict(img_path='train2014/'), pipeline=[])
     cfg.update(kwargs)
     return cfg
+
+
+# Edits of the hand-made set, one fault each.
+def annotation(inst, ann_id):
+    return [a for a in inst['annotations'] if a['id'] == ann_id][0]
+
+
+def set_segmentation(ann_id, seg):
+    def edit(inst):
+        annotation(inst, ann_id)['segmentation'] = seg
+    return edit
+
+
+def edit_first_ref(fn):
+    def edit(refs):
+        fn(refs[0])  # ref_id 11, ann 101, image 1, split train
+    return edit
+
+
+def truncate_instances(root):
+    path = os.path.join(root, 'refcoco', 'instances.json')
+    data = open(path, 'rb').read()
+    open(path, 'wb').write(data[:len(data) // 2])
+
+
+def instances_not_json(root):
+    open(os.path.join(root, 'refcoco', 'instances.json'), 'w').write(
+        'images: none\n')
+
+
+def malicious_refs_pickle(root):
+    class Evil:
+        def __reduce__(self):
+            return (open, (os.path.join(root, 'pwned'), 'w'))
+    with open(os.path.join(root, 'refcoco', 'refs(unc).p'), 'wb') as f:
+        pickle.dump([Evil()], f, protocol=2)
+
+
+def dict_refs_pickle(root):
+    with open(os.path.join(root, 'refcoco', 'refs(unc).p'), 'wb') as f:
+        pickle.dump({'refs': []}, f, protocol=2)
+
+
+def remove_image(root):
+    os.remove(os.path.join(root, 'train2014', image_file(1)))

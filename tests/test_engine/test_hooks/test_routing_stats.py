@@ -1,5 +1,4 @@
 """RoutingStatistics and ModelRoutingStatistics on hand-made routing decisions."""
-import os.path as osp
 
 import numpy as np
 import pytest
@@ -14,10 +13,8 @@ from sera_mm.datasets.transforms import TokenizeText
 from sera_mm.engine.hooks import ModelRoutingStatistics, RoutingStatistics
 from sera_mm.models.utils import RoutingResult
 from sera_mm.registry import MODELS
-from .forced_routing import ForcedRouter, roll_experts
-
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
-TINY_CONFIG = osp.join(REPO, 'configs', 'synthetic', 'sera-tiny_synthetic.py')
+from helpers.forced_routing import ForcedRouter, roll_experts
+from helpers.paths import TINY_CONFIG
 
 # Two batches of two samples for a 3-expert router (Top-k style, zeros off
 # the selection) and a 2-expert soft router. Dyadic values: every sum and

@@ -9,7 +9,7 @@ from sera_mm.datasets import RefCOCODataset
 from sera_mm.datasets import mixed_refer
 from sera_mm.datasets.mixed_refer import MixedRefCOCODataset
 from sera_mm.registry import DATASETS
-from test_datasets.refer_fixture import ref_table, write_refer
+from helpers.refer import ref_table, write_refer
 
 # The hand-made REFER set's refs (ref_id: image) are 11, 12: image 1;
 # 21, 22: image 2; 31: image 3; 41: image 4; 51: image 5. Three sources

@@ -9,8 +9,8 @@ from mmengine.config import Config
 from sera_mm.datasets.synthetic import POSITION_WORDS
 from sera_mm.engine.runner import dataloader_for_split, normalize_splits
 from sera_mm.registry import DATASETS
+from helpers.paths import REPO
 
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 CONFIGS = osp.join(REPO, 'configs')
 # (ann_file, split_file) -> splits of the REFER sets, as the base configs
 # name the files

@@ -16,8 +16,8 @@ import pytest
 
 from sera_mm.datasets.refer_pickle import load_refer_pickle
 from sera_mm.engine.runner import COLUMNS, TABLE_JSON, TABLE_MD
+from helpers.paths import REPO
 
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 CONFIG = 'configs/synthetic/sera-tiny_synthetic.py'
 SPLITS = ('val', 'testA', 'testB')
 TIMEOUT_S = 400

@@ -1,1 +1,0 @@
-"""Bad inputs and data leakage: every error names what is at fault."""
