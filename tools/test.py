@@ -26,8 +26,9 @@ from mmengine.runner import Runner
 from sera_mm.engine.runner import (check_checkpoint_matches,
                                    dataloader_for_split, normalize_splits,
                                    select_splits, setup_cpu_distributed)
-from sera_mm.utils.preflight import check_config_inputs, set_dist_backend
-from sera_mm.utils.tool_config import load_tool_config
+from sera_mm import register_all_modules
+from sera_mm.utils.config import load_tool_config
+from sera_mm.utils.preflight import check_config_inputs
 
 
 def parse_args() -> argparse.Namespace:
@@ -122,6 +123,7 @@ def check_split_inputs(cfg: Config, splits: list) -> None:
 
 def main() -> None:
     args = parse_args()
+    register_all_modules()
     cfg = load_tool_config(args)
 
     cfg.load_from = args.checkpoint
@@ -142,7 +144,6 @@ def main() -> None:
                             out_dir=args.out or test_cfg.get('out_dir'),
                             fp16=test_cfg.get('fp16', False))
 
-    set_dist_backend(cfg)
     setup_cpu_distributed(cfg)
     if splits is not None:
         check_split_inputs(cfg, splits)

@@ -12,8 +12,9 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 from sera_mm.engine.runner import setup_cpu_distributed
-from sera_mm.utils.preflight import check_config_inputs, set_dist_backend
-from sera_mm.utils.tool_config import load_tool_config
+from sera_mm import register_all_modules
+from sera_mm.utils.config import load_tool_config
+from sera_mm.utils.preflight import check_config_inputs
 
 
 def parse_args() -> argparse.Namespace:
@@ -74,6 +75,7 @@ def enable_amp(cfg, request: str, bf16_supported: bool) -> None:
 
 def main() -> None:
     args = parse_args()
+    register_all_modules()
     cfg = load_tool_config(args)
 
     if args.amp:
@@ -82,7 +84,6 @@ def main() -> None:
                    torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
     cfg.resume = args.resume
-    set_dist_backend(cfg)
     setup_cpu_distributed(cfg)
     check_config_inputs(cfg, mode='train')
 

@@ -12,7 +12,7 @@ Example::
 import copy
 import os.path as osp
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union
 
 import mmcv
 import numpy as np
@@ -23,12 +23,12 @@ from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import init_default_scope
 from mmseg.structures import SegDataSample
 
+from sera_mm.engine.runner.checkpoint_match import (CheckpointMismatchError,
+                                                    check_state_dict_matches)
+from sera_mm.utils.config import ConfigInput, leaf_datasets, load_config
+from sera_mm.utils.pretrained import disable_pretrained
+
 ImageInput = Union[str, Path, np.ndarray]
-ConfigInput = Union[str, Path, Config]
-
-
-class CheckpointMismatchError(ValueError):
-    """The checkpoint's weights do not fit the model the config builds."""
 
 
 def _first_line(error: BaseException) -> str:
@@ -41,71 +41,6 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def load_config(config: ConfigInput, cfg_options: Optional[dict] = None) -> Config:
-    """Reads a config file (or copies a Config) and merges ``cfg_options``.
-
-    Raises:
-        FileNotFoundError: The config file does not exist.
-    """
-    if isinstance(config, (str, Path)):
-        if not osp.isfile(config):
-            raise FileNotFoundError(f'config not found: {config}')
-        config = Config.fromfile(str(config))
-    elif isinstance(config, Config):
-        config = copy.deepcopy(config)
-    else:
-        raise TypeError(f'config must be a path or a Config, got {type(config).__name__}')
-    if cfg_options:
-        config.merge_from_dict(cfg_options)
-    if 'model' not in config:
-        raise KeyError(f'config {config.filename} has no `model`')
-    return config
-
-
-def _drop_pretrained(node: Any) -> Any:
-    """Removes the pretrained-weight paths of a model config, in place.
-
-    The checkpoint holds every weight, so ``pretrained=...`` (loaded in
-    ``__init__`` by the text encoder) and ``init_cfg=dict(type='Pretrained')``
-    must not be read: those files need not be on the user's disk.
-    """
-    if isinstance(node, dict):
-        for key in list(node.keys()):
-            value = node[key]
-            if key == 'pretrained' and isinstance(value, str):
-                node[key] = None
-            elif key == 'init_cfg' and isinstance(value, dict) and \
-                    value.get('type') == 'Pretrained':
-                node[key] = None
-            else:
-                _drop_pretrained(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            _drop_pretrained(value)
-    return node
-
-
-def check_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor]) -> None:
-    """Raises :class:`CheckpointMismatchError` unless ``state_dict`` fits
-    ``model`` exactly (same keys, same shapes), with a one-line summary."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [f'{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}'
-              for k in own if k in state_dict and hasattr(state_dict[k], 'shape')
-              and tuple(state_dict[k].shape) != tuple(own[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f'{len(missing)} missing keys (first: {missing[0]})')
-    if unexpected:
-        problems.append(f'{len(unexpected)} unexpected keys (first: {unexpected[0]})')
-    if shapes:
-        problems.append(f'{len(shapes)} shape mismatches (first: {shapes[0]}, '
-                        'checkpoint vs model)')
-    if problems:
-        raise CheckpointMismatchError('; '.join(problems))
-
-
 def load_referring_checkpoint(model: nn.Module, checkpoint: str,
                               strict: bool = True) -> dict:
     """Loads an mmengine checkpoint (or a bare state dict) into ``model``.
@@ -114,7 +49,8 @@ def load_referring_checkpoint(model: nn.Module, checkpoint: str,
     goes through ``torch.load(weights_only=True)`` with the allow-list that
     :func:`sera_mm.register_all_modules` registers. mmengine's
     ``load_checkpoint`` only warns on a mismatch; a demo must refuse, so the
-    keys and shapes are compared here first.
+    keys and shapes are compared first
+    (:func:`~sera_mm.engine.runner.check_state_dict_matches`).
 
     Args:
         model (nn.Module): The model the config built.
@@ -144,11 +80,9 @@ def load_referring_checkpoint(model: nn.Module, checkpoint: str,
     state_dict = {k[len('module.'):] if k.startswith('module.') else k: v
                   for k, v in state_dict.items()}
     if strict:
-        try:
-            check_state_dict(model, state_dict)
-        except CheckpointMismatchError as e:
-            raise CheckpointMismatchError(
-                f'checkpoint {checkpoint} does not fit the model of the config: {e}') from None
+        check_state_dict_matches(
+            model, {k: tuple(v.shape) for k, v in state_dict.items() if hasattr(v, 'shape')},
+            f'checkpoint {checkpoint}')
     model.load_state_dict(state_dict, strict=strict)
     meta = ckpt.get('meta') or {}
     return meta if isinstance(meta, dict) else {}
@@ -164,11 +98,10 @@ def build_test_pipeline(cfg: Config) -> Compose:
     is no annotation). Everything else (letterbox, tokenisation, packing) is
     the config's own.
     """
-    pipeline = None
     dataset = (cfg.get('test_dataloader') or {}).get('dataset')
-    while isinstance(dataset, dict) and pipeline is None:
-        pipeline = dataset.get('pipeline')
-        dataset = dataset.get('dataset') or (dataset.get('datasets') or [None])[0]
+    pipeline = dataset.get('pipeline') if isinstance(dataset, dict) else None
+    if pipeline is None:
+        pipeline = next(leaf_datasets(dataset), {}).get('pipeline')
     if pipeline is None:
         pipeline = cfg.get('test_pipeline')
     if not pipeline:
@@ -216,10 +149,15 @@ def init_model(config: ConfigInput,
 
     register_all_modules(init_default_scope=False)
     cfg = load_config(config, cfg_options)
+    if 'model' not in cfg:
+        raise KeyError(f'config {cfg.filename} has no `model`')
     if str(device).startswith('cuda') and not torch.cuda.is_available():
         raise RuntimeError(f"device '{device}' requested but CUDA is not available")
     init_default_scope(cfg.get('default_scope') or 'sera_mm')
-    model_cfg = _drop_pretrained(copy.deepcopy(cfg.model))
+    # The checkpoint holds every weight: the pretrained files are not read
+    # (they need not be on the user's disk).
+    model_cfg = copy.deepcopy(cfg.model)
+    disable_pretrained(model_cfg)
     model_cfg.pop('train_cfg', None)
     model = MODELS.build(model_cfg)
     if checkpoint is not None:

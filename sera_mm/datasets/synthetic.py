@@ -43,12 +43,17 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from sera_mm.utils.atomic import atomic_write_bytes, atomic_write_json
+
 SPLITS = ('train', 'val', 'testA', 'testB')
 SPLIT_CODES = {'train': 1, 'val': 2, 'testA': 3, 'testB': 4}
 FLAVOURS = {'full': 'refsyn', 'no_position': 'refsyn+'}
 IMAGE_DIR = 'images'
 META_FILE = 'synthetic_meta.json'
 FORMAT_VERSION = 1
+#: JSON separators of the written annotation files (no spaces: RefCOCO-scale
+#: sets are large).
+COMPACT = (',', ':')
 
 COLOURS: Dict[str, Tuple[int, int, int]] = {
     'red': (215, 40, 40),
@@ -296,17 +301,6 @@ def _render(rng: np.random.Generator, scene: dict,
 # --------------------------------------------------------------------------
 # files
 # --------------------------------------------------------------------------
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'wb') as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def _atomic_write_json(path: str, obj) -> None:
-    _atomic_write_bytes(path, json.dumps(obj, separators=(',', ':')).encode())
-
-
 def _image_params(num_images: Dict[str, int], seed: int,
                   size_range: Tuple[int, int], image_format: str) -> dict:
     return dict(version=FORMAT_VERSION, seed=int(seed),
@@ -519,18 +513,18 @@ def generate_synthetic_refer(
             counts[split]['sentences'] += len(sentences)
 
     ann_root = osp.join(out_dir, ann_dir)
-    _atomic_write_json(osp.join(ann_root, 'instances.json'),
-                       dict(info=dict(description=f'sera_mm synthetic {flavour}',
-                                      seed=seed),
-                            images=images, annotations=annotations,
-                            categories=CATEGORIES))
+    atomic_write_json(osp.join(ann_root, 'instances.json'),
+                      dict(info=dict(description=f'sera_mm synthetic {flavour}',
+                                     seed=seed),
+                           images=images, annotations=annotations,
+                           categories=CATEGORIES), separators=COMPACT)
     # Protocol 2: the protocol of the original REFER files.
-    _atomic_write_bytes(osp.join(ann_root, 'refs(unc).p'),
-                        pickle.dumps(refs, protocol=2))
-    _atomic_write_json(osp.join(ann_root, 'scenes.json'), scenes)
+    atomic_write_bytes(osp.join(ann_root, 'refs(unc).p'),
+                       pickle.dumps(refs, protocol=2))
+    atomic_write_json(osp.join(ann_root, 'scenes.json'), scenes, separators=COMPACT)
     meta['images_written'] = meta['images_written'] or need_images
     meta['flavours'][flavour] = dict(params=flavour_params, counts=counts)
-    _atomic_write_json(osp.join(out_dir, META_FILE), meta)
+    atomic_write_json(osp.join(out_dir, META_FILE), meta, separators=COMPACT)
     result['counts'] = counts
     return result
 
@@ -551,5 +545,5 @@ def _write_image(path: str, img: np.ndarray, image_format: str) -> None:
         Image.fromarray(img).save(buf, format='JPEG', quality=95)
     else:
         Image.fromarray(img).save(buf, format='PNG')
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 

@@ -2,7 +2,6 @@
 import json
 import os
 import os.path as osp
-import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -14,6 +13,7 @@ from mmengine.structures import BaseDataElement
 from torch import Tensor
 
 from sera_mm.registry import METRICS
+from sera_mm.utils.atomic import atomic_open
 
 PREC_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -167,9 +167,9 @@ class RefSegMetric(BaseMetric):
     def write_records(self, results: List[dict]) -> str:
         """Writes one JSON line per sentence into ``output_dir``.
 
-        Called by :meth:`compute_metrics`. The file is written under a
-        temporary name in the same folder and renamed, so a reader never
-        sees a half-written file. Records are listed by ``ref_id`` then
+        Called by :meth:`compute_metrics`. The file is written through
+        :func:`sera_mm.utils.atomic_open`, so a reader never sees a
+        half-written file. Records are listed by ``ref_id`` then
         ``sent_id``; ``key`` (``<ref_id>/<sent_id>``) tells apart the
         sentences of one image.
 
@@ -182,28 +182,18 @@ class RefSegMetric(BaseMetric):
         os.makedirs(self.output_dir, exist_ok=True)
         path = osp.join(self.output_dir, self._output_file_name())
         records = sorted(results, key=_record_order)
-        fd, tmp_path = tempfile.mkstemp(
-            dir=self.output_dir, prefix='.' + osp.basename(path) + '.',
-            suffix='.tmp')
-        try:
-            with os.fdopen(fd, 'w', encoding='utf-8') as f:
-                for r in records:
-                    f.write(json.dumps(dict(
-                        key=f"{r['ref_id']}/{r['sent_id']}",
-                        ref_id=r['ref_id'],
-                        sent_id=r['sent_id'],
-                        sentence=r['text'],
-                        intersection=r['intersection'],
-                        union=r['union'],
-                        iou=r['iou'],
-                        img_path=r['img_path']), ensure_ascii=False))
-                    f.write('\n')
-            os.chmod(tmp_path, 0o644)  # mkstemp makes it owner-only
-            os.replace(tmp_path, path)
-        except BaseException:
-            if osp.exists(tmp_path):
-                os.remove(tmp_path)
-            raise
+        with atomic_open(path, 'w') as f:
+            for r in records:
+                f.write(json.dumps(dict(
+                    key=f"{r['ref_id']}/{r['sent_id']}",
+                    ref_id=r['ref_id'],
+                    sent_id=r['sent_id'],
+                    sentence=r['text'],
+                    intersection=r['intersection'],
+                    union=r['union'],
+                    iou=r['iou'],
+                    img_path=r['img_path']), ensure_ascii=False))
+                f.write('\n')
         print_log(f'RefSegMetric: wrote {len(records)} per-sentence records '
                   f'to {path}', logger='current')
         return path

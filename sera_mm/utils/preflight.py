@@ -5,42 +5,15 @@ disk should fail at once, with the path and the README section that explains
 where the file comes from, not minutes later inside the Runner.
 """
 import os.path as osp
-from typing import Any, Iterator, List, Tuple
+from typing import Any, List
 
-import torch
 from mmengine.config import Config
+
+from .config import leaf_datasets
+from .pretrained import pretrained_files
 
 DATA_HELP = "see the README section 'Data preparation'"
 WEIGHTS_HELP = "see the README section 'Pretrained weights'"
-
-
-def leaf_datasets(dataset_cfg: Any) -> Iterator[dict]:
-    """Yields the leaf dataset dicts of a (possibly wrapped) dataset config."""
-    if not isinstance(dataset_cfg, dict):
-        return
-    if 'datasets' in dataset_cfg:  # ConcatDataset and friends
-        for sub in dataset_cfg['datasets']:
-            yield from leaf_datasets(sub)
-    elif 'dataset' in dataset_cfg:  # RepeatDataset and friends
-        yield from leaf_datasets(dataset_cfg['dataset'])
-    else:
-        yield dataset_cfg
-
-
-def _pretrained_paths(node: Any, key: str = 'model') -> Iterator[Tuple[str, str]]:
-    """Yields (config key, path) of every local checkpoint a model config names."""
-    if isinstance(node, dict):
-        for k, v in node.items():
-            sub = f'{key}.{k}'
-            if isinstance(v, str) and (k == 'pretrained' or (
-                    k == 'checkpoint' and node.get('type') == 'Pretrained')):
-                if '://' not in v:
-                    yield sub, v
-            else:
-                yield from _pretrained_paths(v, sub)
-    elif isinstance(node, (list, tuple)):
-        for i, v in enumerate(node):
-            yield from _pretrained_paths(v, f'{key}[{i}]')
 
 
 def missing_inputs(cfg: Config, mode: str = 'train') -> List[str]:
@@ -77,9 +50,9 @@ def missing_inputs(cfg: Config, mode: str = 'train') -> List[str]:
                 if not osp.isfile(path):
                     problems.append(f'{loader}.dataset.{key}: file {path!r} does '
                                     f'not exist ({DATA_HELP})')
-    pretrained = _pretrained_paths(cfg.get('model', {})) if mode == 'train' else ()
+    pretrained = pretrained_files(cfg.get('model', {})) if mode == 'train' else ()
     for key, path in pretrained:
-        if not osp.isfile(path):
+        if '://' not in path and not osp.isfile(path):
             problems.append(f'{key}: pretrained weights {path!r} not found ({WEIGHTS_HELP})')
     return problems
 
@@ -99,7 +72,7 @@ def unregistered_types(cfg: Config) -> List[str]:
     """
     from mmengine.registry import Registry
 
-    from sera_mm import registry as sera_registry
+    import sera_mm.registry as sera_registry
     registries = [r for r in vars(sera_registry).values()
                   if isinstance(r, Registry)]
     problems: List[str] = []
@@ -135,13 +108,3 @@ def check_config_inputs(cfg: Config, mode: str = 'train') -> None:
     if problems:
         raise FileNotFoundError(
             f'{cfg.filename or "config"}: missing input(s):\n  - ' + '\n  - '.join(problems))
-
-
-def set_dist_backend(cfg: Config) -> None:
-    """Uses the gloo backend for distributed runs on a machine without CUDA.
-
-    The configs default to NCCL, which needs GPUs; with gloo the same
-    ``dist_train.sh`` / ``dist_test.sh`` commands run on CPUs.
-    """
-    if cfg.get('launcher', 'none') != 'none' and not torch.cuda.is_available():
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'

@@ -4,6 +4,8 @@
 another architecture only logs a warning and the test then scores a
 partly random model. :func:`check_checkpoint_matches` compares the keys and
 shapes first and raises an error that names the keys at fault.
+:func:`check_state_dict_matches` is the one fit check of sera_mm: the test
+tool, the checkpoint converter and :func:`sera_mm.apis.init_model` use it.
 """
 import re
 from typing import Dict, List, Mapping, Tuple
@@ -13,6 +15,10 @@ from torch import nn
 
 #: Keys listed per category in the error message.
 MAX_LISTED = 10
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint's weights do not fit the model the config builds."""
 
 
 def load_state_dict_keys(filename: str) -> Dict[str, Tuple[int, ...]]:
@@ -52,9 +58,10 @@ def load_state_dict_keys(filename: str) -> Dict[str, Tuple[int, ...]]:
 
 
 def _listing(title: str, items: List[str]) -> str:
+    """``'<n> <title>: a, b, ...'`` with the first :data:`MAX_LISTED` items."""
     more = f' ... and {len(items) - MAX_LISTED} more' \
         if len(items) > MAX_LISTED else ''
-    return f'\n  {title} ({len(items)}): ' + ', '.join(items[:MAX_LISTED]) + more
+    return f'{len(items)} {title}: ' + ', '.join(items[:MAX_LISTED]) + more
 
 
 def check_checkpoint_matches(model: nn.Module, filename: str) -> None:
@@ -68,7 +75,8 @@ def check_checkpoint_matches(model: nn.Module, filename: str) -> None:
         filename: the checkpoint.
 
     Raises:
-        ValueError: see :func:`check_state_dict_matches`.
+        ValueError: the file is not a readable checkpoint.
+        CheckpointMismatchError: see :func:`check_state_dict_matches`.
     """
     check_state_dict_matches(model, load_state_dict_keys(filename),
                              f'checkpoint {filename}')
@@ -84,9 +92,11 @@ def check_state_dict_matches(model: nn.Module, found: Mapping[str, Tuple[int, ..
         source: what holds them, for the message (e.g. ``'checkpoint X'``).
 
     Raises:
-        ValueError: keys the model has and ``found`` lacks, keys ``found``
-            has and the model lacks, and keys whose shapes differ, each
-            listed (the first few) and counted.
+        CheckpointMismatchError: a ValueError whose one-line message names
+            ``source`` and counts and lists (the first few of) the keys the
+            model has and ``found`` lacks (missing), the keys ``found`` has
+            and the model lacks (unexpected) and the keys whose shapes
+            differ.
     """
     if hasattr(model, 'module'):  # DDP and mmengine's wrappers
         model = model.module
@@ -99,13 +109,14 @@ def check_state_dict_matches(model: nn.Module, found: Mapping[str, Tuple[int, ..
         for k in set(expected) & set(found) if expected[k] != found[k])
     if not (missing or unexpected or mismatched):
         return
-    msg = (f'{source} does not fit the model of the config '
-           f'({type(model).__name__}, {len(expected)} weights; checkpoint '
-           f'{len(found)}); was it made for another config?')
+    parts = []
     if missing:
-        msg += _listing('missing in the checkpoint', missing)
+        parts.append(_listing('missing keys (not in the checkpoint)', missing))
     if unexpected:
-        msg += _listing('not in the model', unexpected)
+        parts.append(_listing('unexpected keys (not in the model)', unexpected))
     if mismatched:
-        msg += _listing('shape mismatch', mismatched)
-    raise ValueError(msg)
+        parts.append(_listing('shape mismatches', mismatched))
+    raise CheckpointMismatchError(
+        f'{source} does not fit the model of the config '
+        f'({type(model).__name__}, {len(expected)} weights; checkpoint '
+        f'{len(found)}); was it made for another config? ' + '; '.join(parts))

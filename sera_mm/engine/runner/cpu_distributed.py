@@ -1,6 +1,9 @@
-"""Distributed runs (torchrun) on machines without CUDA.
+"""Distributed runs on machines without CUDA.
 
-mmengine 0.10.7 cannot start them by itself: ``init_dist('pytorch')`` calls
+The configs default to the NCCL backend, which needs GPUs; without CUDA
+:func:`setup_cpu_distributed` switches every launcher to gloo, so the same
+``dist_train.sh`` / ``dist_test.sh`` commands run on CPUs. For
+``--launcher pytorch`` (torchrun) more is needed: mmengine 0.10.7 cannot start them by itself: ``init_dist('pytorch')`` calls
 ``torch.cuda.set_device(local_rank)`` before creating the process group,
 which fails without a GPU ("Found no NVIDIA driver"), and
 ``Runner.wrap_model`` passes ``device_ids=[local_rank]`` to
@@ -18,30 +21,38 @@ from mmengine.config import Config
 
 
 def setup_cpu_distributed(cfg: Config) -> bool:
-    """Prepares a ``--launcher pytorch`` run without CUDA.
+    """Prepares a distributed run without CUDA.
 
     Called by the tools after the config is final and before the Runner is
-    built. Does nothing when CUDA is available, when the launcher is not
-    ``'pytorch'`` (slurm and mpi are left to mmengine) or when a process
-    group exists already.
+    built. Does nothing when CUDA is available or the launcher is
+    ``'none'``. Otherwise ``env_cfg.dist_cfg.backend`` becomes gloo; for
+    ``'slurm'`` and ``'mpi'`` the rest is left to mmengine. For
+    ``'pytorch'``, ``model_wrapper_cfg`` gets ``device_ids=None`` and the
+    gloo process group is created here unless one exists already.
 
     Args:
         cfg: the full config; ``env_cfg.dist_cfg`` (backend, timeout) is
-            used for the process group (backend forced to gloo), and
-            ``model_wrapper_cfg`` gets ``device_ids=None``.
+            used for the process group, and ``model_wrapper_cfg`` is set.
 
     Returns:
         bool: whether the process group was created here.
+
+    Raises:
+        RuntimeError: ``--launcher pytorch`` without torchrun's environment
+            variables.
     """
-    if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available():
+    launcher = cfg.get('launcher', 'none')
+    if launcher == 'none' or torch.cuda.is_available():
+        return False
+    dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+    dist_cfg['backend'] = 'gloo'
+    if launcher != 'pytorch':
         return False
     for var in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
         if var not in os.environ:
             raise RuntimeError(
                 f"--launcher pytorch needs the environment variable {var} "
                 '(set by torchrun / tools/dist_*.sh)')
-    dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
-    dist_cfg['backend'] = 'gloo'
     wrapper = cfg.get('model_wrapper_cfg') or {}
     wrapper = dict(wrapper)
     wrapper.setdefault('type', 'MMDistributedDataParallel')

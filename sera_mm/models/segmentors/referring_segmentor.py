@@ -8,9 +8,9 @@ from mmseg.models.segmentors import BaseSegmentor
 from mmseg.structures import SegDataSample
 from torch import Tensor
 
-from sera_mm.datasets.transforms.letterbox import undo_letterbox
 from sera_mm.models.utils import RoutingResult, TextFeatures
 from sera_mm.registry import MODELS
+from sera_mm.utils.letterbox import undo_letterbox
 
 SampleList = List[SegDataSample]
 
