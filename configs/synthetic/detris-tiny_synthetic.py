@@ -9,7 +9,11 @@ width = 128
 model = dict(
     data_preprocessor=dict(size=(112, 112)),
     text_encoder=dict(
-        text_cfg=dict(context_length=17, vocab_size=49408, width=width, heads=4, layers=2),
+        # the data set's sentence length: trained from scratch, the tower's
+        # position table holds exactly the positions the pipelines make
+        context_length={{_base_.context_length}},
+        text_cfg=dict(context_length={{_base_.context_length}}, vocab_size=49408, width=width,
+                      heads=4, layers=2),
         embed_dim=width, pretrained=None, frozen=False,
         adapter_cfg=dict(channels=32), adapter_indices=(1, )),
     backbone=dict(

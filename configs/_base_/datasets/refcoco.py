@@ -4,7 +4,9 @@
 dataset_type = 'RefCOCODataset'
 data_root = 'data/coco/'
 img_scale = 448
-context_length = 17  # 22 for RefCOCOg (umd)
+# Tokens per sentence, 22 for RefCOCOg (umd): the one owner; the pipelines
+# and the text encoder (each model+data config) derive theirs from it.
+context_length = 17
 # CLIP mean colour in BGR (images are BGR until the data preprocessor)
 pad_val = (104.09373615, 116.7460125, 122.7709383)
 # DETRIS's letterbox: one affine warp (fractional scale and offsets, bicubic,
@@ -60,6 +62,7 @@ val_dataloader = dict(
         data_prefix=dict(img_path='train2014/'),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='RefSegMetric', threshold=0.35)
-test_evaluator = val_evaluator
-test_splits = ['val', 'testA', 'testB']  # tools/test.py evaluates each, one table
+# val_evaluator/test_evaluator: in configs/_base_/models/ (the model's threshold)
+# tools/test.py evaluates each, one table; the one owner of the test splits
+# (a MultiSplitTestLoop without splits reads it)
+test_splits = ['val', 'testA', 'testB']

@@ -19,7 +19,8 @@ model = dict(
     text_encoder=dict(
         type='OpenCLIPTextEncoder',
         model_name='ViT-B-16-quickgelu',  # OpenAI's weights need QuickGELU
-        context_length=17,
+        # context_length: each config sets it from its data set's
+        # context_length (configs/_base_/datasets/), the one owner
         pretrained='pretrain/ViT-B-16.pt',
         frozen=True,
         adapter_cfg=dict(type='TextAdapter', channels=64),
@@ -59,6 +60,11 @@ model = dict(
     # DETRIS's post-processing: sigmoid, bicubic (corners aligned) to the
     # input, the inverse letterbox warp, > 0.35
     test_cfg=dict(threshold=0.35, upsample=dict(mode='bicubic', align_corners=True)))
+# The masks are scored with the model's own threshold: test_cfg.threshold is
+# its one owner (a metric set to another value is refused,
+# sera_mm.engine.runner.check_shared_settings).
+val_evaluator = dict(type='RefSegMetric', threshold=model['test_cfg']['threshold'])
+test_evaluator = val_evaluator
 # DETRIS's recipe: 32 samples per step as 2 GPUs x 16 with SyncBN, fp16 autocast
 # with dynamic loss scaling (`tools/train.py --amp` reads amp_dtype)
 sync_bn = 'torch'

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from sera_mm.evaluation import RefSegMetric
 from sera_mm.registry import LOOPS, METRICS
 from .results_table import format_table, split_row, write_table
+from .shared_settings import check_shared_settings
 from .split_spec import SplitSpec, dataloader_for_split, normalize_splits
 
 
@@ -52,8 +53,10 @@ class MultiSplitTestLoop(BaseLoop):
             copy whose dataset(s) get the split's overrides.
         evaluator (dict | list): The test evaluator config (metric dicts);
             built once per split.
-        splits (Sequence[str | dict]): Split names and/or named dataset
-            overrides (see :mod:`sera_mm.engine.runner.split_spec`).
+        splits (Sequence[str | dict], optional): Split names and/or named
+            dataset overrides (see :mod:`sera_mm.engine.runner.split_spec`).
+            Defaults to None: the config's ``test_splits``, their one owner
+            (``tools/test.py`` passes the ``--splits`` it picked).
         out_dir (str, optional): Folder of the table (``test_results.json``
             and ``.md``) and the default ``output_dir`` of RefSegMetrics that
             set none. Defaults to None: the runner's work dir.
@@ -64,7 +67,7 @@ class MultiSplitTestLoop(BaseLoop):
                  runner,
                  dataloader: Union[dict, DataLoader],
                  evaluator: Union[dict, list],
-                 splits: Sequence[SplitSpec],
+                 splits: Optional[Sequence[SplitSpec]] = None,
                  out_dir: Optional[str] = None,
                  fp16: bool = False) -> None:
         if not isinstance(dataloader, dict):
@@ -77,6 +80,15 @@ class MultiSplitTestLoop(BaseLoop):
             raise TypeError(
                 'MultiSplitTestLoop builds one evaluator per split from the '
                 f'test_evaluator config; got {type(evaluator).__name__}')
+        cfg = getattr(runner, 'cfg', None) or {}
+        # one value of the sentence length and of the mask threshold
+        check_shared_settings(cfg, ('context_length', 'threshold'))
+        if splits is None:
+            splits = cfg.get('test_splits')
+            if not splits:
+                raise ValueError(
+                    'MultiSplitTestLoop: no splits given and the config has '
+                    'no test_splits')
         self.split_names: List[str] = []
         self.split_name: Optional[str] = None  # the split being run
         self.dataloaders: Dict[str, DataLoader] = {}
