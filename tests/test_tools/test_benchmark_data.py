@@ -2,14 +2,14 @@
 import json
 import os.path as osp
 
-from .tool_loader import load_analysis_tool
+from .tool_runner import load_tool
 
 REFCOCO_CONFIG = osp.join(osp.dirname(__file__), '..', '..', 'configs', 'sera',
                           'sera_dinov2-b_refcoco.py')
 
 
 def load_tool():
-    return load_analysis_tool('benchmark_data')
+    return load_tool('analysis_tools/benchmark_data.py')
 
 
 def test_index_counts_match_the_generated_set(tmp_path):

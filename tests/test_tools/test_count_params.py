@@ -1,15 +1,10 @@
 """tools/analysis_tools/count_params.py on a toy registered model."""
-import importlib.util
 import json
-import os.path as osp
 
 from torch import nn
 
 from sera_mm.registry import MODELS
-
-TOOL = osp.join(
-    osp.dirname(__file__), '..', '..', 'tools', 'analysis_tools',
-    'count_params.py')
+from .tool_runner import load_tool
 
 
 @MODELS.register_module(name='ToyParamCountModel', force=True)
@@ -23,18 +18,13 @@ class ToyParamCountModel(nn.Module):
         self.backbone[0].weight.requires_grad = False
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location('count_params', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_count_params_tool(tmp_path, capsys):
     cfg = tmp_path / 'toy_cfg.py'
     cfg.write_text("model = dict(type='ToyParamCountModel', width=4)\n")
     out = tmp_path / 'out' / 'params.json'
-    rows = load_tool().main(
+    rows = load_tool('analysis_tools/count_params.py').main(
         [str(cfg), '--cfg-options', 'model.width=8', '--json', str(out)])
     by = {r['name']: r for r in rows}
     # width 8: Linear(8, 8) = 72 (64 frozen), Linear(8, 2) = 18, head 3.

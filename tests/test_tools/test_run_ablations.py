@@ -7,14 +7,13 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
-from test_tools.tool_runner import REPO, TINY_CONFIG, data_options
-from .tool_loader import load_analysis_tool
+from .tool_runner import REPO, TINY_CONFIG, data_options, load_tool
 
 BASELINE = 'configs/synthetic/detris-tiny_synthetic.py'
 
 
 def load_tool():
-    return load_analysis_tool('run_ablations')
+    return load_tool('analysis_tools/run_ablations.py')
 
 
 def test_epoch_budget_moves_everything_tied_to_the_old_budget(tmp_path):

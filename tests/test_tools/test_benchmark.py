@@ -1,22 +1,19 @@
-"""sera_mm.utils.benchmark and tools/analysis_tools/benchmark.py on a tiny SERA.
+"""tools/analysis_tools/benchmark.py on a tiny SERA.
 
 No timing assertions: the tests check the fields, that ratios come from the
 same run's times, that pretrained references are switched off, that the
 synthetic batch goes through the real loss path, and the memory and
 profile bookkeeping on hand-checkable cases.
 """
-import importlib.util
 import json
-import os.path as osp
 
 import pytest
 import torch
 from torch import nn
 
-from sera_mm.utils import benchmark as bm
-from sera_mm.utils.pretrained import disable_pretrained
+from .tool_runner import load_tool
 
-TOOL = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'analysis_tools', 'benchmark.py')
+bm = load_tool('analysis_tools/benchmark.py')
 IMG = 32
 
 # A tiny SERA (2-layer DINOv2 of width 32, patch 8; 1-layer CLIP text tower
@@ -69,22 +66,6 @@ def build_case(config, name, **options):
     case = bm.BenchmarkCase(name, model, disabled, config)
     case.batch = bm.make_synthetic_batch(model, 2, IMG, seed=0)
     return case
-
-
-def test_disable_pretrained_walks_nested_configs():
-    cfg = dict(
-        text_encoder=dict(pretrained='clip.pt', frozen=True),
-        backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='x.pth'),
-                      layers=[dict(init_cfg=[dict(type='Normal'),
-                                             dict(type='Pretrained', checkpoint='y')])]),
-        head=dict(init_cfg=dict(type='Normal'), pretrained=None))
-    changed = disable_pretrained(cfg)
-    assert sorted(changed) == ['model.backbone.init_cfg', 'model.backbone.layers[0].init_cfg',
-                               'model.text_encoder.pretrained']
-    assert cfg['text_encoder'] == dict(pretrained=None, frozen=True)
-    assert cfg['backbone']['init_cfg'] is None
-    assert cfg['backbone']['layers'][0]['init_cfg'] == [dict(type='Normal')]
-    assert cfg['head'] == dict(init_cfg=dict(type='Normal'), pretrained=None)
 
 
 def test_build_switches_pretrained_off_and_resizes_the_preprocessor(tiny_config):
@@ -282,9 +263,7 @@ def test_default_profile_groups_and_scopes_catch_method_calls(monkeypatch):
 
 
 def test_tool_writes_json_and_table(tiny_config, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location('benchmark_tool', TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = bm
     out = tmp_path / 'out' / 'bench.json'
     report = tool.main([tiny_config, tiny_config, '--names', 'a', 'b', '--batch-size', '2',
                         '--img-size', str(IMG), '--repeats', '2', '--warmup', '0',

@@ -3,11 +3,11 @@ import json
 
 import pytest
 
-from .tool_loader import load_analysis_tool
+from .tool_runner import load_tool
 
 
 def load_tool():
-    return load_analysis_tool('sentence_groups')
+    return load_tool('analysis_tools/sentence_groups.py')
 
 
 def record(sentence, inter, union):

@@ -9,7 +9,7 @@ from mmengine.config import Config
 from sera_mm.models.routers import NoisyTopKRouter, SoftRouter
 from sera_mm.models.utils import RoutingResult
 from sera_mm.registry import DATASETS
-from .tool_loader import load_analysis_tool
+from .tool_runner import load_tool
 
 FUSION_EXPERTS = ('spatial', 'context', 'boundary', 'shape')
 FORCED_FUSION = {0: 0.75, 2: 0.25}     # experts (0, 2) with weights (0.75, 0.25)
@@ -17,7 +17,7 @@ FORCED_ADAPTER = (0.625, 0.375)        # (spatial, boundary); exact in binary
 
 
 def load_tool():
-    return load_analysis_tool('routing_stats')
+    return load_tool('analysis_tools/routing_stats.py')
 
 
 def forced_top_k(self, x):
