@@ -32,11 +32,6 @@ def is_full_size(path: str) -> bool:
     return arch in ('base', 'large')
 
 
-def ablation_files() -> List[str]:
-    """Configs in a folder named ``ablations``."""
-    return [f for f in config_files(bases=False) if 'ablations' in f.split(osp.sep)]
-
-
 def declared_base(path: str) -> str:
     """The single ``_base_`` a config file names, resolved against its folder
     (read from the source, so that nothing is executed)."""

@@ -6,6 +6,7 @@ from mmengine.config import Config
 from mmengine.registry import Registry
 
 import sera_mm.registry as sera_registry
+from helpers.config_expectations import MODEL_EXPECTATIONS
 from helpers.configs import REPO, config_files, iter_type_dicts
 
 ALL_CONFIGS = config_files()
@@ -18,6 +19,11 @@ REGISTRIES = [r for r in vars(sera_registry).values() if isinstance(r, Registry)
 
 
 def test_configs_are_found():
+    """Every config of the expectation table is on disk, and no other."""
+    assert FULL_CONFIGS == sorted(MODEL_EXPECTATIONS), (
+        f'not in tests/helpers/config_expectations.py: '
+        f'{sorted(set(FULL_CONFIGS) - set(MODEL_EXPECTATIONS))}; '
+        f'not on disk: {sorted(set(MODEL_EXPECTATIONS) - set(FULL_CONFIGS))}')
     assert len(FULL_CONFIGS) >= 11, FULL_CONFIGS  # 4 sera, 6 ablations, 1 tiny
     assert 'configs/synthetic/sera-tiny_synthetic.py' in FULL_CONFIGS
 

@@ -5,7 +5,6 @@ on the meta device: no memory, no weights, but every module, shape and
 ``requires_grad`` flag. The toy configs are built on the CPU and run.
 """
 import os.path as osp
-import re
 
 import pytest
 import torch
@@ -18,12 +17,14 @@ from torch import nn
 from sera_mm.datasets.transforms import TokenizeText
 from sera_mm.registry import MODELS
 from sera_mm.utils import disable_pretrained, param_report
+from helpers.config_expectations import MODEL_EXPECTATIONS, expected_configs
 from helpers.configs import REPO, config_files, is_full_size, iter_typed_nodes
 
 DETRIS_B = 'configs/detris/detris_dinov2-b_refcoco.py'
 SERA_MAIN = 'configs/sera/sera_dinov2-b_refcoco.py'
-FULL_CONFIGS = [f for f in config_files(bases=False) if is_full_size(f)]
-TINY_CONFIGS = [f for f in config_files(bases=False) if not is_full_size(f)]
+#: From the table (tests/helpers/config_expectations.py), not from the names.
+FULL_CONFIGS = expected_configs('full')
+TINY_CONFIGS = expected_configs('tiny')
 #: DETRIS-B's trainable parameters: text adapters, DenseAligners, neck,
 #: decoder, head (DETRIS's gate; 22,891,569 with the folded gate).
 DETRIS_B_TRAINABLE = 25_518_129
@@ -56,24 +57,14 @@ def own_params(module: nn.Module):
     return [p for n, p in module.named_parameters() if not n.startswith('adapters.')]
 
 
-def expects_zero_init(path: str) -> bool:
-    """SERA configs start the SERA-Fusion experts at zero unless named 'random-init'."""
-    return 'random-init' not in osp.basename(path)
-
-
-def is_detris(path: str) -> bool:
-    """The DETRIS configs: configs/detris/ and the toy DETRIS."""
-    return osp.basename(path).startswith('detris')
-
-
 def check_variant(model: nn.Module, path: str) -> None:
-    """Checks what the config's name promises: DETRIS (text adapters and
-    DenseAligners, no fusion); 'adapter-only': SERA-Adapters, no fusion;
-    otherwise SERA: SERA-Adapters and one SERA-Fusion per level with Top-k, k
-    from '_top<k>_' in the name (default 2), whose experts start at zero
-    unless the name says 'random-init'."""
+    """Checks what the config's row of MODEL_EXPECTATIONS says: 'detris'
+    (text adapters and DenseAligners, no fusion); 'adapter-only':
+    SERA-Adapters, no fusion; 'sera': SERA-Adapters and one SERA-Fusion per
+    level with the row's Top-k, experts at zero or not, on the backbone's or
+    the neck's channels; the pad mask and the context length of the row."""
+    expected = MODEL_EXPECTATIONS[path]
     cfg = load(path)
-    name = osp.basename(path)
     blocks = [str(i) for i in cfg.model.backbone.adapter_indices]
     text_blocks = [str(i) for i in cfg.model.text_encoder.adapter_indices]
     levels = len(cfg.model.neck.in_channels)
@@ -82,24 +73,23 @@ def check_variant(model: nn.Module, path: str) -> None:
     fusions = list(model.neck.fusions) if model.neck.fusions is not None else []
     assert text_adapters == dict.fromkeys(text_blocks, 'TextAdapter')
     assert model.neck.gate == 'detris' and model.backbone.pos_embed_mode == 'detris'
-    if is_detris(path):
+    if expected.variant == 'detris':
         assert adapters == dict.fromkeys(blocks, 'DenseAligner')
         assert not fusions and model.moe_loss is None
-    elif 'adapter-only' in name:
+    elif expected.variant == 'adapter-only':
         assert adapters == dict.fromkeys(blocks, 'SERAAdapter')
         assert not fusions
     else:
-        top_k = re.search(r'_top(\d)_', name)
+        assert expected.variant == 'sera', expected
         assert adapters == dict.fromkeys(blocks, 'SERAAdapter')
         assert [type(f).__name__ for f in fusions] == ['SERAFusion'] * levels
-        expected_k = int(top_k.group(1)) if top_k else 2
-        assert [f.router.top_k for f in fusions] == [expected_k] * levels
-        assert [f.zero_init_experts for f in fusions] == [expects_zero_init(path)] * levels
-        width = (model.neck.channels if 'fusion-after-proj' in name
-                 else model.backbone.embed_dims)
+        assert [f.router.top_k for f in fusions] == [expected.top_k] * levels
+        assert [f.zero_init_experts for f in fusions] == [expected.zero_init] * levels
+        width = dict(neck=model.neck.channels,
+                     backbone=model.backbone.embed_dims)[expected.fusion_width]
         assert [f.channels for f in fusions] == [width] * levels
-    pad_mask = 'pad-mask' in name
-    assert all(a.use_pad_mask == pad_mask for a in model.backbone.adapters.values())
+    assert all(a.use_pad_mask == expected.pad_mask for a in model.backbone.adapters.values())
+    assert model.text_encoder.context_length == expected.context_length
 
 
 def check_context_length(model: nn.Module, path: str) -> None:
@@ -127,6 +117,14 @@ def check_detris_protocol(path: str) -> None:
 
 
 def test_configs_are_found():
+    """The table names every config on disk (a renamed, added or removed one
+    fails here), and its sizes are the configs' own."""
+    on_disk = config_files(bases=False)
+    assert sorted(MODEL_EXPECTATIONS) == on_disk, (
+        f'not in the table: {sorted(set(on_disk) - set(MODEL_EXPECTATIONS))}; '
+        f'not on disk: {sorted(set(MODEL_EXPECTATIONS) - set(on_disk))}')
+    for path in on_disk:
+        assert is_full_size(path) == (MODEL_EXPECTATIONS[path].size == 'full'), path
     assert DETRIS_B in FULL_CONFIGS and SERA_MAIN in FULL_CONFIGS
     names = {osp.basename(f) for f in FULL_CONFIGS}
     for model in ('b', 'l'):
@@ -141,7 +139,7 @@ def test_configs_are_found():
 def test_full_size_config_builds(path):
     model = build_model(path, meta=True)
     cfg = load(path)
-    name = osp.basename(path)
+    expected = MODEL_EXPECTATIONS[path]
     large = cfg.model.backbone.arch == 'large'
     assert type(model).__name__ == 'ReferringSegmentor'
     assert (model.backbone.embed_dims, model.backbone.num_layers) == \
@@ -152,7 +150,7 @@ def test_full_size_config_builds(path):
     assert count(own_params(model.text_encoder), trainable_only=True) == 0
     assert count(model.text_encoder.adapters.parameters(), trainable_only=True) > 0
     own = own_params(model.backbone)
-    if is_detris(path):
+    if expected.variant == 'detris':
         assert count(own, trainable_only=True) == 0
     else:  # SERA: BitFit + LN, under 1% of DINOv2
         assert 0 < count(own, trainable_only=True) < 0.01 * count(own)
@@ -160,10 +158,9 @@ def test_full_size_config_builds(path):
     check_variant(model, path)
     check_context_length(model, path)
     check_detris_protocol(path)
-    if 'refcocog-umd' in name:  # G-Ref (umd) sentences: 22 tokens, as DETRIS
-        assert model.text_encoder.context_length == 22
-    if 'dice' in name:
-        assert any('Dice' in type(m).__name__ for m in model.decode_head.loss_decode)
+    # (check_variant: G-Ref (umd) sentences take 22 tokens, as DETRIS)
+    assert any('Dice' in type(m).__name__
+               for m in model.decode_head.loss_decode) == expected.dice
 
 
 def test_detris_b_trains_detris_trainable_set():
@@ -244,8 +241,7 @@ def test_tiny_config_builds_and_runs(path):
     assert logits.shape[:2] == (2, 1) and logits.shape[-1] == logits.shape[-2]
 
 
-@pytest.mark.parametrize('path', [p for p in TINY_CONFIGS
-                                  if not is_detris(p) and 'adapter-only' not in p])
+@pytest.mark.parametrize('path', expected_configs('tiny', ('sera', )))
 def test_tiny_sera_fusion_starts_as_identity_after_init_weights(path):
     """What the Runner builds: after ``init_weights()`` every SERA-Fusion
     level returns its input, unless the config asks for the random init."""
@@ -253,7 +249,7 @@ def test_tiny_sera_fusion_starts_as_identity_after_init_weights(path):
     model = build_model(path)
     model.init_weights()
     model.eval()
-    zero_init = expects_zero_init(path)
+    zero_init = MODEL_EXPECTATIONS[path].zero_init
     with torch.no_grad():
         for level, fusion in enumerate(model.neck.fusions):
             x = torch.randn(2, fusion.channels, 6, 6)

@@ -1,29 +1,26 @@
-"""Bad inputs, one row each: every one fails before a training step (or, for
-the image content, at the fetch of that image) with an error that names the
-file, key or id at fault.
+"""Bad data inputs, one row each: every one fails before a training step (or,
+for the image content, at the fetch of that image) with an error that names
+the file, key or id at fault.
 
 The data rows build the data set the way the tools do, from the RefCOCO
 base config through the registries with its real pipelines, on a copy of the
-hand-made REFER set of ``tests/test_datasets``; the edits reuse the helpers
-of ``test_refcoco_errors.py``, which tests RefCOCODataset's checks directly.
-Rows marked ``needs`` wait for a check the report asks an owner to add.
+hand-made REFER set (tests/helpers/refer.py, whose edits
+``test_refcoco_errors.py`` also uses to test RefCOCODataset's checks
+directly). Rows marked ``needs`` wait for a check the report asks an owner to
+add. Bad checkpoints and test-split lists: tests/test_engine/test_runner/
+(test_checkpoint_match.py, test_split_spec.py); unknown types in a config:
+tests/test_configs/test_unknown_types.py.
 """
-import os
 import os.path as osp
 import pickle
-import subprocess
-import sys
 from typing import Callable, NamedTuple, Optional, Sequence, Type
 
 import pytest
-import torch
 from mmengine.config import Config
 
-from sera_mm.engine.runner import (check_checkpoint_matches,
-                                   load_state_dict_keys, normalize_splits)
-from sera_mm.registry import DATASETS, MODELS
+from sera_mm.registry import DATASETS
 from sera_mm.utils.preflight import missing_inputs
-from helpers.paths import REPO, TINY_CONFIG
+from helpers.paths import REPO
 from helpers.refer import (edit_first_ref, image_file, instances_not_json, malicious_refs_pickle,
                            remove_image, set_segmentation, truncate_instances, write_refer)
 
@@ -188,138 +185,3 @@ def test_bad_data_input_names_the_culprit(tmp_path, name):
     for word in row.words:
         assert word in str(e.value), (word, str(e.value))
     assert not osp.exists(osp.join(root, 'pwned'))  # the crafted pickle
-
-
-# ---------------------------------------------------------------------------
-# checkpoints, configs, split lists
-# ---------------------------------------------------------------------------
-def _tiny_model(**changes):
-    cfg = Config.fromfile(TINY_CONFIG)
-    for key, value in changes.items():
-        node = cfg.model
-        *path, last = key.split('.')
-        for p in path:
-            node = node[p]
-        node[last] = value
-    return MODELS.build(cfg.model)
-
-
-@pytest.fixture(scope='module')
-def tiny_model():
-    return _tiny_model()
-
-
-@pytest.fixture(scope='module')
-def other_arch_checkpoint(tmp_path_factory) -> str:
-    """A checkpoint of the tiny model with 2 decoder layers and a wider
-    head: other keys and other shapes."""
-    model = _tiny_model(**{'decoder.num_layers': 2,
-                           'decode_head.channels': 48})
-    path = str(tmp_path_factory.mktemp('ckpt') / 'other_arch.pth')
-    torch.save(dict(meta=dict(epoch=1), state_dict=model.state_dict()), path)
-    return path
-
-
-def test_checkpoint_of_another_architecture(tiny_model, other_arch_checkpoint):
-    with pytest.raises(ValueError) as e:
-        check_checkpoint_matches(tiny_model, other_arch_checkpoint)
-    msg = str(e.value)
-    assert other_arch_checkpoint in msg
-    assert 'not in the model' in msg and 'decoder.layers.1.' in msg
-    assert 'shape mismatch' in msg and 'decode_head.' in msg
-    assert '[48' in msg or '48]' in msg
-
-
-def test_matching_checkpoint_passes(tiny_model, tmp_path):
-    """The control: the model's own weights fit (also under 'module.')."""
-    path = str(tmp_path / 'own.pth')
-    state = {f'module.{k}': v for k, v in tiny_model.state_dict().items()}
-    torch.save(dict(state_dict=state), path)
-    check_checkpoint_matches(tiny_model, path)
-    assert set(load_state_dict_keys(path)) == set(tiny_model.state_dict())
-
-
-def test_checkpoint_that_is_not_one(tmp_path):
-    path = tmp_path / 'notes.pth'
-    path.write_bytes(b'these are not weights')
-    with pytest.raises(ValueError) as e:
-        load_state_dict_keys(str(path))
-    assert str(path) in str(e.value)
-
-
-def test_checkpoint_crafted_to_run_code(tmp_path):
-    target = tmp_path / 'pwned'
-
-    class Evil:
-        def __reduce__(self):
-            return (open, (str(target), 'w'))
-
-    path = tmp_path / 'evil.pth'
-    torch.save(dict(state_dict={}, meta=Evil()), str(path))
-    with pytest.raises(ValueError) as e:
-        load_state_dict_keys(str(path))
-    assert str(path) in str(e.value)
-    assert not target.exists()
-
-
-def test_test_tool_names_the_mismatched_keys(other_arch_checkpoint,
-                                             synthetic_refer, tmp_path):
-    """tools/test.py refuses the checkpoint before evaluating any batch."""
-    opts = []
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        opts += [f'{loader}.dataset.data_root={synthetic_refer}/',
-                 f'{loader}.num_workers=0', f'{loader}.persistent_workers=False']
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join(
-        p for p in (REPO, os.environ.get('PYTHONPATH')) if p))
-    proc = subprocess.run(
-        [sys.executable, osp.join(REPO, 'tools', 'test.py'), TINY_CONFIG,
-         other_arch_checkpoint, '--work-dir', str(tmp_path / 'work'),
-         '--cfg-options', *opts],
-        cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert 'does not fit the model' in proc.stdout, proc.stdout[-3000:]
-    assert 'decoder.layers.1.' in proc.stdout
-    assert 'Epoch(test)' not in proc.stdout  # no batch was evaluated
-    assert not osp.exists(tmp_path / 'work' / 'test_results.json')
-
-
-def _misspelt_config() -> Config:
-    cfg = Config.fromfile(TINY_CONFIG)
-    cfg.model.neck.fusion_cfg.router.type = 'NoSuchRouter'
-    return cfg
-
-
-def test_config_type_that_names_no_registered_class():
-    """Building the model (Runner.from_cfg) names the unknown class."""
-    with pytest.raises(KeyError) as e:
-        MODELS.build(_misspelt_config().model)
-    assert 'NoSuchRouter' in str(e.value)
-
-
-def test_preflight_names_the_config_key_of_an_unknown_type():
-    """The tools' preflight names the key, before anything is built."""
-    from sera_mm.utils.preflight import check_config_inputs
-    cfg = _misspelt_config()
-    cfg.train_dataloader.dataset.pipeline[0].type = 'LoadImageFromFlie'
-    with pytest.raises(KeyError) as e:
-        check_config_inputs(cfg, mode='train')
-    assert 'model.neck.fusion_cfg.router.type' in str(e.value)
-    assert 'NoSuchRouter' in str(e.value)
-    assert 'train_dataloader.dataset.pipeline[0].type' in str(e.value)
-
-
-@pytest.mark.parametrize('splits, words', [
-    ([], ['non-empty']),
-    ('val', ['non-empty']),
-    (['val', dict(split='val')], ["test_splits[1]", "'name'"]),
-    (['val', 'val'], ["'val'", 'twice']),
-    ([dict(name='a b', split='val')], ["'a b'"]),
-    ([dict(name='x')], ["'x'", 'overrides no']),
-    ([3], ['test_splits[0]']),
-])
-def test_bad_test_splits(splits, words):
-    with pytest.raises(ValueError) as e:
-        normalize_splits(splits)
-    for word in words:
-        assert word in str(e.value), (word, str(e.value))

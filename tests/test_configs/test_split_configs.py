@@ -1,6 +1,5 @@
 """The cross-dataset and mixed configs: they point at real REFER files and
 change the test data only."""
-import glob
 import os.path as osp
 
 import pytest
@@ -9,6 +8,9 @@ from mmengine.config import Config
 from sera_mm.datasets.synthetic import POSITION_WORDS
 from sera_mm.engine.runner import dataloader_for_split, normalize_splits
 from sera_mm.registry import DATASETS
+from helpers.config_expectations import (MIXED_EXPECTATIONS, REFCOCO_CROSS_EXPECTATIONS,
+                                         SYNTHETIC_CROSS_EXPECTATIONS)
+from helpers.configs import config_files, declared_base
 from helpers.paths import REPO
 
 CONFIGS = osp.join(REPO, 'configs')
@@ -20,14 +22,22 @@ BASE_SETS = {
     ('refcocog/instances.json', 'refcocog/refs(umd).p'): {'val', 'test'},
     ('refcocog/instances.json', 'refcocog/refs(google).p'): {'val'},
 }
-REFCOCO_CROSS = sorted(glob.glob(osp.join(CONFIGS, 'cross_dataset', 'sera_dinov2-b_*.py')))
-SYNTHETIC_CROSS = sorted(glob.glob(osp.join(CONFIGS, 'cross_dataset', 'sera-tiny_*.py')))
+REFCOCO_CROSS = sorted(REFCOCO_CROSS_EXPECTATIONS)
+SYNTHETIC_CROSS = sorted(SYNTHETIC_CROSS_EXPECTATIONS)
 
 
 @pytest.fixture(scope='module', autouse=True)
 def _registered():
     from sera_mm import register_all_modules
     register_all_modules()
+
+
+def test_cross_configs_are_found():
+    """The tables name every config of configs/cross_dataset/ (a renamed,
+    added or removed one fails here)."""
+    on_disk = [f for f in config_files(bases=False)
+               if f.split(osp.sep)[:2] == ['configs', 'cross_dataset']]
+    assert sorted(REFCOCO_CROSS + SYNTHETIC_CROSS) == on_disk
 
 
 def test_base_sets_match_the_dataset_configs():
@@ -41,8 +51,9 @@ def test_base_sets_match_the_dataset_configs():
 
 @pytest.mark.parametrize('path', REFCOCO_CROSS, ids=osp.basename)
 def test_refcoco_cross_configs_change_the_test_data_only(path):
-    cfg = Config.fromfile(path)
-    base = Config.fromfile(osp.join(osp.dirname(path), _base_of(path)))
+    assert declared_base(path) == REFCOCO_CROSS_EXPECTATIONS[path]
+    cfg = Config.fromfile(osp.join(REPO, path))
+    base = Config.fromfile(osp.join(REPO, REFCOCO_CROSS_EXPECTATIONS[path]))
     for key in ('model', 'train_dataloader', 'val_dataloader', 'test_dataloader',
                 'optim_wrapper', 'param_scheduler', 'train_cfg'):
         assert cfg[key] == base[key], key
@@ -60,16 +71,9 @@ def test_refcoco_cross_configs_change_the_test_data_only(path):
     assert {a for a, _ in targets} == {a for a, _ in BASE_SETS}
 
 
-def _base_of(path: str) -> str:
-    with open(path) as f:
-        line = next(line for line in f if line.startswith('_base_'))
-    return line.split("'")[1]
-
-
-@pytest.mark.parametrize('path', ['mixed/sera_dinov2-b_refcoco-mixed.py',
-                                  'detris/detris_dinov2-l_refcoco-mixed.py'])
+@pytest.mark.parametrize('path', sorted(MIXED_EXPECTATIONS), ids=osp.basename)
 def test_mixed_config_uses_the_base_files_and_one_context_length(path):
-    cfg = Config.fromfile(osp.join(CONFIGS, path))
+    cfg = Config.fromfile(osp.join(REPO, path))
     ds = cfg.train_dataloader.dataset
     assert ds.type == 'MixedRefCOCODataset'
     trained = {(s['ann_file'], s['split_file']) for s in ds.sources
@@ -84,12 +88,12 @@ def test_mixed_config_uses_the_base_files_and_one_context_length(path):
     tokenizers = [t for p in (ds.pipeline, cfg.test_dataloader.dataset.pipeline)
                   for t in p if t['type'] == 'TokenizeText']
     assert {t['context_length'] for t in tokenizers} == \
-        {cfg.model.text_encoder.context_length} == {17}  # DETRIS's mixed config: 17
+        {cfg.model.text_encoder.context_length} == {MIXED_EXPECTATIONS[path]}
 
 
 @pytest.mark.parametrize('path', SYNTHETIC_CROSS, ids=osp.basename)
 def test_synthetic_cross_configs_build_on_the_generated_set(path, synthetic_refer):
-    cfg = Config.fromfile(path)
+    cfg = Config.fromfile(osp.join(REPO, path))
     names = []
     for name, overrides in normalize_splits(cfg.test_splits):
         loader = dataloader_for_split(cfg.test_dataloader, name, overrides)
@@ -102,4 +106,4 @@ def test_synthetic_cross_configs_build_on_the_generated_set(path, synthetic_refe
     words = {w for i in range(len(train))
              for w in train.get_data_info(i)['text'].split()}
     uses_position = bool(words & set(POSITION_WORDS))
-    assert uses_position == ('no-position' not in osp.basename(path))
+    assert uses_position == SYNTHETIC_CROSS_EXPECTATIONS[path]
