@@ -1,1 +1,0 @@
-"""The test runner: multi-split tests, distributed runs, atomic files."""
