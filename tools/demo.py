@@ -24,6 +24,9 @@ from typing import List, Optional, Tuple
 DEFAULT_SINGLE_OUT = 'overlay.png'
 DEFAULT_BATCH_OUT = 'demo_overlays'
 CONTACT_SHEET = 'contact_sheet.png'
+#: mmcv.imwrite's file backend: the images are written through
+#: sera_mm.utils.atomic (registered as 'atomic_local' when sera_mm.utils is imported).
+ATOMIC = dict(backend='atomic_local')
 
 
 class InputError(ValueError):
@@ -152,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.batch:
         out = args.out or DEFAULT_SINGLE_OUT
         drawn, share = draw(model, visualizer, pairs[0][0], pairs[0][1], not args.no_caption)
-        mmcv.imwrite(mmcv.rgb2bgr(drawn), out)
+        mmcv.imwrite(mmcv.rgb2bgr(drawn), out, backend_args=ATOMIC)
         print(f'{out}: {drawn.shape[1]} x {drawn.shape[0]}, mask {100 * share:.1f}% of the image')
         return 0
 
@@ -166,11 +169,12 @@ def run(args: argparse.Namespace) -> int:
             raise type(e)(f'{where}: {e}') from e
         stem = osp.splitext(osp.basename(image))[0]
         path = osp.join(out_dir, f'{i:03d}_{stem}.png')
-        mmcv.imwrite(mmcv.rgb2bgr(drawn), path)
+        mmcv.imwrite(mmcv.rgb2bgr(drawn), path, backend_args=ATOMIC)
         overlays.append(drawn)
         print(f'{path}: mask {100 * share:.1f}% of the image ({sentence!r})')
     sheet = osp.join(out_dir, CONTACT_SHEET)
-    mmcv.imwrite(mmcv.rgb2bgr(make_contact_sheet(overlays, cell=args.cell)), sheet)
+    mmcv.imwrite(mmcv.rgb2bgr(make_contact_sheet(overlays, cell=args.cell)), sheet,
+                 backend_args=ATOMIC)
     print(f'{sheet}: {len(overlays)} overlays')
     return 0
 

@@ -8,12 +8,12 @@ REFCOCO_CONFIG = osp.join(osp.dirname(__file__), '..', '..', 'configs', 'sera',
                           'sera_dinov2-b_refcoco.py')
 
 
-def load_tool():
+def the_tool():
     return load_tool('analysis_tools/benchmark_data.py')
 
 
 def test_index_counts_match_the_generated_set(tmp_path):
-    tool = load_tool()
+    tool = the_tool()
     res = tool.bench_index(str(tmp_path / 'idx'), repeats=2,
                            num_images=dict(train=6, val=3))
     counts = res['counts']
@@ -23,7 +23,7 @@ def test_index_counts_match_the_generated_set(tmp_path):
 
 
 def test_pipeline_times_every_transform_of_the_train_pipeline(tmp_path, capsys):
-    tool = load_tool()
+    tool = the_tool()
     out = tmp_path / 'bench.json'
     report = tool.main(['--config', REFCOCO_CONFIG, '--work-dir', str(tmp_path),
                         '--out', str(out), '--skip-index', '--num-images', '3',

@@ -61,6 +61,7 @@ def setup_missing_text_weights(fixture_root, tmp_path):
     return fixture_root, [f'model.text_encoder.pretrained={missing}'], missing
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize('setup', [
     setup_missing_data_root, setup_missing_refs_file, setup_missing_image,
     setup_missing_backbone_weights, setup_missing_text_weights

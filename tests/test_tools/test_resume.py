@@ -3,6 +3,7 @@ optimizer state, loading the checkpoint with weights_only=True."""
 import os.path as osp
 import shutil
 
+import pytest
 from mmengine.config import Config
 
 from .checkpoint_io import assert_same_state, load_runner_checkpoint
@@ -25,6 +26,7 @@ def probe_config(path) -> str:
     return str(path)
 
 
+@pytest.mark.integration
 def test_resume_continues_from_saved_iteration(tiny_trained, tmp_path):
     work_dir = tmp_path / 'work'
     shutil.copytree(tiny_trained.work_dir, work_dir)

@@ -16,7 +16,7 @@ FORCED_FUSION = {0: 0.75, 2: 0.25}     # experts (0, 2) with weights (0.75, 0.25
 FORCED_ADAPTER = (0.625, 0.375)        # (spatial, boundary); exact in binary
 
 
-def load_tool():
+def the_tool():
     return load_tool('analysis_tools/routing_stats.py')
 
 
@@ -46,7 +46,7 @@ def test_statistics_of_forced_routers_are_exact(tiny_model_files, forced_routers
     config, checkpoint, _ = tiny_model_files
     out = tmp_path / 'routing'
     splits = ['val', 'testA']
-    report = load_tool().main([config, checkpoint, '--splits', *splits, '--out', str(out),
+    report = the_tool().main([config, checkpoint, '--splits', *splits, '--out', str(out),
                                '--num-workers', '0', '--batch-size', '5'])
     with open(out / 'routing_stats.json') as f:
         written = json.load(f)
@@ -80,13 +80,13 @@ def test_statistics_of_forced_routers_are_exact(tiny_model_files, forced_routers
 
 def test_max_batches_limits_each_split(tiny_model_files, forced_routers, tmp_path):
     config, checkpoint, _ = tiny_model_files
-    report = load_tool().main([config, checkpoint, '--out', str(tmp_path), '--num-workers',
+    report = the_tool().main([config, checkpoint, '--out', str(tmp_path), '--num-workers',
                                '0', '--batch-size', '3', '--max-batches', '2'])
     assert list(report['splits']) == ['val']
     assert report['splits']['val']['samples'] == 6
 
 
 def test_model_without_routers_is_refused(tiny_model_files):
-    tool = load_tool()
+    tool = the_tool()
     with pytest.raises(ValueError, match='no router'):
         tool.collect(torch.nn.Linear(2, 2), [])

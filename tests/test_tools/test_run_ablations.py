@@ -12,12 +12,12 @@ from .tool_runner import REPO, TINY_CONFIG, data_options, load_tool
 BASELINE = 'configs/synthetic/detris-tiny_synthetic.py'
 
 
-def load_tool():
+def the_tool():
     return load_tool('analysis_tools/run_ablations.py')
 
 
 def test_epoch_budget_moves_everything_tied_to_the_old_budget(tmp_path):
-    tool = load_tool()
+    tool = the_tool()
     path = tool.write_run_config(osp.join(REPO, BASELINE), seed=7, max_epochs=3,
                                  cfg_options=None, out_dir=str(tmp_path))
     cfg = Config.fromfile(path)
@@ -35,7 +35,7 @@ def test_epoch_budget_moves_everything_tied_to_the_old_budget(tmp_path):
 
 
 def test_epoch_budget_without_epochs_is_refused():
-    tool = load_tool()
+    tool = the_tool()
     cfg = Config(dict(train_cfg=dict(type='IterBasedTrainLoop', max_iters=10)))
     with pytest.raises(ValueError, match='max_epochs'):
         tool.set_epoch_budget(cfg, 2)
@@ -47,7 +47,7 @@ def _record(config, seed, miou, oiou):
 
 
 def test_aggregate_gives_mean_and_half_range_per_config_and_split():
-    tool = load_tool()
+    tool = the_tool()
     # in the order the runs finished, not by seed
     records = [_record('a.py', 1, 52.0, 44.0), _record('b.py', 0, 47.0, 41.0),
                _record('a.py', 0, 50.0, 40.0), _record('b.py', 1, 48.0, 40.0)]
@@ -69,12 +69,13 @@ def test_aggregate_gives_mean_and_half_range_per_config_and_split():
 
 def test_aggregate_of_nothing_is_an_error():
     with pytest.raises(ValueError, match='no finished runs'):
-        load_tool().aggregate([], ['a.py'])
+        the_tool().aggregate([], ['a.py'])
 
 
+@pytest.mark.integration
 def test_ladder_trains_tests_and_tabulates_then_reuses_finished_runs(
         synthetic_refer, tmp_path, capsys):
-    tool = load_tool()
+    tool = the_tool()
     work = str(tmp_path / 'ablations')
     options = data_options(synthetic_refer) + ['train_dataloader.batch_size=8']
     argv = [TINY_CONFIG, BASELINE, '--work-dir', work, '--seeds', '3', '--max-epochs', '1',
@@ -113,13 +114,13 @@ def test_ladder_trains_tests_and_tabulates_then_reuses_finished_runs(
 
 
 def test_missing_config_is_named(tmp_path, capsys):
-    tool = load_tool()
+    tool = the_tool()
     assert tool.main(['configs/nope.py', '--work-dir', str(tmp_path)]) == 2
     assert 'configs/nope.py' in capsys.readouterr().err
 
 
 def test_table_only_without_runs_says_so(tmp_path, capsys):
-    tool = load_tool()
+    tool = the_tool()
     argv = [osp.join(REPO, BASELINE), '--work-dir', str(tmp_path), '--table-only']
     assert tool.main(argv) == 2
     err = capsys.readouterr().err

@@ -6,7 +6,7 @@ import pytest
 from .tool_runner import load_tool
 
 
-def load_tool():
+def the_tool():
     return load_tool('analysis_tools/sentence_groups.py')
 
 
@@ -24,7 +24,7 @@ RECORDS = [
 
 
 def test_groups_split_on_whole_words_and_give_miou_and_oiou():
-    tool = load_tool()
+    tool = the_tool()
     groups = tool.group_metrics(RECORDS, ['left', 'leftmost'])
     assert groups['with']['sentences'] == 2
     assert groups['with']['mIoU'] == pytest.approx(50.0)          # (25 + 75) / 2
@@ -35,18 +35,18 @@ def test_groups_split_on_whole_words_and_give_miou_and_oiou():
 
 
 def test_empty_group_has_no_metrics():
-    groups = load_tool().group_metrics(RECORDS[2:3], ['top'])
+    groups = the_tool().group_metrics(RECORDS[2:3], ['top'])
     assert groups['with'] == dict(sentences=0, mIoU=None, oIoU=None)
     assert groups['without']['mIoU'] == pytest.approx(90.0)
 
 
 def test_default_words_are_the_generator_position_words():
     from sera_mm.datasets.synthetic import POSITION_WORDS
-    assert load_tool().default_words() == list(POSITION_WORDS)
+    assert the_tool().default_words() == list(POSITION_WORDS)
 
 
 def test_cli_writes_table_and_json(tmp_path, capsys):
-    tool = load_tool()
+    tool = the_tool()
     path = tmp_path / 'per_sentence_val.jsonl'
     path.write_text(''.join(json.dumps(r) + '\n' for r in RECORDS))
     out = tmp_path / 'groups.json'
@@ -60,6 +60,6 @@ def test_cli_writes_table_and_json(tmp_path, capsys):
 def test_bad_record_is_named_with_its_line(tmp_path, capsys):
     path = tmp_path / 'per_sentence_val.jsonl'
     path.write_text(json.dumps(RECORDS[0]) + '\n{"sentence": "x"}\n')
-    assert load_tool().main([str(path)]) == 2
+    assert the_tool().main([str(path)]) == 2
     err = capsys.readouterr().err
     assert f'{path}:2' in err and 'intersection' in err

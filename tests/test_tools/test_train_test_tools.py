@@ -43,6 +43,7 @@ def run_test_tool(trained, tmp_path, *flags: str) -> tuple:
     return proc, records
 
 
+@pytest.mark.integration
 def test_train_tool_writes_checkpoint(tiny_trained):
     out = tiny_trained.output
     assert f'Epoch(train) [1][{ITERS_PER_EPOCH}/{ITERS_PER_EPOCH}]' in out, out[-3000:]
@@ -57,6 +58,7 @@ def test_train_tool_writes_checkpoint(tiny_trained):
     assert not weights_only_warnings(out)
 
 
+@pytest.mark.integration
 def test_checkpoint_loads_in_fresh_process(tiny_trained):
     """What tools/test.py and --resume do first: torch.load of a Runner
     checkpoint with weights_only=True, in a process where nothing but
@@ -72,6 +74,7 @@ def test_checkpoint_loads_in_fresh_process(tiny_trained):
     assert f'iter {ITERS_PER_EPOCH}' in proc.stdout
 
 
+@pytest.mark.integration
 def test_test_tool_writes_one_record_per_sentence(tiny_trained, tmp_path):
     proc, records = run_test_tool(tiny_trained, tmp_path)
     expected = expected_test_sentences(tiny_trained.data_root)
@@ -100,6 +103,7 @@ def test_test_tool_writes_one_record_per_sentence(tiny_trained, tmp_path):
     assert not weights_only_warnings(proc.output)
 
 
+@pytest.mark.integration
 def test_test_tool_shuffle_sentences(tiny_trained, tmp_path):
     proc, records = run_test_tool(tiny_trained, tmp_path, '--shuffle-sentences')
     expected = expected_test_sentences(tiny_trained.data_root)
@@ -115,6 +119,7 @@ def test_test_tool_shuffle_sentences(tiny_trained, tmp_path):
     assert all(r['sentence'] == text_of[r['sent_id']] for r in records)
 
 
+@pytest.mark.integration
 def test_show_dir_draws_every_sentence_of_every_split(tiny_trained, tmp_path):
     """--show-dir writes one picture per sentence, named by split and
     sent_id, so the sentences of one image do not overwrite each other."""

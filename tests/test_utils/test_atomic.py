@@ -78,6 +78,7 @@ class ToyData(Dataset):
                     data_samples=torch.ones(1))
 
 
+@pytest.mark.integration
 def test_checkpoint_hook_saves_through_the_atomic_backend(tmp_path,
                                                           monkeypatch):
     """The config key the report gives the lead, on mmengine's own hook."""
@@ -126,3 +127,12 @@ def test_cpu_distributed_setup_names_missing_variable(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(RuntimeError, match='RANK'):
         setup_cpu_distributed(Config(dict(launcher='pytorch')))
+
+
+def test_cpu_distributed_setup_switches_other_launchers_to_gloo(monkeypatch):
+    """slurm and mpi get the gloo backend too; the rest is mmengine's."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    cfg = Config(dict(launcher='slurm', env_cfg=dict(dist_cfg=dict(backend='nccl'))))
+    assert setup_cpu_distributed(cfg) is False
+    assert cfg.env_cfg.dist_cfg.backend == 'gloo'
+    assert 'model_wrapper_cfg' not in cfg

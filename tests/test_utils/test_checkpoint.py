@@ -96,6 +96,7 @@ def trained(tmp_path_factory):
     return runner, ckpt
 
 
+@pytest.mark.integration
 def test_resume_restores_state_exactly(trained, tmp_path, monkeypatch):
     runner, ckpt = trained
     monkeypatch.delenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', raising=False)
@@ -155,6 +156,7 @@ def entry_name(entry) -> str:
     return f'{entry.__module__}.{entry.__qualname__}'
 
 
+@pytest.mark.integration
 def test_allow_list_is_exactly_what_checkpoint_needs(trained):
     _, ckpt = trained
     entries = checkpoint_safe_globals()

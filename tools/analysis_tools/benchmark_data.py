@@ -22,7 +22,6 @@ Example::
         --work-dir /tmp/sera_bench --out benchmark_data.json
 """
 import argparse
-import json
 import os
 import os.path as osp
 import statistics
@@ -98,8 +97,8 @@ def bench_index(root: str, repeats: int,
 
 
 def _train_pipeline(config: str) -> list:
-    from mmengine.config import Config
-    cfg = Config.fromfile(config)
+    from sera_mm.utils.config import load_config
+    cfg = load_config(config)
     return list(cfg.train_dataloader.dataset.pipeline)
 
 
@@ -211,9 +210,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
         report['pipeline']['goal_ms'] = PIPELINE_GOAL_MS
     print_report(report)
     out = args.out or osp.join(args.work_dir, 'benchmark_data.json')
-    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    with open(out, 'w') as f:
-        json.dump(report, f, indent=2)
+    from sera_mm.utils import atomic_write_json
+    atomic_write_json(out, report, indent=2)
     print(f'\nwrote {out}')
     return report
 

@@ -11,12 +11,9 @@ Example:
         --expand backbone text_encoder
 """
 import argparse
-import json
-import os
-import os.path as osp
 from typing import List, Optional
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.registry import init_default_scope
 
 
@@ -41,12 +38,11 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     args = parse_args(argv)
     from sera_mm import register_all_modules
     from sera_mm.registry import MODELS
-    from sera_mm.utils import format_param_report, param_report
+    from sera_mm.utils import atomic_write_json, format_param_report, param_report
+    from sera_mm.utils.config import load_config
 
     register_all_modules(init_default_scope=False)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     # As the Runner does: unprefixed names resolve in the config's scope.
     init_default_scope(cfg.get('default_scope') or 'sera_mm')
     if 'model' not in cfg:
@@ -59,10 +55,7 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
           f'({args.config}):')
     print(format_param_report(rows))
     if args.json:
-        out_dir = osp.dirname(osp.abspath(args.json))
-        os.makedirs(out_dir, exist_ok=True)
-        with open(args.json, 'w', encoding='utf-8') as f:
-            json.dump(rows, f, indent=2)
+        atomic_write_json(args.json, rows, indent=2)
         print(f'Saved the rows to {args.json}')
     return rows
 

@@ -22,7 +22,6 @@ Examples::
 """
 import argparse
 import copy
-import json
 import os
 import os.path as osp
 import sys
@@ -167,7 +166,9 @@ def _finish(fig, axes_with_legend, path: str, title: str) -> None:
                frameon=False)
     bottom = 0.5 / fig.get_size_inches()[1]  # room for the legend, in figure units
     fig.tight_layout(rect=(0, bottom, 1, 1))
-    fig.savefig(path)
+    from sera_mm.utils import atomic_open
+    with atomic_open(path, 'wb') as f:
+        fig.savefig(f, format='png')
 
 
 def plot_level(path: str, level: str, results: Dict[str, dict], top_k: Optional[int]) -> None:
@@ -233,6 +234,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     from mmengine.runner import Runner
 
     from sera_mm.apis import init_model
+    from sera_mm.utils import atomic_write_json
 
     model = init_model(args.config, args.checkpoint, device=args.device,
                        cfg_options=args.cfg_options)
@@ -248,8 +250,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     report = dict(config=args.config, checkpoint=args.checkpoint,
                   fusion_top_k=top_k, splits=results)
     json_path = osp.join(args.out, JSON_NAME)
-    with open(json_path, 'w') as f:
-        json.dump(report, f, indent=2)
+    atomic_write_json(json_path, report, indent=2)
     print(f'wrote {json_path}')
     first = results[args.splits[0]]
     for i, level in enumerate(first['fusion']):

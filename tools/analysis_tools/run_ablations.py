@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Dict, List, Optional, Sequence
 
 from sera_mm.utils import atomic_write_json, atomic_write_text
+from sera_mm.utils.config import load_config
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 RESULTS = 'test_results.json'
@@ -104,17 +105,13 @@ def set_epoch_budget(cfg, max_epochs: int) -> None:
 def write_run_config(config: str, seed: int, max_epochs: Optional[int],
                      cfg_options: Optional[dict], out_dir: str) -> str:
     """Writes the derived config of one run and returns its path."""
-    from mmengine.config import Config
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    cfg = load_config(config, cfg_options)
     if max_epochs is not None:
         set_epoch_budget(cfg, max_epochs)
     cfg.randomness = dict(cfg.get('randomness', {}), seed=seed)
-    os.makedirs(out_dir, exist_ok=True)
     suffix = f'_e{max_epochs}' if max_epochs is not None else ''
     path = osp.join(out_dir, f'{config_name(config)}{suffix}_seed{seed}.py')
-    cfg.dump(path)
+    atomic_write_text(path, cfg.pretty_text)
     return path
 
 

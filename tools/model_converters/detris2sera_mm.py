@@ -211,15 +211,12 @@ def convert_detris(state_dict: Mapping[str, Tensor], context_length: int = 17,
 def build_config_model(config: str, cfg_options: Optional[dict] = None):
     """The model of a config with its pretrained files switched off (random
     weights: only its key set and shapes are used)."""
-    from mmengine.config import Config
-
     from sera_mm import register_all_modules
     from sera_mm.registry import MODELS
+    from sera_mm.utils.config import load_config
     from sera_mm.utils.pretrained import disable_pretrained
     register_all_modules()
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    cfg = load_config(config, cfg_options)
     disable_pretrained(cfg.model)
     return MODELS.build(cfg.model), cfg
 

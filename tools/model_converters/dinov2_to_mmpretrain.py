@@ -18,6 +18,7 @@ import torch
 
 from sera_mm.models.backbones.dinov2_checkpoint import (OFFICIAL_LAYOUT,
                                                         read_dinov2_checkpoint)
+from sera_mm.utils import atomic_open
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,7 +38,8 @@ def main() -> None:
     meta = dict(source=osp.basename(args.src), converted_from=OFFICIAL_LAYOUT,
                 num_register_tokens=num_register_tokens,
                 embed_dims=state_dict['cls_token'].shape[-1])
-    torch.save(dict(state_dict=state_dict, meta=meta), args.dst)
+    with atomic_open(args.dst, 'wb') as f:
+        torch.save(dict(state_dict=state_dict, meta=meta), f)
     print(f'{args.src} -> {args.dst}: {len(state_dict)} tensors, dropped '
           f'{dropped or "nothing"}, {num_register_tokens} register tokens, '
           f'width {meta["embed_dims"]}')
