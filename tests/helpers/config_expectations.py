@@ -44,6 +44,7 @@ def _tiny(**kw) -> ModelExpectation:
     return ModelExpectation(size='tiny', **kw)
 
 
+# yapf: disable
 #: config path (relative to the repo root) -> what it builds.
 MODEL_EXPECTATIONS = {
     # SERA, DINOv2-B
@@ -92,6 +93,7 @@ MODEL_EXPECTATIONS = {
     'configs/cross_dataset/sera-tiny_synthetic-full_cross-eval.py': _tiny(**_SERA),
     'configs/cross_dataset/sera-tiny_synthetic-no-position_cross-eval.py': _tiny(**_SERA),
 }
+# yapf: enable
 
 
 def expected_configs(size: Optional[str] = None, variants: Tuple[str, ...] = ()) -> list:
@@ -111,6 +113,7 @@ class AblationExpectation(NamedTuple):
     pinned: bool = True
 
 
+# yapf: disable
 _SERA_B = 'configs/sera/sera_dinov2-b_refcoco.py'
 _SERA_TINY = 'configs/synthetic/sera-tiny_synthetic.py'
 _TOP_K = 'model.neck.fusion_cfg.router.top_k'
@@ -179,3 +182,4 @@ MIXED_EXPECTATIONS = {
     'configs/mixed/sera_dinov2-b_refcoco-mixed.py': 17,
     'configs/detris/detris_dinov2-l_refcoco-mixed.py': 17,
 }
+# yapf: enable

@@ -4,7 +4,8 @@ The official files cannot be downloaded here; these state dicts have the
 same keys and shapes (``cls_token``, ``pos_embed`` for cls + a square grid,
 ``register_tokens``, ``mask_token``, ``patch_embed.proj.*``,
 ``blocks.N.{norm1,attn.qkv,attn.proj,ls1.gamma,norm2,mlp.fc1,mlp.fc2,
-ls2.gamma}.*`` (``mlp.w12``/``mlp.w3`` for a SwiGLU arch), ``norm.*``) and values far enough from an identity network
+ls2.gamma}.*`` (``mlp.w12``/``mlp.w3`` for a SwiGLU arch), ``norm.*``) and
+values far enough from an identity network
 (LayerScale ~ 0.1..0.6, position embeddings of unit scale) that every part
 matters in the comparison.
 """

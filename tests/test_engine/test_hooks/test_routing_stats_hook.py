@@ -101,6 +101,7 @@ def expected_scalars(mode: str, level0_window, adapter_window) -> dict:
     return out
 
 
+@pytest.mark.integration  # trains with the mmengine Runner
 def test_hook_publishes_train_windows_to_message_hub(tmp_path):
     runner = Runner(
         model=ToyRoutedModel(),

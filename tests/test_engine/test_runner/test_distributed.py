@@ -18,6 +18,8 @@ from sera_mm.datasets.refer_pickle import load_refer_pickle
 from sera_mm.engine.runner import COLUMNS, TABLE_JSON, TABLE_MD
 from helpers.paths import REPO
 
+#: Every test here starts tools/*.py under torchrun or in a subprocess.
+pytestmark = pytest.mark.integration
 CONFIG = 'configs/synthetic/sera-tiny_synthetic.py'
 SPLITS = ('val', 'testA', 'testB')
 TIMEOUT_S = 400
