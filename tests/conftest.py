@@ -1,8 +1,8 @@
-"""Fixtures shared by every test package."""
-import os.path as osp
-
+"""Fixtures shared by every test package (shared helpers: tests/helpers/)."""
 import pytest
 import torch
+
+from helpers.paths import TINY_CONFIG
 
 #: Images per split of the ``synthetic_refer`` fixture.
 SYNTHETIC_FIXTURE_NUM_IMAGES = dict(train=12, val=4, testA=4, testB=4)
@@ -75,10 +75,6 @@ def _drop_globals_made_by_the_module():
     snapshot = _global_snapshot()
     yield
     _forget_globals_made_since(*snapshot)
-
-
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..'))
-TINY_CONFIG = osp.join(REPO, 'configs', 'synthetic', 'sera-tiny_synthetic.py')
 
 
 def write_tiny_config(path: str, data_root: str) -> str:

@@ -5,7 +5,8 @@ import glob
 import os.path as osp
 from typing import Any, Iterator, List, Tuple
 
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+from .paths import REPO
+
 CONFIG_DIR = osp.join(REPO, 'configs')
 
 #: Marks a key that one side of a diff lacks.

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-TOOL = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'demo.py')
+from helpers.paths import REPO
+
+TOOL = osp.join(REPO, 'tools', 'demo.py')
 
 
 @pytest.fixture(scope='module')

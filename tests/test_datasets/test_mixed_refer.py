@@ -9,6 +9,7 @@ from sera_mm.datasets import RefCOCODataset
 from sera_mm.datasets import mixed_refer
 from sera_mm.datasets.mixed_refer import MixedRefCOCODataset
 from sera_mm.registry import DATASETS
+from helpers.paths import REPO
 from helpers.refer import ref_table, write_refer
 
 # The hand-made REFER set's refs (ref_id: image) are 11, 12: image 1;
@@ -209,9 +210,8 @@ def test_mixed_config_builds_on_the_coco_layout(shared_root, tmp_path):
                 edit_refs=_resplit(google))
     shutil.copy(str(tmp_path / 'google' / 'refcoco' / 'refs(unc).p'),
                 os.path.join(root, 'refcocog', 'refs(google).p'))
-    cfg = Config.fromfile(os.path.join(
-        os.path.dirname(__file__), '..', '..', 'configs', '_base_', 'datasets',
-        'refcoco_mixed.py'))
+    cfg = Config.fromfile(os.path.join(REPO, 'configs', '_base_', 'datasets',
+                                       'refcoco_mixed.py'))
     mixed = DATASETS.build(dict(cfg.train_dataloader.dataset,
                                 data_root=root + '/'))
     assert mixed.source_names == ['refcoco', 'refcoco+', 'refcocog']
