@@ -70,9 +70,10 @@ class DenseAligner(DenseBranchesMixin, BaseModule):
     backbone, so non-square inputs work (DETRIS infers a square grid).
 
     Parameter names are DETRIS's (``D_fc1``, ``dense_branch*``, ``cross.*``,
-    ``D_fc2``). Default initialisation is DETRIS's: convs kaiming-normal
-    (fan_in, ReLU) with zero bias, linears truncated-normal (std 0.02) with
-    zero bias, the attention's input projection Xavier-uniform.
+    ``D_fc2``). Default initialisation (set when built and again by
+    :meth:`init_weights`) is DETRIS's: convs kaiming-normal (fan_in, ReLU)
+    with zero bias, linears truncated-normal (std 0.02) with zero bias, the
+    attention's input projection Xavier-uniform.
 
     Args:
         in_channels (int): D, the backbone width (the backbone fills it in).
@@ -141,10 +142,13 @@ class DenseAligner(DenseBranchesMixin, BaseModule):
             nn.init.zeros_(self.D_fc2.bias)
 
     def init_weights(self) -> None:
-        """Initialises the adapter; called by the Runner through its parents.
+        """Initialises the adapter again, after any ancestor's ``init_cfg``.
 
-        Applies ``init_cfg`` when given, else DETRIS's initialisation; then
-        zeroes ``D_fc2`` again with ``zero_init_out``.
+        Reached from the backbone's ``init_weights`` (the backbone keeps the
+        adapters in mmengine's ``ModuleDict``). Applies this adapter's
+        ``init_cfg`` when given, else DETRIS's initialisation (which thus
+        replaces an ancestor's); then zeroes ``D_fc2`` with
+        ``zero_init_out``.
         """
         super().init_weights()
         if self.init_cfg is None:

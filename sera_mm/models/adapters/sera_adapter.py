@@ -80,9 +80,9 @@ class SERAAdapter(DenseAligner):
                 depthwise_weight(laplacian_kernel(), self.channels))
 
     def init_weights(self) -> None:
-        """DenseAligner's initialisation, then the Laplacian DW_b again (an
-        ancestor's ``init_cfg`` may have overwritten it); called by the
-        Runner through the parents."""
+        """DenseAligner's initialisation, then DW_b set to the Laplacian
+        again, last, so that no ``init_cfg`` (this adapter's or an
+        ancestor's) overwrites it."""
         super().init_weights()
         self._init_laplacian()
 

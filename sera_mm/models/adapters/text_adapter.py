@@ -28,8 +28,9 @@ class TextAdapter(DenseBranchesMixin, BaseModule):
     statistics over the batch and the token positions.
 
     Parameter names are DETRIS's (``D_fc1``, ``dense_branch{1,2,3}``,
-    ``D_fc2``). Initialisation is PyTorch's default for every layer, as
-    DETRIS leaves it.
+    ``D_fc2``). Initialisation (set when built and again by
+    :meth:`init_weights`) is PyTorch's default for every layer, as DETRIS
+    leaves it.
 
     Args:
         in_channels (int): D, the text width. Defaults to 512.
@@ -57,9 +58,12 @@ class TextAdapter(DenseBranchesMixin, BaseModule):
                 module.reset_parameters()
 
     def init_weights(self) -> None:
-        """Initialises the adapter; called by the Runner through its parents.
+        """Initialises the adapter again, after any ancestor's ``init_cfg``.
 
-        Applies ``init_cfg`` when given, else PyTorch's default init.
+        Reached from the text encoder's ``init_weights`` (its adapters sit
+        in mmengine's ``ModuleDict``). Applies this adapter's ``init_cfg``
+        when given, else PyTorch's default init (which thus replaces an
+        ancestor's).
         """
         super().init_weights()
         if self.init_cfg is None:

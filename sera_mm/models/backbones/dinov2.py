@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from mmengine.logging import print_log
-from mmengine.model import ModuleList
+from mmengine.model import ModuleDict, ModuleList
 from mmpretrain.models.backbones import VisionTransformer
 from torch import Tensor, nn
 
@@ -29,9 +29,11 @@ class DINOv2(VisionTransformer):
     (``pos_embed_mode``; see :func:`resize_pos_embed`). LayerNorm eps 1e-6
     and LayerScale in every block, as in DINOv2.
 
-    Life-cycle: built from a config; :meth:`init_weights` (called by the
-    Runner or the segmentor) loads ``init_cfg=dict(type='Pretrained',
-    checkpoint=PATH)`` in the official or the converted key layout, then
+    Life-cycle: built from a config; :meth:`init_weights` (reached from the
+    segmentor's ``init_weights``, which mmengine's Runner calls before
+    training) initialises every part, each adapter by its own
+    ``init_weights``, then loads ``init_cfg=dict(type='Pretrained',
+    checkpoint=PATH)`` in the official or the converted key layout and
     applies ``trainable``; :meth:`train` re-applies ``trainable`` so that no
     frozen parameter becomes trainable again; :meth:`forward` returns patch
     maps of the blocks in ``out_indices``.
@@ -169,7 +171,8 @@ class DINOv2(VisionTransformer):
             self.register_parameter('register_tokens', None)
 
         self.adapter_scale = adapter_scale
-        self.adapters = nn.ModuleDict()
+        # mmengine's ModuleDict: init_weights reaches each adapter's own
+        self.adapters = ModuleDict()
         if adapter_cfg is not None:
             for index in self._resolve_indices(adapter_indices, 'adapter_indices'):
                 cfg = dict(adapter_cfg)
@@ -243,11 +246,12 @@ class DINOv2(VisionTransformer):
 
     # ------------------------------------------------------------ weights
     def init_weights(self) -> None:
-        """Initialises or loads the weights; called once after building.
+        """Initialises or loads the weights (see the life-cycle above).
 
-        With a ``Pretrained`` entry in ``init_cfg``, every other part is
-        initialised first (adapters included), then the checkpoint is loaded
-        by :meth:`load_pretrained`. Finally ``trainable`` is applied.
+        mmengine's order: the other ``init_cfg`` entries, then each child's
+        ``init_weights`` (the blocks', each adapter's). With a ``Pretrained``
+        entry the checkpoint is loaded last, by :meth:`load_pretrained`, and
+        the adapters keep their init. Finally ``trainable`` is applied.
         """
         cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
         pretrained = [c for c in cfgs if isinstance(c, dict) and c.get('type') == 'Pretrained']

@@ -45,7 +45,7 @@ class ContextExpert(BaseModule):
         self.norm1 = build_norm_layer(norm_cfg, channels)[1]
         # torch's attention called with need_weights=False runs the fused
         # scaled_dot_product_attention kernel; mmcv's wrapper asks for the
-        # weights and computes the softmax explicitly (about 4x slower here).
+        # weights and computes the softmax explicitly.
         self.attn = nn.MultiheadAttention(channels, num_heads, dropout=attn_drop,
                                           batch_first=True)
         self.norm2 = build_norm_layer(norm_cfg, channels)[1]

@@ -20,7 +20,13 @@ class ResidualScale(nn.Module):
 
     def __init__(self, channels: int, init_value: float) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.full((channels,), float(init_value)))
+        self.init_value = float(init_value)
+        self.weight = nn.Parameter(torch.full((channels,), self.init_value))
+
+    def init_weights(self) -> None:
+        """Sets every weight to ``init_value`` again (after an ancestor's
+        ``init_cfg``); reached from the owning expert's ``init_weights``."""
+        nn.init.constant_(self.weight, self.init_value)
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.weight.view(1, -1, 1, 1)

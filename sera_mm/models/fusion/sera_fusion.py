@@ -54,11 +54,10 @@ class SERAFusion(BaseModule):
             and the context expert's attention output and last FFN layer are
             zeroed; the boundary and shape experts get a per-channel
             residual scale starting at 0 (zeroing phi = BN + ReLU would stop
-            its gradient). The paper leaves the initialisation open. Off in
-            the module (each layer keeps its own initialisation, the literal
-            formula); the SERA configs turn it on, because SERA Top-2 fell
-            below the baseline without it on the synthetic ladder (README).
-            Defaults to False.
+            its gradient). Done by :meth:`init_weights`. The paper leaves
+            the initialisation open. Off in the module (each layer keeps its
+            own initialisation, the literal formula); the SERA configs turn
+            it on (see docs/en/experiments.md). Defaults to False.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -107,9 +106,6 @@ class SERAFusion(BaseModule):
                 if not hasattr(module, 'zero_init_residual'):
                     raise ValueError(f'SERAFusion: zero_init_experts=True but expert {name!r} '
                                      'has no zero_init_residual() method')
-            # here too: TextGatedNeck keeps its fusions in an nn.ModuleList,
-            # which mmengine's init_weights does not descend into
-            self._zero_init_residuals()
 
         router = dict(router)
         router.setdefault('in_channels', channels)
@@ -119,16 +115,18 @@ class SERAFusion(BaseModule):
         self.router = MODELS.build(router)
 
     def init_weights(self) -> None:
-        """Initialises the router and experts (mmengine's way), then, with
-        ``zero_init_experts``, zeroes each expert's residual branch. Called by
-        the runner before training (and by the parents' ``init_weights``)."""
+        """Initialises the router and the experts (each by its own
+        ``init_weights``, after any ``init_cfg``), then, with
+        ``zero_init_experts``, zeroes each expert's residual branch.
+
+        Reached from the neck's ``init_weights`` (the neck keeps its fusion
+        modules in mmengine's ``ModuleList``); the zeros are set last, so
+        that no ``init_cfg`` overwrites them.
+        """
         super().init_weights()
         if self.zero_init_experts:
-            self._zero_init_residuals()
-
-    def _zero_init_residuals(self) -> None:
-        for expert in self.experts:
-            expert.zero_init_residual()
+            for expert in self.experts:
+                expert.zero_init_residual()
 
     def forward(self, x: Tensor) -> Tuple[Tensor, RoutingResult]:
         """Mixes the experts on one level; called once per level per batch.

@@ -19,8 +19,9 @@ class ShapeExpert(BaseModule):
 
     ``Bl`` is a depthwise 3 x 3 Gaussian blur (the binomial kernel, fixed: a
     non-persistent buffer); ``La`` a depthwise 3 x 3 conv initialised to the
-    discrete Laplace kernel and learnable (the paper says "initialised"). Both
-    zero-pad. phi is norm + activation.
+    discrete Laplace kernel (when built and again by :meth:`init_weights`)
+    and learnable (the paper says "initialised"). Both zero-pad. phi is norm
+    + activation.
 
     Args:
         channels (int): Width C of the feature map.
@@ -54,10 +55,11 @@ class ShapeExpert(BaseModule):
             self.laplacian.weight.copy_(depthwise_weight(laplacian_kernel(), self.channels))
 
     def init_weights(self) -> None:
-        """Runs mmengine's initialisation, then restores the Laplace kernel.
+        """Runs mmengine's initialisation, then sets the Laplace kernel again.
 
-        Called by the runner (through the parents' ``init_weights``) after an
-        ancestor's ``init_cfg`` may have overwritten every Conv2d.
+        Reached from SERA-Fusion's ``init_weights`` (its experts sit in
+        mmengine's ``ModuleList``); the kernel is set last, so that no
+        ``init_cfg`` (this expert's or an ancestor's) overwrites it.
         """
         super().init_weights()
         self._init_laplacian()

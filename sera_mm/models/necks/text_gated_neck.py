@@ -43,8 +43,9 @@ class TextGatedNeck(BaseModule):
             another parameterisation in training). Defaults to 'detris'.
         num_heads (int): Heads of the DETRIS gate's attention. Defaults to 8.
         fusion_cfg (dict, optional): Config of the per-level fusion module,
-            e.g. ``dict(type='SERAFusion', router=dict(top_k=2))``;
-            ``channels`` is filled in with the level's width unless given.
+            e.g. ``dict(type='SERAFusion', router=dict(type='NoisyTopKRouter',
+            top_k=2))``; ``channels`` is filled in with the level's width
+            unless given.
             Its forward maps B x C' x H x W to ``(B x C' x H x W,
             RoutingResult)``. None: no fusion. Defaults to None.
         fusion_position (str): 'before_proj' (width D) or 'after_proj'
@@ -52,6 +53,22 @@ class TextGatedNeck(BaseModule):
         norm_cfg (dict): Norm layer of the convs. Defaults to BN.
         act_cfg (dict): Activation of the convs. Defaults to ReLU.
         init_cfg (dict or list[dict], optional): Initialisation config.
+
+    Example:
+        >>> import torch
+        >>> from mmengine.registry import DefaultScope
+        >>> from sera_mm.models.utils import TextFeatures
+        >>> from sera_mm.registry import MODELS
+        >>> with DefaultScope.overwrite_default_scope('sera_mm'):
+        ...     neck = MODELS.build(dict(
+        ...         type='TextGatedNeck', in_channels=[32, 32], channels=16,
+        ...         text_channels=24, num_heads=2,
+        ...         fusion_cfg=dict(type='SERAFusion', router=dict(
+        ...             type='NoisyTopKRouter', top_k=2))))
+        >>> text = TextFeatures(words=None, sentence=torch.randn(2, 24), pad_mask=None)
+        >>> out, routings = neck([torch.randn(2, 32, 6, 6)] * 2, text)
+        >>> tuple(out.shape), len(routings)
+        ((2, 16, 6, 6), 2)
     """
 
     def __init__(self,

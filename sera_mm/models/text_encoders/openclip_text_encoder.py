@@ -33,10 +33,10 @@ class OpenCLIPTextEncoder(BaseModule):
     Text adapters (``adapter_cfg``, DETRIS's :class:`TextAdapter`) sit in the
     blocks of ``adapter_indices``: after the block's attention, ``a = A(x)``
     on the residual stream, then ``x = x + MLP(LN2(x)) + adapter_scale * a``
-    (docs/en/method.md, s. 1). The tower's own weights stay frozen; the
-    forward then runs with gradients so that they reach the adapters, and
-    the adapters follow :meth:`train`. Without adapters a frozen tower runs
-    under ``torch.no_grad()`` (open_clip's own forward).
+    (docs/en/method.md, s. 1). With ``frozen`` the tower's own weights stay
+    frozen and the forward still runs with gradients, so that they reach
+    the adapters; the adapters follow :meth:`train`. Without adapters a
+    frozen tower runs under ``torch.no_grad()`` (open_clip's own forward).
 
     The activation follows open_clip's naming: ``model_name='ViT-B-16'`` is
     open_clip's GELU model, ``'ViT-B-16-quickgelu'`` the QuickGELU one that
@@ -44,10 +44,13 @@ class OpenCLIPTextEncoder(BaseModule):
     model, and an explicit ``quick_gelu`` that contradicts ``model_name`` is
     refused (docs/en/environment.md).
 
-    Life-cycle: built from a config with random weights; :meth:`init_weights`
-    (called by the Runner before training) loads ``pretrained``. At test time
-    the Runner loads the whole model from the checkpoint instead, so the CLIP
-    file is not needed to evaluate a trained model.
+    Life-cycle: the constructor builds the tower with open_clip's random
+    init and reads no file. The CLIP weights are loaded in one place only,
+    :meth:`init_weights`, from ``pretrained``; it is reached from the
+    segmentor's ``init_weights``, which mmengine's Runner calls when it
+    trains, not when it tests. To test or run inference, the model's own
+    checkpoint supplies every weight, the tower's included, so the CLIP file
+    is not needed then.
 
     Args:
         model_name (str): open_clip model config to take the text tower and
@@ -63,7 +66,8 @@ class OpenCLIPTextEncoder(BaseModule):
             ``model_name`` says (GELU with ``text_cfg``); an explicit value
             must agree with ``model_name``. Defaults to None.
         pretrained (str, optional): Local OpenAI TorchScript archive or
-            open_clip checkpoint. Defaults to None (random init).
+            open_clip checkpoint, loaded by :meth:`init_weights`. Defaults
+            to None (the tower keeps its random init).
         frozen (bool): Freeze the tower's own weights. Defaults to True.
         adapter_cfg (dict, optional): Config of the text adapter built for
             each block of ``adapter_indices`` (``in_channels`` is filled in
@@ -157,11 +161,12 @@ class OpenCLIPTextEncoder(BaseModule):
             self.text.eval()
 
     def init_weights(self) -> None:
-        """Loads ``pretrained``; called by the Runner before training.
+        """Initialises the adapters, then loads ``pretrained`` into the tower.
 
-        Loading here and not in ``__init__`` follows mmengine's convention: at
-        test time the Runner loads the whole model from ``load_from``, so the
-        CLIP file is not needed to evaluate a trained checkpoint.
+        mmengine's order: ``init_cfg``, then each adapter's own
+        ``init_weights`` (the adapters sit in mmengine's ``ModuleDict``);
+        the tower is loaded last, so no ``init_cfg`` overwrites it. See the
+        life-cycle above for who calls this.
         """
         super().init_weights()
         if self.pretrained is not None:
