@@ -23,10 +23,10 @@ from typing import List, Optional
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
 
-from sera_mm.engine.runner import (check_checkpoint_matches,
+from sera_mm import register_all_modules
+from sera_mm.engine.runner import (check_checkpoint_matches, check_shared_settings,
                                    dataloader_for_split, normalize_splits,
                                    select_splits, setup_cpu_distributed)
-from sera_mm import register_all_modules
 from sera_mm.utils.config import load_tool_config
 from sera_mm.utils.preflight import check_config_inputs
 
@@ -125,6 +125,7 @@ def main() -> None:
     args = parse_args()
     register_all_modules()
     cfg = load_tool_config(args)
+    check_shared_settings(cfg)
 
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
@@ -138,7 +139,8 @@ def main() -> None:
     test_cfg = cfg.get('test_cfg') or {}
     splits = resolve_splits(cfg, args.splits)
     if test_cfg.get('type') == 'MultiSplitTestLoop' and not args.splits:
-        splits = test_cfg['splits']  # the config chose its loop itself
+        # the config chose its loop itself (without splits it reads test_splits)
+        splits = test_cfg.get('splits') or splits
     if splits is not None:
         cfg.test_cfg = dict(type='MultiSplitTestLoop', splits=splits,
                             out_dir=args.out or test_cfg.get('out_dir'),

@@ -11,8 +11,8 @@ import os
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
-from sera_mm.engine.runner import setup_cpu_distributed
 from sera_mm import register_all_modules
+from sera_mm.engine.runner import check_shared_settings, setup_cpu_distributed
 from sera_mm.utils.config import load_tool_config
 from sera_mm.utils.preflight import check_config_inputs
 
@@ -77,6 +77,7 @@ def main() -> None:
     args = parse_args()
     register_all_modules()
     cfg = load_tool_config(args)
+    check_shared_settings(cfg)
 
     if args.amp:
         import torch

@@ -116,7 +116,9 @@ def _check_threshold(cfg: Mapping) -> None:
                                float(node.get('threshold', metric_default))))
     _conflict('mask threshold', 'model.test_cfg.threshold', threshold, places,
               'the metrics take it from the model '
-              "(configs/_base_/models/: threshold=model['test_cfg']['threshold'])")
+              "(configs/_base_/models/: threshold=model['test_cfg']['threshold']); "
+              'with --cfg-options set model.test_cfg.threshold, '
+              'val_evaluator.threshold and test_evaluator.threshold together')
 
 
 def _check_test_splits(cfg: Mapping) -> None:

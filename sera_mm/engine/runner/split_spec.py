@@ -14,7 +14,7 @@ import copy
 import re
 from typing import List, Optional, Sequence, Tuple, Union
 
-from sera_mm.utils.preflight import leaf_datasets
+from sera_mm.utils.config import leaf_datasets
 
 SplitSpec = Union[str, dict]
 
