@@ -96,7 +96,11 @@ class ReferringSegmentor(BaseSegmentor):
             upsample=dict(mode='bilinear', align_corners=False))``; DETRIS's
             protocol is ``dict(threshold=0.35, upsample=dict(mode='bicubic',
             align_corners=True))`` with ``Letterbox(mode='affine')``.
-        init_cfg (dict or list[dict], optional): Initialisation config.
+        init_cfg (dict or list[dict], optional): Initialisation config,
+            applied by :meth:`init_weights` (mmengine's; the Runner calls it
+            before training) to every part first; each part's own
+            ``init_weights`` then runs, so its pretrained weights, zero
+            initialisations and fixed kernels hold. Defaults to None.
     """
 
     def __init__(self,
