@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from sera_mm.datasets.transforms import undo_letterbox
 from sera_mm.datasets.transforms.letterbox import nearest_exact_indices
 from sera_mm.registry import TRANSFORMS
-from test_tools.detris_reference import detris_letterbox_matrices
+from helpers.detris_reference import detris_letterbox_matrices
 
 
 def _random_mask(h, w, seed=0):

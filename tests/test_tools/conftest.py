@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from .tool_runner import TINY_CONFIG, explain, run_tool, train_options
+from helpers.tool_runner import TINY_CONFIG, explain, run_tool, train_options
 
 
 @pytest.fixture(scope='session')

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from .tool_runner import load_tool
+from helpers.tool_runner import load_tool
 
 bm = load_tool('analysis_tools/benchmark.py')
 IMG = 32

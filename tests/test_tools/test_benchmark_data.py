@@ -2,7 +2,7 @@
 import json
 import os.path as osp
 
-from .tool_runner import load_tool
+from helpers.tool_runner import load_tool
 
 REFCOCO_CONFIG = osp.join(osp.dirname(__file__), '..', '..', 'configs', 'sera',
                           'sera_dinov2-b_refcoco.py')

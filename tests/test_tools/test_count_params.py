@@ -4,7 +4,7 @@ import json
 from torch import nn
 
 from sera_mm.registry import MODELS
-from .tool_runner import load_tool
+from helpers.tool_runner import load_tool
 
 
 @MODELS.register_module(name='ToyParamCountModel', force=True)

@@ -17,8 +17,8 @@ from mmseg.structures import SegDataSample
 from sera_mm.engine.runner import check_checkpoint_matches
 from sera_mm.registry import MODELS
 from sera_mm.utils.pretrained import disable_pretrained
-from . import detris_reference as R
-from .tool_runner import REPO, load_tool
+from helpers import detris_reference as R
+from helpers.tool_runner import REPO, load_tool
 
 converter = load_tool('model_converters/detris2sera_mm.py')
 DETRIS_B = 'configs/detris/detris_dinov2-b_refcoco.py'

@@ -1,4 +1,4 @@
-"""Self-checks of the DETRIS reference (tests/test_tools/detris_reference.py).
+"""Self-checks of the DETRIS reference (tests/helpers/detris_reference.py).
 
 They need neither DETRIS's code nor sera_mm: they check that the reference
 is deterministic, saves what DETRIS's train.py saves, and really uses the
@@ -9,9 +9,9 @@ import collections
 import pytest
 import torch
 
-from .detris_reference import (EOT_TOKEN, SOT_TOKEN, DetrisArch, detris_b, detris_forward,
-                               detris_l_mixed, detris_state_dict_spec, make_detris_state_dict,
-                               make_detris_tokens, save_like_detris_train, tiny)
+from helpers.detris_reference import (EOT_TOKEN, SOT_TOKEN, DetrisArch, detris_b, detris_forward,
+                                      detris_l_mixed, detris_state_dict_spec, make_detris_state_dict,
+                                      make_detris_tokens, save_like_detris_train, tiny)
 
 
 @pytest.fixture(scope='module')

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from sera_mm.datasets.refer_pickle import load_refer_pickle
-from .tool_runner import TINY_CONFIG, explain, run_tool, train_options
+from helpers.tool_runner import TINY_CONFIG, explain, run_tool, train_options
 
 ANN_FILE = 'refsyn/instances.json'
 REFS_FILE = 'refsyn/refs(unc).p'

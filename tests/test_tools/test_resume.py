@@ -6,12 +6,14 @@ import shutil
 import pytest
 from mmengine.config import Config
 
-from .checkpoint_io import assert_same_state, load_runner_checkpoint
-from .resume_probe import PROBE_FILE
-from .tool_runner import (REPO, TINY_CONFIG, explain, run_tool, train_options,
-                          weights_only_warnings)
+from helpers import resume_probe
+from helpers.checkpoint_io import assert_same_state, load_runner_checkpoint
+from helpers.resume_probe import PROBE_FILE
+from helpers.tool_runner import (REPO, TINY_CONFIG, explain, run_tool, train_options,
+                                 weights_only_warnings)
 
-HERE = osp.dirname(osp.abspath(__file__))
+# the subprocess imports the probe hook by module name (custom_imports)
+PROBE_DIR = osp.dirname(osp.abspath(resume_probe.__file__))
 SAVED_ITER = 4  # one epoch of the tiny_trained fixture
 
 
@@ -38,7 +40,7 @@ def test_resume_continues_from_saved_iteration(tiny_trained, tmp_path):
                     [probe_config(tmp_path / 'tiny_probe.py'), '--work-dir', str(work_dir),
                      '--resume'],
                     train_options(tiny_trained.data_root, max_epochs=2),
-                    extra_pythonpath=HERE)
+                    extra_pythonpath=PROBE_DIR)
     assert proc.returncode == 0, explain(proc)
     out = proc.output
     assert f'Auto resumed from the latest checkpoint {saved_path}' in out, out[-3000:]

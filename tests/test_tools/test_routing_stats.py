@@ -9,7 +9,7 @@ from mmengine.config import Config
 from sera_mm.models.routers import NoisyTopKRouter, SoftRouter
 from sera_mm.models.utils import RoutingResult
 from sera_mm.registry import DATASETS
-from .tool_runner import load_tool
+from helpers.tool_runner import load_tool
 
 FUSION_EXPERTS = ('spatial', 'context', 'boundary', 'shape')
 FORCED_FUSION = {0: 0.75, 2: 0.25}     # experts (0, 2) with weights (0.75, 0.25)

@@ -7,7 +7,7 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
-from .tool_runner import REPO, TINY_CONFIG, data_options, load_tool
+from helpers.tool_runner import REPO, TINY_CONFIG, data_options, load_tool
 
 BASELINE = 'configs/synthetic/detris-tiny_synthetic.py'
 

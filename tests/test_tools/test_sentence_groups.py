@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from .tool_runner import load_tool
+from helpers.tool_runner import load_tool
 
 
 def the_tool():

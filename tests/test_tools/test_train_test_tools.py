@@ -12,9 +12,9 @@ import pytest
 from mmengine.config import Config
 
 from sera_mm.datasets.refer_pickle import load_refer_pickle
-from .checkpoint_io import load_runner_checkpoint
-from .tool_runner import (REPO, TINY_CONFIG, data_options, explain, load_tool, logged_metric,
-                          run_tool, weights_only_warnings)
+from helpers.checkpoint_io import load_runner_checkpoint
+from helpers.tool_runner import (REPO, TINY_CONFIG, data_options, explain, load_tool, logged_metric,
+                                 run_tool, weights_only_warnings)
 
 ITERS_PER_EPOCH = 4  # 28 training referents of the fixture, batches of 8
 

@@ -8,7 +8,7 @@ from mmseg.structures import SegDataSample
 
 from sera_mm.models.segmentors import ReferringSegmentor
 from sera_mm.registry import MODELS
-from test_tools.detris_reference import detris_letterbox_matrices
+from helpers.detris_reference import detris_letterbox_matrices
 
 CLIP_MEAN = [122.7709383, 116.7460125, 104.09373615]
 CLIP_STD = [68.5005327, 66.6321579, 70.32316305]
