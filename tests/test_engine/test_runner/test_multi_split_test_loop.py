@@ -97,9 +97,12 @@ class RecordHook(Hook):
         self.calls.append('after_test')
 
 
-def make_runner(work_dir, splits, metric=None, out_dir=None):
+def make_runner(work_dir, splits, metric=None, out_dir=None, cfg=None):
     metric = metric or dict(type='RefSegMetric')
     hook = RecordHook()
+    loop = dict(type='MultiSplitTestLoop', out_dir=out_dir)
+    if splits is not None:
+        loop['splits'] = splits
     runner = Runner(
         model=PassThrough(),
         work_dir=str(work_dir),
@@ -109,10 +112,10 @@ def make_runner(work_dir, splits, metric=None, out_dir=None):
             collate_fn=dict(type='pseudo_collate'),
             batch_size=2, num_workers=0),
         test_evaluator=metric,
-        test_cfg=dict(type='MultiSplitTestLoop', splits=splits,
-                      out_dir=out_dir),
+        test_cfg=loop,
         custom_hooks=[hook],
-        default_scope='sera_mm')
+        default_scope='sera_mm',
+        cfg=cfg)
     return runner, hook
 
 
@@ -166,6 +169,22 @@ def test_configured_prefix_and_output_name_get_the_split(tmp_path):
 def test_a_bad_split_fails_before_the_model_runs(tmp_path):
     runner, hook = make_runner(tmp_path, ['a', 'nope'])
     with pytest.raises(ValueError, match="no split 'nope'"):
+        runner.test()
+    assert hook.calls == []
+
+
+def test_without_splits_the_loop_reads_test_splits(tmp_path):
+    """test_splits is the one owner of the splits: a loop given none runs
+    the config's, in the config's order."""
+    runner, hook = make_runner(tmp_path, None, cfg=dict(test_splits=['b', 'a']))
+    metrics = runner.test()
+    assert [c[1] for c in hook.calls if c[0] == 'epoch'] == ['b', 'a']
+    assert metrics['a/mIoU'] == pytest.approx(expected_row('a')['mIoU'])
+
+
+def test_without_splits_or_test_splits_the_loop_says_so(tmp_path):
+    runner, hook = make_runner(tmp_path, None, cfg=dict())
+    with pytest.raises(ValueError, match='no splits given and the config has no test_splits'):
         runner.test()
     assert hook.calls == []
 
