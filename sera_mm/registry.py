@@ -57,8 +57,11 @@ PARAM_SCHEDULERS = Registry(
 METRICS = Registry('metric', parent=MMENGINE_METRICS, locations=['sera_mm.evaluation'])
 EVALUATOR = Registry('evaluator', parent=MMENGINE_EVALUATOR, locations=['sera_mm.evaluation'])
 TASK_UTILS = Registry('task util', parent=MMENGINE_TASK_UTILS, locations=['sera_mm.models'])
-VISUALIZERS = Registry('visualizer', parent=MMENGINE_VISUALIZERS, locations=['sera_mm.visualization'])
-VISBACKENDS = Registry('vis_backend', parent=MMENGINE_VISBACKENDS, locations=['sera_mm.visualization'])
-LOG_PROCESSORS = Registry('log_processor', parent=MMENGINE_LOG_PROCESSORS, locations=['sera_mm.engine'])
+VISUALIZERS = Registry('visualizer',
+                       parent=MMENGINE_VISUALIZERS, locations=['sera_mm.visualization'])
+VISBACKENDS = Registry('vis_backend',
+                       parent=MMENGINE_VISBACKENDS, locations=['sera_mm.visualization'])
+LOG_PROCESSORS = Registry('log_processor',
+                          parent=MMENGINE_LOG_PROCESSORS, locations=['sera_mm.engine'])
 INFERENCERS = Registry('inferencer', parent=MMENGINE_INFERENCERS, locations=['sera_mm.apis'])
 FUNCTIONS = Registry('function', parent=MMENGINE_FUNCTIONS, locations=['sera_mm.datasets'])

@@ -546,4 +546,3 @@ def _write_image(path: str, img: np.ndarray, image_format: str) -> None:
     else:
         Image.fromarray(img).save(buf, format='PNG')
     atomic_write_bytes(path, buf.getvalue())
-

@@ -112,7 +112,7 @@ def _border(value: Union[float, Sequence[float]], channels: int) -> Tuple:
 
 
 def warp_hw(x: np.ndarray, matrix: np.ndarray, dsize: Tuple[int, int],
-             flags: int, border: Union[float, Sequence[float]]) -> np.ndarray:
+            flags: int, border: Union[float, Sequence[float]]) -> np.ndarray:
     """``cv2.warpAffine`` of an H x W or H x W x C array, shape kept.
 
     ``dsize`` is (w, h). More than 4 channels are warped one at a time
@@ -136,7 +136,7 @@ def warp_hw(x: np.ndarray, matrix: np.ndarray, dsize: Tuple[int, int],
 
 
 def warp_nearest(x: np.ndarray, matrix: np.ndarray, dsize: Tuple[int, int],
-                  border: float) -> np.ndarray:
+                 border: float) -> np.ndarray:
     """Nearest-neighbour warp of an H x W (x C) array of any dtype.
 
     Values are copied, never blended. OpenCV takes uint8, uint16, int16,
@@ -148,19 +148,19 @@ def warp_nearest(x: np.ndarray, matrix: np.ndarray, dsize: Tuple[int, int],
         return warp_hw(x, matrix, dsize, cv2.INTER_NEAREST, border)
     if x.dtype == np.bool_:
         out = warp_hw(x.view(np.uint8), matrix, dsize, cv2.INTER_NEAREST,
-                       float(bool(border)))
+                      float(bool(border)))
         return out.astype(bool)
     if not np.issubdtype(x.dtype, np.integer):
         work = x.astype(np.float64)
         return warp_hw(work, matrix, dsize, cv2.INTER_NEAREST,
-                        border).astype(x.dtype)
+                       border).astype(x.dtype)
     lo = min(int(x.min()), int(border)) if x.size else int(border)
     hi = max(int(x.max()), int(border)) if x.size else int(border)
     for work_dtype in (np.uint8, np.uint16, np.int16):
         info = np.iinfo(work_dtype)
         if info.min <= lo and hi <= info.max:
             out = warp_hw(x.astype(work_dtype), matrix, dsize,
-                           cv2.INTER_NEAREST, border)
+                          cv2.INTER_NEAREST, border)
             return out.astype(x.dtype)
     values, index = np.unique(np.append(x.ravel(), np.array(border, x.dtype)),
                               return_inverse=True)
@@ -169,7 +169,7 @@ def warp_nearest(x: np.ndarray, matrix: np.ndarray, dsize: Tuple[int, int],
                          f'{x.dtype} map, at most 65536 are supported')
     index = index.astype(np.uint16)
     out = warp_hw(index[:-1].reshape(x.shape), matrix, dsize,
-                   cv2.INTER_NEAREST, float(index[-1]))
+                  cv2.INTER_NEAREST, float(index[-1]))
     return values[out]
 
 

@@ -45,7 +45,7 @@ def test_single_overlay_has_the_image_size(demo, tiny_model_files, images, tmp_p
 
 
 def test_batch_writes_one_overlay_per_line_and_a_sheet(demo, tiny_model_files, images,
-                                                        tmp_path):
+                                                       tmp_path):
     config, checkpoint, _ = tiny_model_files
     names = ['odd.jpg', 'gray.png', 'rgba.png', 'tall.png']
     batch = tmp_path / 'pairs.tsv'

@@ -18,8 +18,6 @@ class ToyParamCountModel(nn.Module):
         self.backbone[0].weight.requires_grad = False
 
 
-
-
 def test_count_params_tool(tmp_path, capsys):
     cfg = tmp_path / 'toy_cfg.py'
     cfg.write_text("model = dict(type='ToyParamCountModel', width=4)\n")

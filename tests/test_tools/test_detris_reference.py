@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from helpers.detris_reference import (EOT_TOKEN, SOT_TOKEN, DetrisArch, detris_b, detris_forward,
-                                      detris_l_mixed, detris_state_dict_spec, make_detris_state_dict,
-                                      make_detris_tokens, save_like_detris_train, tiny)
+                                      detris_l_mixed, detris_state_dict_spec,
+                                      make_detris_state_dict, make_detris_tokens,
+                                      save_like_detris_train, tiny)
 
 
 @pytest.fixture(scope='module')

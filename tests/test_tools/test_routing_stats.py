@@ -47,7 +47,7 @@ def test_statistics_of_forced_routers_are_exact(tiny_model_files, forced_routers
     out = tmp_path / 'routing'
     splits = ['val', 'testA']
     report = the_tool().main([config, checkpoint, '--splits', *splits, '--out', str(out),
-                               '--num-workers', '0', '--batch-size', '5'])
+                              '--num-workers', '0', '--batch-size', '5'])
     with open(out / 'routing_stats.json') as f:
         written = json.load(f)
     assert written == json.loads(json.dumps(report))
@@ -81,7 +81,7 @@ def test_statistics_of_forced_routers_are_exact(tiny_model_files, forced_routers
 def test_max_batches_limits_each_split(tiny_model_files, forced_routers, tmp_path):
     config, checkpoint, _ = tiny_model_files
     report = the_tool().main([config, checkpoint, '--out', str(tmp_path), '--num-workers',
-                               '0', '--batch-size', '3', '--max-batches', '2'])
+                              '0', '--batch-size', '3', '--max-batches', '2'])
     assert list(report['splits']) == ['val']
     assert report['splits']['val']['samples'] == 6
 

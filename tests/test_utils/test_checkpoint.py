@@ -187,7 +187,7 @@ def test_getattr_only_for_history_buffer_methods(tmp_path):
     assert history_buffer_getattr(HistoryBuffer, 'mean') is \
         HistoryBuffer.mean
     for owner, name in [(HistoryBuffer, 'update'), (HistoryBuffer,
-                                                   '__init__'),
+                                                    '__init__'),
                         (torch.Tensor, 'mean'), (os, 'system')]:
         with pytest.raises(pickle.UnpicklingError, match='Refused getattr'):
             history_buffer_getattr(owner, name)

@@ -169,7 +169,7 @@ class Letterbox(BaseTransform):
         img = results['img']
         if img.dtype == np.float64:  # warp in float32, as undo_letterbox does
             img = warp_hw(img.astype(np.float32), matrix, dsize,
-                           cv2.INTER_CUBIC, self.pad_val).astype(np.float64)
+                          cv2.INTER_CUBIC, self.pad_val).astype(np.float64)
         else:
             img = warp_hw(img, matrix, dsize, cv2.INTER_CUBIC, self.pad_val)
         results['img'] = img

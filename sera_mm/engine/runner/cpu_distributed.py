@@ -3,7 +3,8 @@
 The configs default to the NCCL backend, which needs GPUs; without CUDA
 :func:`setup_cpu_distributed` switches every launcher to gloo, so the same
 ``dist_train.sh`` / ``dist_test.sh`` commands run on CPUs. For
-``--launcher pytorch`` (torchrun) more is needed: mmengine 0.10.7 cannot start them by itself: ``init_dist('pytorch')`` calls
+``--launcher pytorch`` (torchrun) more is needed, because mmengine 0.10.7
+cannot start such runs by itself: ``init_dist('pytorch')`` calls
 ``torch.cuda.set_device(local_rank)`` before creating the process group,
 which fails without a GPU ("Found no NVIDIA driver"), and
 ``Runner.wrap_model`` passes ``device_ids=[local_rank]`` to

@@ -111,7 +111,7 @@ def _records(path: str) -> List[dict]:
 
 
 def test_two_process_test_equals_one_process(dist_trained, synthetic_refer,
-                                            tmp_path):
+                                             tmp_path):
     work, _ = dist_trained
     ckpt = osp.join(work, 'epoch_1.pth')
     two, one = str(tmp_path / 'two'), str(tmp_path / 'one')
