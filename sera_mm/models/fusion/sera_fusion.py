@@ -54,10 +54,11 @@ class SERAFusion(BaseModule):
             and the context expert's attention output and last FFN layer are
             zeroed; the boundary and shape experts get a per-channel
             residual scale starting at 0 (zeroing phi = BN + ReLU would stop
-            its gradient). Done by :meth:`init_weights`. The paper leaves
-            the initialisation open. Off in the module (each layer keeps its
-            own initialisation, the literal formula); the SERA configs turn
-            it on (see docs/en/experiments.md). Defaults to False.
+            its gradient). :meth:`init_weights` sets these zeros; before it
+            runs only the scales are at 0. The paper leaves the
+            initialisation open. Off in the module (each layer keeps its own
+            initialisation, the literal formula); the SERA configs turn it
+            on (see docs/en/experiments.md). Defaults to False.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
