@@ -10,7 +10,7 @@ the per-round ratios) and peak memory; writes JSON with ``--json``.
 step and/or forward pass (encoders, adapters, fusion, neck, decoder, head,
 loss).
 
-Example (the README's numbers; CPU, torch's default threads):
+Example (the numbers of docs/en/benchmarks.md; CPU, torch's default threads):
     python tools/analysis_tools/benchmark.py \
         configs/detris/detris_dinov2-b_refcoco.py configs/sera/sera_dinov2-b_refcoco.py \
         configs/ablations/sera_dinov2-b_top1_refcoco.py \

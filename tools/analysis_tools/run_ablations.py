@@ -12,7 +12,7 @@ difference of each config's mean val mIoU to the first config's.
 
 Examples::
 
-    # the synthetic ladder of the README, 2 epochs, 2 seeds, 2 runs at a time
+    # the synthetic ladder of docs/en/experiments.md, 2 epochs, 2 seeds, 2 runs at a time
     python tools/analysis_tools/run_ablations.py \\
         configs/synthetic/detris-tiny_synthetic.py \\
         configs/synthetic/ablations/adapter-only-tiny_synthetic.py \\
