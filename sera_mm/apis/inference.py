@@ -23,8 +23,7 @@ from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import init_default_scope
 from mmseg.structures import SegDataSample
 
-from sera_mm.engine.runner.checkpoint_match import (CheckpointMismatchError,
-                                                    check_state_dict_matches)
+from sera_mm.engine.runner.checkpoint_match import check_state_dict_matches
 from sera_mm.utils.config import ConfigInput, leaf_datasets, load_config
 from sera_mm.utils.pretrained import disable_pretrained
 

@@ -33,7 +33,7 @@ def _reference(x, sd):
 def test_text_adapter_equals_detris_formula_with_detris_names():
     torch.manual_seed(0)
     adapter = randomise_norms(MODELS.build(dict(type='TextAdapter', in_channels=D,
-                                              channels=DA))).eval()
+                                                channels=DA))).eval()
     sd = adapter.state_dict()
     # DETRIS's parameter names and shapes (in=32 -> 1x1 16; 3x3 2 -> 8; 5x5 2 -> 8)
     assert sd['dense_branch1.conv.weight'].shape == (16, 32, 1)

@@ -17,9 +17,9 @@ def _decoder(**kwargs):
     return MODELS.build(cfg)
 
 
-def _text(b=2, l=6, c=24, valid=(4, 2)):
-    pad = torch.arange(l)[None, :] >= torch.tensor(valid)[:, None]
-    return TextFeatures(torch.randn(b, l, c), torch.randn(b, c), pad)
+def _text(b=2, length=6, c=24, valid=(4, 2)):
+    pad = torch.arange(length)[None, :] >= torch.tensor(valid)[:, None]
+    return TextFeatures(torch.randn(b, length, c), torch.randn(b, c), pad)
 
 
 def test_decoder_shape_and_word_projection():

@@ -78,8 +78,8 @@ def test_coordinate_grid_spans_minus_one_to_one():
     assert torch.equal(x[:, 0], torch.full((5,), -1.)) and torch.equal(x[:, -1], torch.ones(5))
     assert torch.equal(y[0], torch.full((7,), -1.)) and torch.equal(y[-1], torch.ones(7))
     assert float(grid.min()) == -1. and float(grid.max()) == 1.
-    assert torch.allclose(x[0], torch.linspace(-1, 1, 7)) and torch.allclose(y[:, 0],
-                                                                          torch.linspace(-1, 1, 5))
+    assert torch.allclose(x[0], torch.linspace(-1, 1, 7))
+    assert torch.allclose(y[:, 0], torch.linspace(-1, 1, 5))
     # E_sp = F + alpha_p * Conv1x1(coords), the same for every sample.
     feats = torch.randn(2, 4, 5, 7)
     out = expert(feats)

@@ -25,9 +25,9 @@ class StubZeroFusion(nn.Module):
         return x * self.scale, RoutingResult(logits, logits.softmax(-1), None)
 
 
-def _text(b=2, l=5, c=24):
-    return TextFeatures(torch.randn(b, l, c), torch.randn(b, c),
-                        torch.zeros(b, l, dtype=torch.bool))
+def _text(b=2, length=5, c=24):
+    return TextFeatures(torch.randn(b, length, c), torch.randn(b, c),
+                        torch.zeros(b, length, dtype=torch.bool))
 
 
 def _neck(**kwargs):
@@ -145,8 +145,8 @@ def test_detris_gate_folds_into_the_folded_gate():
     for i, gate in enumerate(detris.gates):
         nn.init.normal_(gate.attn.in_proj_bias)
         weight, bias = fold_attention_gate(detris.txt_proj.weight, detris.txt_proj.bias,
-                                 gate.attn.in_proj_weight, gate.attn.in_proj_bias,
-                                 gate.attn.out_proj.weight, gate.attn.out_proj.bias)
+                                           gate.attn.in_proj_weight, gate.attn.in_proj_bias,
+                                           gate.attn.out_proj.weight, gate.attn.out_proj.bias)
         state[f'gates.{i}.value.weight'], state[f'gates.{i}.value.bias'] = weight, bias
     folded.load_state_dict(state)
     feats = [torch.randn(2, 16, 3, 4), torch.randn(2, 12, 3, 4)]

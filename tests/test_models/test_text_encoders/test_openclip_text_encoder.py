@@ -94,8 +94,8 @@ def test_tiny_sentence_matches_open_clip(tmp_path, quick_gelu):
     ref = _reference(TINY_TEXT, quick_gelu)
     path = _save_open_clip(ref, tmp_path / 'tiny.pth')
     encoder = _loaded(MODELS.build(dict(type='OpenCLIPTextEncoder', text_cfg=TINY_TEXT,
-                                embed_dim=EMBED_DIM, context_length=17,
-                                quick_gelu=quick_gelu, pretrained=path)))
+                                        embed_dim=EMBED_DIM, context_length=17,
+                                        quick_gelu=quick_gelu, pretrained=path)))
     tokens = _tokens()
     out = encoder(tokens)
     assert out.words.shape == (3, 17, 64) and out.sentence.shape == (3, EMBED_DIM)
@@ -109,7 +109,7 @@ def test_vit_b_16_sentence_matches_open_clip(tmp_path):
     ref = _reference(text_cfg, quick_gelu=False)
     path = _save_open_clip(ref, tmp_path / 'b16.pth')
     encoder = _loaded(OpenCLIPTextEncoder('ViT-B-16', context_length=22, quick_gelu=False,
-                                  pretrained=path))
+                                          pretrained=path))
     assert encoder.text.positional_embedding.shape == (22, 512)
     assert encoder.text.attn_mask.shape == (22, 22)
     assert not any(name.startswith('visual') for name, _ in encoder.named_parameters())
@@ -127,7 +127,7 @@ def test_openai_torchscript_matches_load_openai_model(tmp_path, monkeypatch):
     path = _save_openai_torchscript(_reference(TINY_TEXT, quick_gelu=True), tmp_path / 'oa.pt')
     ref = open_clip.load_openai_model(path, device='cpu').eval()
     encoder = _loaded(OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, quick_gelu=True,
-                                  pretrained=path))
+                                          pretrained=path))
     assert encoder.text.token_embedding.weight.dtype == torch.float32
     tokens = _tokens()
     diff = _max_diff(encoder(tokens).sentence, _reference_sentence(ref, tokens))
@@ -140,7 +140,7 @@ def test_openai_torchscript_refuses_gelu(tmp_path):
     path = _save_openai_torchscript(_reference(TINY_TEXT, quick_gelu=True), tmp_path / 'oa.pt')
     with pytest.raises(ValueError, match='QuickGELU'):
         _loaded(OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, quick_gelu=False,
-                            pretrained=path))
+                                    pretrained=path))
 
 
 def test_quick_gelu_is_honoured(tmp_path):
@@ -148,9 +148,9 @@ def test_quick_gelu_is_honoured(tmp_path):
     path = _save_open_clip(ref, tmp_path / 'tiny.pth')
     tokens = _tokens()
     quick = _loaded(OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, quick_gelu=True,
-                                pretrained=path))
+                                        pretrained=path))
     plain = _loaded(OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, quick_gelu=False,
-                                pretrained=path))
+                                        pretrained=path))
     assert isinstance(quick.text.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
     assert type(plain.text.transformer.resblocks[0].mlp.gelu) is nn.GELU
     expected = _reference_sentence(ref, tokens)
@@ -203,7 +203,7 @@ def test_checkpoint_with_wrong_shapes_is_named(tmp_path):
     path = _save_open_clip(ref, tmp_path / 'tiny.pth')
     with pytest.raises(KeyError, match=r'ln_final\.weight: file \(64,\) vs model \(96,\)'):
         _loaded(OpenCLIPTextEncoder(text_cfg=dict(TINY_TEXT, width=96), embed_dim=EMBED_DIM,
-                            pretrained=path))
+                                    pretrained=path))
 
 
 # ------------------------------------------------------------ activations
