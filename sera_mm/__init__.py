@@ -17,7 +17,8 @@ def register_all_modules(init_default_scope: bool = True) -> None:
     import sera_mm.visualization  # noqa: F401
     from sera_mm.utils import register_checkpoint_safe_globals
 
-    # Runner checkpoints load with torch's weights_only=True plus an allow-list
+    # Runner checkpoints load with torch's weights_only=True plus an allow-list,
+    # passed explicitly by every mmengine CheckpointLoader scheme
     register_checkpoint_safe_globals()
 
     if init_default_scope:

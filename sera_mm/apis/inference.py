@@ -44,9 +44,10 @@ def load_referring_checkpoint(model: nn.Module, checkpoint: str,
                               strict: bool = True) -> dict:
     """Loads an mmengine checkpoint (or a bare state dict) into ``model``.
 
-    Uses mmengine's :class:`CheckpointLoader` (local paths and URLs), which
-    goes through ``torch.load(weights_only=True)`` with the allow-list that
-    :func:`sera_mm.register_all_modules` registers. mmengine's
+    Uses mmengine's :class:`CheckpointLoader` (local paths and URLs), whose
+    loaders :func:`~sera_mm.utils.register_checkpoint_safe_globals` makes
+    pass ``weights_only=True`` whatever the environment, with sera_mm's
+    allow-list. mmengine's
     ``load_checkpoint`` only warns on a mismatch; a demo must refuse, so the
     keys and shapes are compared first
     (:func:`~sera_mm.engine.runner.check_state_dict_matches`).
@@ -66,6 +67,9 @@ def load_referring_checkpoint(model: nn.Module, checkpoint: str,
         CheckpointMismatchError: ``strict`` and the weights do not fit.
     """
     from mmengine.runner import CheckpointLoader
+
+    from sera_mm.utils import register_checkpoint_safe_globals
+    register_checkpoint_safe_globals()  # also when called without init_model
     if '://' not in str(checkpoint) and not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
     try:

@@ -5,14 +5,16 @@ references (:mod:`.pretrained`), the letterbox geometry (:mod:`.letterbox`),
 the tools' preflight checks (:mod:`.preflight`) and parameter reports."""
 from .atomic import (AtomicLocalBackend, atomic_open, atomic_write_bytes,
                      atomic_write_json, atomic_write_text)
-from .checkpoint import (checkpoint_safe_globals,
-                         register_checkpoint_safe_globals)
+from .checkpoint import (UnsafeCheckpointError, checkpoint_safe_globals,
+                         load_weights_only, register_checkpoint_safe_globals,
+                         register_safe_checkpoint_loaders)
 from .param_report import format_param_report, param_report
 from .pretrained import disable_pretrained
 
 __all__ = [
     'AtomicLocalBackend', 'atomic_open', 'atomic_write_bytes',
     'atomic_write_json', 'atomic_write_text',
-    'checkpoint_safe_globals', 'register_checkpoint_safe_globals',
+    'UnsafeCheckpointError', 'checkpoint_safe_globals', 'load_weights_only',
+    'register_checkpoint_safe_globals', 'register_safe_checkpoint_loaders',
     'disable_pretrained', 'format_param_report', 'param_report'
 ]

@@ -16,9 +16,23 @@ One of them needs care: a HistoryBuffer pickles its statistic methods
 let a checkpoint fetch any attribute of any object it can build; instead the
 name ``builtins.getattr`` is bound to :func:`history_buffer_getattr`, which
 hands out only those methods.
+
+``weights_only`` is passed explicitly on every load of the project:
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` (the fix forums give for torch >= 2.6
+load errors) turns torch's default to the unsafe unpickler, but only where
+the call site leaves ``weights_only`` unset. mmengine's
+:class:`~mmengine.runner.CheckpointLoader` (``load_from``, ``--resume``,
+``init_cfg=dict(type='Pretrained')``) leaves it unset, so
+:func:`register_safe_checkpoint_loaders` replaces its local-file loader by
+:func:`load_from_local_weights_only` and runs every other scheme's loader
+under :func:`forced_weights_only`.
 """
+import contextlib
+import functools
+import os
+import os.path as osp
 import pickle
-from typing import Any, Callable, List, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -116,8 +130,9 @@ def register_checkpoint_safe_globals() -> None:
     Called once at start-up (``sera_mm.register_all_modules`` calls it), so
     that ``Runner.resume`` and ``load_from`` load mmengine checkpoints with
     ``weights_only=True``. Idempotent: adds only the entries that are not
-    allow-listed yet.
+    allow-listed yet. Also calls :func:`register_safe_checkpoint_loaders`.
     """
+    register_safe_checkpoint_loaders()
     if not hasattr(torch.serialization, 'add_safe_globals'):
         return  # torch < 2.4 has no allow-list (nor weights_only default)
     already = set(map(_key, torch.serialization.get_safe_globals()))
@@ -134,3 +149,108 @@ def _key(safe_global: SafeGlobal) -> Tuple[int, str]:
         obj = safe_global
         name = f'{obj.__module__}.{obj.__qualname__}'
     return id(obj), name
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint was refused by, or is unreadable for, the weights-only
+    unpickler; the message names the file."""
+
+
+def load_weights_only(filename: str, map_location: Any = 'cpu', **kwargs: Any) -> Any:
+    """``torch.load(filename, weights_only=True)``, whatever the environment.
+
+    Args:
+        filename (str): Local file.
+        map_location: As for :func:`torch.load`. Defaults to ``'cpu'``.
+        **kwargs: Further :func:`torch.load` arguments (e.g. ``mmap``).
+
+    Returns:
+        The unpickled object (tensors, containers and allow-listed globals).
+
+    Raises:
+        FileNotFoundError: No file at ``filename``.
+        UnsafeCheckpointError: The file names a global that is not
+            allow-listed (it could run code) or is not a readable checkpoint.
+    """
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'checkpoint not found: {filename}')
+    try:
+        return torch.load(filename, map_location=map_location, weights_only=True,
+                          **kwargs)
+    except Exception as e:  # torch raises several types for a bad file
+        raise UnsafeCheckpointError(
+            f'checkpoint {filename} refused or unreadable with weights_only=True: '
+            f'{_first_line(e)}') from e
+
+
+def _first_line(error: BaseException) -> str:
+    """The refused global of a weights-only error, else its first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        for marker in ('unsupported global', 'refused'):
+            if marker in line.lower():
+                return line[line.lower().index(marker):]
+    return f'{type(error).__name__}: {lines[0]}' if lines else type(error).__name__
+
+
+def load_from_local_weights_only(filename: str, map_location: Any = None) -> Any:
+    """mmengine's ``load_from_local`` with ``weights_only=True`` passed.
+
+    Registered for the empty prefix (local files) of
+    :class:`~mmengine.runner.CheckpointLoader` by
+    :func:`register_safe_checkpoint_loaders`; the ``load_from_`` prefix of
+    the name is what mmengine's log line strips.
+    """
+    return load_weights_only(osp.expanduser(filename), map_location)
+
+
+@contextlib.contextmanager
+def forced_weights_only() -> Iterator[None]:
+    """Forces ``weights_only=True`` on every ``torch.load`` inside the block.
+
+    For loaders whose ``torch.load`` call is not ours (mmengine's URL
+    schemes): ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` overrides even an explicit
+    ``weights_only=False``. The environment is process-wide, so the previous
+    values are restored on exit.
+    """
+    names = ('TORCH_FORCE_WEIGHTS_ONLY_LOAD', 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD')
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ['TORCH_FORCE_WEIGHTS_ONLY_LOAD'] = '1'
+    os.environ.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _weights_only_scheme(loader: Callable) -> Callable:
+    """``loader`` (an mmengine scheme loader) run under
+    :func:`forced_weights_only`; marked so that it is wrapped once."""
+    if getattr(loader, '_sera_mm_weights_only', False):
+        return loader
+
+    @functools.wraps(loader)
+    def wrapped(filename: str, map_location: Optional[Any] = None) -> Any:
+        with forced_weights_only():
+            return loader(filename, map_location)
+
+    wrapped._sera_mm_weights_only = True  # type: ignore[attr-defined]
+    return wrapped
+
+
+def register_safe_checkpoint_loaders() -> None:
+    """Makes every :class:`~mmengine.runner.CheckpointLoader` scheme load
+    with ``weights_only=True`` (see the module docstring). Idempotent."""
+    from mmengine.runner import CheckpointLoader
+    load_from_local_weights_only._sera_mm_weights_only = True  # type: ignore[attr-defined]
+    for prefix, loader in list(CheckpointLoader._schemes.items()):
+        if prefix == '':
+            safe = load_from_local_weights_only
+        else:
+            safe = _weights_only_scheme(loader)
+        if safe is not loader:
+            CheckpointLoader.register_scheme(prefix, safe, force=True)

@@ -47,7 +47,8 @@ def load_state_dict_keys(filename: str) -> Dict[str, Tuple[int, ...]]:
                 raise
             ckpt = torch.load(filename, map_location='cpu', weights_only=True)
     except Exception as e:
-        raise ValueError(f'checkpoint {filename} cannot be read: '
+        raise ValueError(f'checkpoint {filename} cannot be read (refused or unreadable '
+                         'with weights_only=True): '
                          f'{type(e).__name__}: {e}') from e
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, Mapping) else None
     if not isinstance(state, Mapping):

@@ -27,8 +27,9 @@ import re
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
-import torch
 from torch import Tensor
+
+from sera_mm.utils.checkpoint import load_weights_only
 
 StateDict = Dict[str, Tensor]
 
@@ -141,7 +142,7 @@ def read_dinov2_checkpoint(
         tuple: (state dict in the mmpretrain layout, the layout found in the
         file, the keys dropped by the conversion).
     """
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    checkpoint = load_weights_only(path)
     if not isinstance(checkpoint, dict):
         raise TypeError(f'{path}: expected a dict of tensors, '
                         f'got {type(checkpoint).__name__}')

@@ -21,6 +21,8 @@ from typing import Dict, Tuple
 import torch
 from torch import Tensor
 
+from sera_mm.utils.checkpoint import load_weights_only
+
 OPENAI_TORCHSCRIPT = 'OpenAI TorchScript'
 OPEN_CLIP = 'open_clip'
 
@@ -64,7 +66,7 @@ def read_clip_text_state_dict(path: str) -> Tuple[Dict[str, Tensor], str, list]:
         del module
         fmt = OPENAI_TORCHSCRIPT
     else:
-        state_dict = torch.load(path, map_location='cpu', weights_only=True)
+        state_dict = load_weights_only(path)
         if not isinstance(state_dict, dict):
             raise TypeError(f'{path}: expected a state dict, got '
                             f'{type(state_dict).__name__}')
