@@ -137,6 +137,12 @@ class MixedRefCOCODataset(ConcatDataset):
                 except (TypeError, KeyError) as e:
                     raise ValueError(f'{path}: ref #{n} has no key {e}') \
                         from None
+                if type(split) is not str or type(image_id) not in (int, str):
+                    # a deep tuple here would crash the interpreter when hashed
+                    raise ValueError(
+                        f'{path}: ref #{n} needs a str split and an int or str '
+                        f'image_id, got {type(split).__name__} and '
+                        f'{type(image_id).__name__}')
                 if split == self._train_splits[name]:
                     continue
                 if self.holdout_splits is None or split in self.holdout_splits:

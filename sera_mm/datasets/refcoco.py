@@ -4,7 +4,9 @@ import gc
 import glob
 import json
 import os.path as osp
+import math
 import random
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -15,6 +17,10 @@ from .refer_pickle import load_refer_pickle
 
 README_HINT = "see the README section 'Data preparation'"
 KNOWN_SPLITS = ('train', 'val', 'testA', 'testB', 'test')
+#: types REFER uses for ids (ints; strings accepted too)
+ID_TYPES = (int, str)
+#: at most this many ids are listed in a message
+MAX_LISTED = 20
 
 
 @contextlib.contextmanager
@@ -131,7 +137,14 @@ class RefCOCODataset(BaseDataset):
         """Loads, filters and serialises the data list (mmengine's), with the
         garbage collector paused."""
         with _gc_paused():
-            super().full_init()
+            try:
+                super().full_init()
+            except RecursionError:
+                # what the checks did not see (e.g. a deep value in a field
+                # that is only copied) fails in serialising the data list
+                raise ValueError(
+                    f'{self.ann_file} or {self.split_file} holds a value '
+                    'nested too deeply to handle (not a REFER file)') from None
 
     def load_data_list(self) -> List[dict]:
         """Reads the REFER files and validates them (called by full_init).
@@ -159,23 +172,39 @@ class RefCOCODataset(BaseDataset):
         data_list: List[dict] = []
         splits_present = set()
         used_images: Dict[int, str] = {}
+        empty_sents: List[Tuple[Any, Any]] = []
         for n, ref in enumerate(refs):
             try:
                 ref_split = ref['split']
             except (TypeError, KeyError):
                 raise ValueError(f'{self.split_file}: ref #{n} has no key '
                                  "'split' (not a REFER ref dict)") from None
+            if type(ref_split) is not str:
+                # a deep tuple here would crash the interpreter when hashed
+                raise ValueError(f'{self.split_file}: ref #{n} has a split '
+                                 f'of type {type(ref_split).__name__}, not str')
             splits_present.add(ref_split)
             if ref_split != self.split:
                 continue
             info = self._parse_ref(ref, n, images, anns, img_prefix)
             used_images[info['image_id']] = info['img_path']
             data_list.append(info)
+            empty_sents.extend((info['ref_id'], s['sent_id'])
+                               for s in info['sentences'] if not s['text'].strip())
 
         if not data_list:
             raise ValueError(
                 f'{self.split_file} has no ref of split {self.split!r}; '
                 f'splits present: {sorted(map(str, splits_present))}')
+        if empty_sents:
+            listed = ', '.join(f'ref_id {r} sent_id {s}'
+                               for r, s in empty_sents[:MAX_LISTED])
+            more = len(empty_sents) - MAX_LISTED
+            warnings.warn(
+                f'{self.split_file}: {len(empty_sents)} empty sentences in '
+                f'split {self.split!r} (the model sees only the start and end '
+                f'tokens): {listed}' + (f' and {more} more' if more > 0 else ''),
+                stacklevel=2)
         if self.check_images:
             self._check_images(used_images)
         if self.test_mode:
@@ -195,6 +224,9 @@ class RefCOCODataset(BaseDataset):
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f'{path} is not valid JSON (truncated or '
                              f'corrupt?): {e} ({README_HINT})') from e
+        except RecursionError:
+            raise ValueError(f'{path}: JSON nested too deeply to load (not a '
+                             f'COCO instances file) ({README_HINT})') from None
         if not isinstance(inst, dict):
             raise ValueError(f'{path} must hold a JSON object with '
                              f"'images' and 'annotations'")
@@ -227,6 +259,11 @@ class RefCOCODataset(BaseDataset):
             sentences = ref['sentences']
         except KeyError as e:
             raise ValueError(f'{where} has no key {e}') from None
+        for key, value in (('ref_id', ref_id), ('ann_id', ann_id),
+                           ('image_id', image_id)):
+            if not isinstance(value, ID_TYPES) or isinstance(value, bool):
+                raise ValueError(f'{where}: {key} must be an int or str, got '
+                                 f'{type(value).__name__}')
         where = f'{self.split_file}: ref_id {ref_id}'
         ann = anns.get(ann_id)
         if ann is None:
@@ -248,12 +285,25 @@ class RefCOCODataset(BaseDataset):
         except (KeyError, TypeError) as e:
             raise ValueError(f"{where}: a sentence has no key {e} "
                              "(need 'sent_id' and 'sent')") from None
+        for s in sents:
+            if not isinstance(s['sent_id'], ID_TYPES) \
+                    or isinstance(s['sent_id'], bool):
+                raise ValueError(f'{where}: a sent_id is of type '
+                                 f"{type(s['sent_id']).__name__}, not int")
+            if not isinstance(s['text'], str):
+                raise ValueError(
+                    f"{where}: sent_id {s['sent_id']} has a 'sent' of type "
+                    f"{type(s['text']).__name__}, not str")
         try:
-            height, width = int(img['height']), int(img['width'])
+            height = _image_side(img['height'])
+            width = _image_side(img['width'])
             file_name = img['file_name']
         except KeyError as e:
             raise ValueError(f'{self.ann_file}: image {image_id} has no '
                              f'key {e}') from None
+        except ValueError as e:
+            raise ValueError(f'{self.ann_file}: image {image_id}: {e}') \
+                from None
         seg = ann.get('segmentation')
         _validate_segmentation(seg, height, width,
                                f'{self.ann_file}: annotation {ann_id}')
@@ -315,6 +365,69 @@ class RefCOCODataset(BaseDataset):
         return info
 
 
+def _image_side(value: Any) -> int:
+    """Returns an image ``height`` / ``width`` as int; raises ValueError
+    unless it is a positive whole number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0 or value != int(value):
+        raise ValueError(f'height and width must be positive whole numbers, '
+                         f'got {value!r}')
+    return int(value)
+
+
+def _polygon_bound(height: int, width: int) -> float:
+    """The largest |coordinate| a polygon of a ``height`` x ``width`` image
+    may have.
+
+    COCO polygons stray a little outside the image (pycocotools clips them),
+    but pycocotools rasterises the whole polygon, allocating in proportion to
+    its extent: a far-off point (1e9) exhausts memory or crashes it. Twice
+    the larger side plus 16 pixels admits every genuine stray point while
+    bounding that allocation to a small multiple of the image.
+    """
+    return 2.0 * max(height, width) + 16
+
+
+def _rle_length(counts: Any) -> int:
+    """Returns the number of pixels a COCO RLE ``counts`` covers (sum of its
+    runs); raises ValueError if ``counts`` is not a valid run list or
+    compressed string (pycocotools' ``rleFrString`` encoding)."""
+    if isinstance(counts, list):
+        arr = np.asarray(counts) if counts else np.zeros(0, np.int64)
+        if arr.ndim != 1 or arr.dtype.kind not in 'iu' or (arr < 0).any():
+            raise ValueError('RLE counts must be non-negative integers')
+        return int(arr.sum())
+    if isinstance(counts, bytes):
+        try:
+            counts = counts.decode('ascii')
+        except UnicodeDecodeError:
+            raise ValueError('compressed RLE counts are not ASCII') from None
+    if not isinstance(counts, str):
+        raise ValueError('RLE counts must be a list or a string, got '
+                         f'{type(counts).__name__}')
+    runs: List[int] = []
+    x = k = 0
+    for ch in counts:
+        c = ord(ch) - 48
+        if not 0 <= c < 64:
+            raise ValueError(f'compressed RLE counts hold the character {ch!r}')
+        x |= (c & 0x1f) << (5 * k)
+        k += 1
+        if c & 0x20:
+            continue
+        if c & 0x10:
+            x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        if x < 0:
+            raise ValueError('compressed RLE counts decode to a negative run')
+        runs.append(x)
+        x = k = 0
+    if k:
+        raise ValueError('compressed RLE counts end inside a number')
+    return sum(runs)
+
+
 def _validate_segmentation(seg: Any, height: int, width: int,
                            where: str) -> None:
     """Raises ValueError if ``seg`` is not a decodable COCO segmentation of
@@ -322,12 +435,27 @@ def _validate_segmentation(seg: Any, height: int, width: int,
     if isinstance(seg, list):
         if not seg:
             raise ValueError(f'{where}: empty polygon list')
+        bound = _polygon_bound(height, width)
         for k, poly in enumerate(seg):
             if not isinstance(poly, list) or len(poly) % 2 or len(poly) < 6:
                 n = len(poly) if isinstance(poly, list) else type(poly).__name__
                 raise ValueError(
                     f'{where}: polygon {k} has {n} coordinates; need an even '
                     'count of at least 6 (3 points)')
+            try:
+                xy = np.asarray(poly)
+            except ValueError:
+                xy = np.zeros(0, object)
+            if xy.ndim != 1 or xy.dtype.kind not in 'iuf':
+                raise ValueError(f'{where}: polygon {k} holds a coordinate '
+                                 'that is not a number')
+            if not np.isfinite(xy).all() or (np.abs(xy) > bound).any():
+                bad = next(v for v in poly
+                           if not math.isfinite(v) or abs(v) > bound)
+                raise ValueError(
+                    f'{where}: polygon {k} has the coordinate {bad!r}; '
+                    f'coordinates must be finite and within +-{bound:g} '
+                    f'for a {height} x {width} image')
     elif isinstance(seg, dict):
         if 'counts' not in seg or 'size' not in seg:
             raise ValueError(f"{where}: RLE needs keys 'counts' and 'size'")
@@ -335,6 +463,14 @@ def _validate_segmentation(seg: Any, height: int, width: int,
             raise ValueError(
                 f'{where}: RLE size {list(seg["size"])} differs from the '
                 f'image size [{height}, {width}]')
+        try:
+            n = _rle_length(seg['counts'])
+        except ValueError as e:
+            raise ValueError(f'{where}: {e}') from None
+        if n != height * width:
+            raise ValueError(
+                f'{where}: RLE counts cover {n} pixels, but the image has '
+                f'{height} x {width} = {height * width}')
     else:
         raise ValueError(f'{where}: segmentation must be polygons (list) or '
                          f'RLE (dict), got {type(seg).__name__}')

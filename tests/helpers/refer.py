@@ -186,3 +186,35 @@ def dict_refs_pickle(root):
 
 def remove_image(root):
     os.remove(os.path.join(root, 'train2014', image_file(1)))
+
+
+def deep_instances_json(depth: int = 100000):
+    """An edit of a written root: instances.json gains a key whose value is
+    a list nested ``depth`` deep (json.dump itself cannot write it)."""
+    def edit(root):
+        path = os.path.join(root, 'refcoco', 'instances.json')
+        text = open(path).read()
+        assert text.endswith('}')
+        open(path, 'w').write(
+            text[:-1] + ', "deep": ' + '[' * depth + ']' * depth + '}')
+    return edit
+
+
+def deep_refs_pickle(field: str, depth: int = 100000):
+    """An edit of a written root: ref 11's ``field`` becomes a list nested
+    ``depth`` deep, spliced into the pickle's opcodes (pickle.dump itself
+    cannot write it)."""
+    import struct
+
+    def edit(root):
+        refs = ref_table()
+        marker = 987654321
+        refs[0][field] = marker
+        data = pickle.dumps(refs, protocol=2)
+        binint = b'J' + struct.pack('<i', marker)
+        assert data.count(binint) == 1
+        # EMPTY_LIST opcodes, then APPENDs: each puts a list into the one below
+        deep = b']' * depth + b'a' * (depth - 1)
+        with open(os.path.join(root, 'refcoco', 'refs(unc).p'), 'wb') as f:
+            f.write(data.replace(binint, deep))
+    return edit

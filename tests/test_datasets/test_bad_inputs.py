@@ -21,8 +21,9 @@ from mmengine.config import Config
 from sera_mm.registry import DATASETS
 from sera_mm.utils.preflight import missing_inputs
 from helpers.paths import REPO
-from helpers.refer import (edit_first_ref, image_file, instances_not_json, malicious_refs_pickle,
-                           remove_image, set_segmentation, truncate_instances, write_refer)
+from helpers.refer import (deep_instances_json, deep_refs_pickle, edit_first_ref, image_file,
+                           instances_not_json, malicious_refs_pickle, remove_image,
+                           set_segmentation, truncate_instances, write_refer)
 
 DATA_CONFIG = osp.join(REPO, 'configs', '_base_', 'datasets', 'refcoco.py')
 NEEDS = ('needs the check proposed for {0} (helper report); drop this mark '
@@ -79,6 +80,26 @@ def _duplicate_image_id(inst):
     inst['images'].append(dict(inst['images'][0], file_name='other.jpg'))
 
 
+def _set_image_1(**fields):
+    def edit(inst):
+        inst['images'][0].update(fields)
+    return edit
+
+
+def _compressed_rle(h: int, w: int, size) -> dict:
+    """pycocotools' compressed RLE of an h x w mask, labelled ``size``."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+    m = np.zeros((h, w), np.uint8, order='F')
+    m[2:6, 3:9] = 1
+    rle = mask_utils.encode(m)
+    return dict(size=list(size), counts=rle['counts'].decode('ascii'))
+
+
+def _first_sent(**fields):
+    return edit_first_ref(lambda r: r['sentences'][0].update(fields))
+
+
 class Row(NamedTuple):
     """One bad input: edits of the REFER copy, then ``act``."""
     act: Callable[[str], None]
@@ -112,6 +133,60 @@ ROWS = {
     'RLE size differs from the image': Row(
         build_dataset, ValueError, ['annotation 101', 'RLE size [3, 4]'],
         edit_instances=set_segmentation(101, dict(size=[3, 4], counts=[12]))),
+    'polygon with a NaN coordinate': Row(
+        build_dataset, ValueError, ['instances.json', 'annotation 101', 'nan'],
+        edit_instances=set_segmentation(101, [[2, 2, float('nan'), 2, 2, 15]])),
+    'polygon with an infinite coordinate': Row(
+        build_dataset, ValueError, ['instances.json', 'annotation 101', 'inf'],
+        edit_instances=set_segmentation(101, [[2, 2, 20, float('-inf'), 2, 15]])),
+    'polygon far outside the image': Row(
+        build_dataset, ValueError, ['instances.json', 'annotation 101', '1000000000.0', '76'],
+        edit_instances=set_segmentation(101, [[2, 2, 1e9, 2, 2, 15]])),
+    'polygon with a coordinate that is not a number': Row(
+        build_dataset, ValueError, ['instances.json', 'annotation 101', 'not a number'],
+        edit_instances=set_segmentation(101, [[2, 2, '20', 2, 2, 15]])),
+    'uncompressed RLE whose counts do not cover the image': Row(
+        build_dataset, ValueError, ['instances.json', 'annotation 101', '12 pixels', '600'],
+        edit_instances=set_segmentation(101, dict(size=[20, 30], counts=[12]))),
+    'uncompressed RLE with a negative count': Row(
+        build_dataset, ValueError, ['instances.json', 'annotation 101', 'non-negative'],
+        edit_instances=set_segmentation(101, dict(size=[20, 30], counts=[700, -100]))),
+    'compressed RLE whose counts do not cover the image': Row(
+        build_dataset, ValueError, ['instances.json', 'annotation 101', '300 pixels', '600'],
+        edit_instances=set_segmentation(101, _compressed_rle(20, 15, (20, 30)))),
+    'compressed RLE cut inside a number': Row(
+        build_dataset, ValueError, ['instances.json', 'annotation 101', 'inside a number'],
+        edit_instances=set_segmentation(101, dict(size=[20, 30], counts='2P'))),
+    'sentence that is not a string': Row(
+        build_dataset, ValueError, ['refs(unc).p', 'ref_id 11', 'sent_id 1000', 'NoneType'],
+        edit_refs=_first_sent(sent=None)),
+    'sentence as a list of words': Row(
+        build_dataset, ValueError, ['refs(unc).p', 'ref_id 11', 'sent_id 1000', 'list'],
+        edit_refs=_first_sent(sent=['the', 'left', 'triangle'])),
+    'image height zero': Row(
+        build_dataset, ValueError, ['instances.json', 'image 1', '0'],
+        edit_instances=_set_image_1(height=0)),
+    'image width negative': Row(
+        build_dataset, ValueError, ['instances.json', 'image 1', '-30'],
+        edit_instances=_set_image_1(width=-30)),
+    'image width a string': Row(
+        build_dataset, ValueError, ['instances.json', 'image 1', "'30'"],
+        edit_instances=_set_image_1(width='30')),
+    'image height fractional': Row(
+        build_dataset, ValueError, ['instances.json', 'image 1', '20.5'],
+        edit_instances=_set_image_1(height=20.5)),
+    'instances.json nested too deeply': Row(
+        build_dataset, ValueError, ['instances.json', 'nested too deeply'],
+        edit_files=deep_instances_json()),
+    'refs pickle with a deeply nested ref_id': Row(
+        build_dataset, ValueError, ['refs(unc).p', 'ref #0', 'ref_id', 'list'],
+        edit_files=deep_refs_pickle('ref_id')),
+    'refs pickle with a deeply nested split': Row(
+        build_dataset, ValueError, ['refs(unc).p', 'ref #0', 'split', 'list'],
+        edit_files=deep_refs_pickle('split')),
+    'refs pickle with a deeply nested copied field': Row(
+        build_dataset, ValueError, ['refs(unc).p', 'nested too deeply'],
+        edit_files=deep_refs_pickle('category_id')),
     'empty sentence list': Row(
         build_dataset, ValueError, ['ref_id 11', "'sentences'"],
         edit_refs=edit_first_ref(lambda r: r.update(sentences=[]))),
