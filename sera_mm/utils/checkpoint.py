@@ -151,9 +151,10 @@ def _key(safe_global: SafeGlobal) -> Tuple[int, str]:
     return id(obj), name
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(ValueError, pickle.UnpicklingError):
     """A checkpoint was refused by, or is unreadable for, the weights-only
-    unpickler; the message names the file."""
+    unpickler; the message names the file. Also an ``UnpicklingError``, what
+    torch raises for a refused global, so callers catching that still do."""
 
 
 def load_weights_only(filename: str, map_location: Any = 'cpu', **kwargs: Any) -> Any:
