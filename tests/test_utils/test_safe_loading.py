@@ -107,10 +107,17 @@ def test_mmengine_loader_of_load_from_and_resume(hostile, tmp_path):
         Runner.load_checkpoint(fake_runner, path, map_location='cpu')
     _assert_refused(excinfo, path, marker)
 
+    # What resume reads: a Runner checkpoint with the message hub's buffers.
+    from mmengine.logging import HistoryBuffer
+    buffer = HistoryBuffer()
+    buffer.update(0.5)
     good = str(tmp_path / 'good.pth')
     model = nn.Linear(2, 2)
-    torch.save({'state_dict': model.state_dict(), 'meta': {'epoch': 1}}, good)
-    assert _load_checkpoint(good, map_location='cpu')['meta'] == {'epoch': 1}
+    torch.save({'state_dict': model.state_dict(), 'meta': {'epoch': 1},
+                'message_hub': {'log_scalars': {'train/loss': buffer}}}, good)
+    loaded = _load_checkpoint(good, map_location='cpu')
+    assert loaded['meta'] == {'epoch': 1}
+    assert loaded['message_hub']['log_scalars']['train/loss'].current() == 0.5
     other = nn.Linear(2, 2)
     load_checkpoint(other, good, map_location='cpu', strict=True)
     assert torch.equal(other.weight, model.weight)
