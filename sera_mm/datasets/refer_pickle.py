@@ -19,9 +19,11 @@ PLAIN_TYPES = (dict, list, tuple, str, bytes, int, float, bool, type(None))
 class _PlainUnpickler(pickle.Unpickler):
     """Unpickler that refuses every global and persistent id."""
 
-    def __init__(self, file: io.BufferedIOBase, path: str) -> None:
-        # latin1 lets Python 2 byte strings (SHORT_BINSTRING) load as str.
-        super().__init__(file, encoding='latin1')
+    def __init__(self, file: io.BufferedIOBase, path: str,
+                 encoding: str = 'utf-8') -> None:
+        # Python 2 byte strings (SHORT_BINSTRING) are decoded with
+        # ``encoding``; 'bytes' keeps them as bytes.
+        super().__init__(file, encoding=encoding)
         self._path = path
 
     def find_class(self, module: str, name: str) -> Any:
@@ -51,6 +53,37 @@ def _check_plain(obj: Any, path: str) -> None:
             stack.extend(x)
 
 
+def _decode_py2_strings(obj: Any) -> Any:
+    """Returns ``obj`` with every bytes object decoded as UTF-8, or as
+    latin-1 where it is not UTF-8 (Python 2 str loaded with
+    ``encoding='bytes'``)."""
+    if type(obj) is bytes:
+        try:
+            return obj.decode('utf-8')
+        except UnicodeDecodeError:
+            return obj.decode('latin-1')
+    if type(obj) is list:
+        return [_decode_py2_strings(x) for x in obj]
+    if type(obj) is tuple:
+        return tuple(_decode_py2_strings(x) for x in obj)
+    if type(obj) is dict:
+        return {_decode_py2_strings(k): _decode_py2_strings(v)
+                for k, v in obj.items()}
+    return obj
+
+
+def _load(f: io.BufferedIOBase, path: str) -> Any:
+    """Unpickles ``f``: Python 2 strings as UTF-8; if one is not UTF-8, the
+    file again with each string decoded as UTF-8, else latin-1."""
+    try:
+        return _PlainUnpickler(f, path).load()
+    except UnicodeDecodeError:
+        f.seek(0)
+    # Decoding the whole file as latin-1 would turn every UTF-8 string into
+    # mojibake silently; only the strings that are not UTF-8 get latin-1.
+    return _decode_py2_strings(_PlainUnpickler(f, path, 'bytes').load())
+
+
 def load_refer_pickle(path: str, check_types: bool = False) -> Any:
     """Loads a REFER ``refs(<by>).p`` file with the restricted unpickler.
 
@@ -59,6 +92,9 @@ def load_refer_pickle(path: str, check_types: bool = False) -> Any:
         check_types: also walk the result and check that it holds plain
             types only (the unpickler already guarantees it; the walk costs
             about a second at RefCOCO scale, so it is off by default).
+
+    Python 2 byte strings are decoded as UTF-8, and as latin-1 only where
+    they are not UTF-8.
 
     Returns:
         The unpickled object (a list of ref dicts for a REFER file).
@@ -69,7 +105,11 @@ def load_refer_pickle(path: str, check_types: bool = False) -> Any:
     """
     with open(path, 'rb') as f:
         try:
-            obj = _PlainUnpickler(f, path).load()
+            obj = _load(f, path)
+        except RecursionError:
+            raise pickle.UnpicklingError(
+                f'{path} is nested too deeply to load (not a REFER file: a '
+                'ref is a dict of lists and scalars)') from None
         except Exception as e:
             if str(e).startswith(path):  # refused by find_class above
                 raise

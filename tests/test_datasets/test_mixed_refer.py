@@ -225,3 +225,19 @@ def test_mixed_config_builds_on_the_coco_layout(shared_root, tmp_path):
 
 def test_registered():
     assert DATASETS.get('MixedRefCOCODataset') is MixedRefCOCODataset
+
+
+def test_held_out_ref_with_an_unhashable_image_id(shared_root, tmp_path):
+    """A held-out-only set is read by the mixed set itself: its image_id
+    is type-checked before it is hashed (a deep tuple would crash Python)."""
+    def edit(refs):
+        refs[-1]['image_id'] = [5]  # ref 51, split 'test'
+    other = write_refer(str(tmp_path), write_images=False, edit_refs=edit)
+    path = os.path.join(other, 'refcoco', 'refs(unc).p')
+    sources = _sources(('refcoco', )) + [dict(
+        name='odd', train=False, split_file=path,
+        ann_file=os.path.join(other, 'refcoco', 'instances.json'))]
+    with pytest.raises(ValueError) as e:
+        _mixed(shared_root, sources)
+    for word in (path, 'ref #6', 'image_id', 'list'):
+        assert word in str(e.value), (word, str(e.value))

@@ -1,6 +1,7 @@
 """Bad inputs: each raises at construction, naming the file, key or id."""
 import os
 import pickle
+import warnings
 
 import pytest
 
@@ -94,3 +95,21 @@ def test_untouched_fixture_builds(tmp_path):
     root = write_refer(str(tmp_path))
     for split in ('train', 'val', 'testA', 'testB', 'test'):
         assert len(RefCOCODataset(**dataset_cfg(root, split=split))) > 0
+
+
+def test_empty_sentences_warn_once_listing_the_ids(tmp_path):
+    """Empty sentences load (the model sees start and end tokens only) but
+    one warning lists every (ref_id, sent_id)."""
+    def edit(refs):
+        refs[0]['sentences'][0]['sent'] = ''  # ref 11, sent 1000
+        refs[1]['sentences'][1]['sent'] = '  '  # ref 12, sent 1004
+    root = write_refer(str(tmp_path), edit_refs=edit)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        ds = RefCOCODataset(**dataset_cfg(root, split='train'))
+    assert len(ds) == 2
+    ours = [str(w.message) for w in caught if 'empty sentence' in str(w.message)]
+    assert len(ours) == 1, ours
+    for word in ('refs(unc).p', '2 empty', 'ref_id 11 sent_id 1000',
+                 'ref_id 12 sent_id 1004'):
+        assert word in ours[0], (word, ours[0])

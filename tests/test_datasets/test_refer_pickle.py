@@ -60,3 +60,36 @@ def test_truncated_pickle_names_the_file(tmp_path):
     path.write_bytes(pickle.dumps([{'a': 1}] * 10, protocol=2)[:-7])
     with pytest.raises(pickle.UnpicklingError, match='refs\\(unc\\).p'):
         load_refer_pickle(str(path))
+
+
+def test_python2_utf8_byte_strings_decode_as_utf8(tmp_path):
+    # Python 2's protocol-2 pickle of [{'sent': 'caf\xc3\xa9 na\xc3\xafve'}]
+    # (a UTF-8 byte string): must load as 'café naïve', not latin-1 mojibake.
+    data = (b'\x80\x02]q\x00}q\x01U\x04sentq\x02U\x0ccaf\xc3\xa9 na\xc3\xafveq\x03'
+            b'sa.')
+    path = tmp_path / 'refs(unc).p'
+    path.write_bytes(data)
+    assert load_refer_pickle(str(path)) == [{'sent': 'café naïve'}]
+
+
+def test_python2_non_utf8_byte_strings_fall_back_to_latin1(tmp_path):
+    # One latin-1 string ('caf\xe9') and one UTF-8 string in the same file:
+    # each string is decoded on its own, UTF-8 first.
+    data = (b'\x80\x02]q\x00(}q\x01U\x04sentq\x02U\x04caf\xe9q\x03s}q\x04'
+            b'U\x04sentq\x05U\x05\xc3\xa9t\xc3\xa9q\x06se.')
+    path = tmp_path / 'refs(unc).p'
+    path.write_bytes(data)
+    assert load_refer_pickle(str(path), check_types=True) == [
+        {'sent': 'café'}, {'sent': 'été'}]
+
+
+def test_deeply_nested_python2_pickle_names_the_file(tmp_path):
+    # 100000 nested lists around one latin-1 byte string: the per-string
+    # decoding must not end in a bare RecursionError.
+    depth = 100000
+    data = b'\x80\x02' + b']' * depth + b'U\x01\xe9a' + b'a' * (depth - 1) + b'.'
+    path = tmp_path / 'refs(unc).p'
+    path.write_bytes(data)
+    with pytest.raises(pickle.UnpicklingError, match='nested too deeply') as e:
+        load_refer_pickle(str(path))
+    assert str(path) in str(e.value)

@@ -34,3 +34,24 @@ def test_truncation_keeps_eot_last():
 def test_context_length_22():
     t = TRANSFORMS.build(dict(type='TokenizeText', context_length=22))
     assert t(dict(text='a'))['text_tokens'].shape == (22,)
+
+
+def test_literal_special_token_text_is_ordinary_text():
+    """A sentence holding '<end_of_text>' / '<start_of_text>' (any case) is
+    tokenised as its characters: no control token comes from user text."""
+    t = TRANSFORMS.build(dict(type='TokenizeText', context_length=22))
+    for text in ('a <end_of_text> b', 'x <START_OF_TEXT> y', '<end_of_text>'):
+        tokens = t(dict(text=text))['text_tokens']
+        n = int((tokens != 0).sum())
+        assert tokens[0] == SOT and tokens[n - 1] == EOT, text
+        middle = tokens[1:n - 1].tolist()
+        assert SOT not in middle and EOT not in middle, (text, middle)
+        decoded = t.tokenizer.decode(middle).replace(' ', '')
+        assert decoded == text.lower().replace(' ', ''), text  # every character
+
+
+def test_literal_special_token_is_truncated_like_text():
+    t = TRANSFORMS.build(dict(type='TokenizeText', context_length=5))
+    tokens = t(dict(text='<end_of_text> <end_of_text>'))['text_tokens']
+    assert tokens.shape == (5,) and tokens[-1] == EOT
+    assert int(tokens.argmax()) == 4 and (tokens[1:4] != EOT).all()

@@ -33,6 +33,25 @@ class TokenizeText(BaseTransform):
         self.context_length = context_length
         self.tokenizer = SimpleTokenizer(context_length=context_length)
         self.eot_token_id = self.tokenizer.eot_token_id
+        self._escape_special_tokens()
+
+    def _escape_special_tokens(self) -> None:
+        """Makes the tokeniser read the literal text of a special token
+        (``<end_of_text>`` in a sentence) as ordinary text.
+
+        open_clip's word pattern starts with an alternative per special token,
+        so such text became the control token itself. The pattern without
+        those alternatives splits it like any other text ('<', 'end', ...);
+        the start and end tokens are added by id, not from the text.
+        """
+        pat = self.tokenizer.pat
+        special = '|'.join(self.tokenizer.decoder[i]
+                           for i in self.tokenizer.all_special_ids) + '|'
+        if pat.pattern.startswith(special):
+            import regex  # open_clip's own regular-expression module
+            self.tokenizer.pat = regex.compile(pat.pattern[len(special):],
+                                               pat.flags)
+        self._special_ids = set(self.tokenizer.all_special_ids)
 
     def transform(self, results: Dict) -> Dict:
         """Called per sample; returns ``results`` with ``text_tokens``."""
@@ -44,6 +63,11 @@ class TokenizeText(BaseTransform):
                             f'{type(text).__name__}')
         tokens = self.tokenizer([text], context_length=self.context_length)[0]
         tokens = tokens.to(torch.long)
+        n = int((tokens != 0).sum())
+        if self._special_ids.intersection(tokens[1:n - 1].tolist()):
+            # only if open_clip's pattern changed and the escape did not apply
+            raise ValueError(f'TokenizeText: the text {text!r} produced a '
+                             'start or end token from its characters')
         assert tokens.shape == (self.context_length,)
         assert int(tokens.argmax()) == int((tokens != 0).sum()) - 1, \
             'end-of-text must be the last token'
