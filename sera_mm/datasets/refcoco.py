@@ -3,8 +3,8 @@ import contextlib
 import gc
 import glob
 import json
-import os.path as osp
 import math
+import os.path as osp
 import random
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -14,6 +14,7 @@ from mmengine.dataset import BaseDataset
 
 from sera_mm.registry import DATASETS
 from .refer_pickle import load_refer_pickle
+from .transforms.load_referring_mask import validate_segmentation
 
 README_HINT = "see the README section 'Data preparation'"
 KNOWN_SPLITS = ('train', 'val', 'testA', 'testB', 'test')
@@ -305,8 +306,8 @@ class RefCOCODataset(BaseDataset):
             raise ValueError(f'{self.ann_file}: image {image_id}: {e}') \
                 from None
         seg = ann.get('segmentation')
-        _validate_segmentation(seg, height, width,
-                               f'{self.ann_file}: annotation {ann_id}')
+        validate_segmentation(seg, height, width,
+                              f'{self.ann_file}: annotation {ann_id}')
         # The ref's own 'file_name' carries an '_<ann_id>' suffix in REFER;
         # the image file is the one named in instances.json.
         return dict(
@@ -373,104 +374,3 @@ def _image_side(value: Any) -> int:
         raise ValueError(f'height and width must be positive whole numbers, '
                          f'got {value!r}')
     return int(value)
-
-
-def _polygon_bound(height: int, width: int) -> float:
-    """The largest |coordinate| a polygon of a ``height`` x ``width`` image
-    may have.
-
-    COCO polygons stray a little outside the image (pycocotools clips them),
-    but pycocotools rasterises the whole polygon, allocating in proportion to
-    its extent: a far-off point (1e9) exhausts memory or crashes it. Twice
-    the larger side plus 16 pixels admits every genuine stray point while
-    bounding that allocation to a small multiple of the image.
-    """
-    return 2.0 * max(height, width) + 16
-
-
-def _rle_length(counts: Any) -> int:
-    """Returns the number of pixels a COCO RLE ``counts`` covers (sum of its
-    runs); raises ValueError if ``counts`` is not a valid run list or
-    compressed string (pycocotools' ``rleFrString`` encoding)."""
-    if isinstance(counts, list):
-        arr = np.asarray(counts) if counts else np.zeros(0, np.int64)
-        if arr.ndim != 1 or arr.dtype.kind not in 'iu' or (arr < 0).any():
-            raise ValueError('RLE counts must be non-negative integers')
-        return int(arr.sum())
-    if isinstance(counts, bytes):
-        try:
-            counts = counts.decode('ascii')
-        except UnicodeDecodeError:
-            raise ValueError('compressed RLE counts are not ASCII') from None
-    if not isinstance(counts, str):
-        raise ValueError('RLE counts must be a list or a string, got '
-                         f'{type(counts).__name__}')
-    runs: List[int] = []
-    x = k = 0
-    for ch in counts:
-        c = ord(ch) - 48
-        if not 0 <= c < 64:
-            raise ValueError(f'compressed RLE counts hold the character {ch!r}')
-        x |= (c & 0x1f) << (5 * k)
-        k += 1
-        if c & 0x20:
-            continue
-        if c & 0x10:
-            x |= -1 << (5 * k)
-        if len(runs) > 2:
-            x += runs[-2]
-        if x < 0:
-            raise ValueError('compressed RLE counts decode to a negative run')
-        runs.append(x)
-        x = k = 0
-    if k:
-        raise ValueError('compressed RLE counts end inside a number')
-    return sum(runs)
-
-
-def _validate_segmentation(seg: Any, height: int, width: int,
-                           where: str) -> None:
-    """Raises ValueError if ``seg`` is not a decodable COCO segmentation of
-    an image of ``height`` x ``width``."""
-    if isinstance(seg, list):
-        if not seg:
-            raise ValueError(f'{where}: empty polygon list')
-        bound = _polygon_bound(height, width)
-        for k, poly in enumerate(seg):
-            if not isinstance(poly, list) or len(poly) % 2 or len(poly) < 6:
-                n = len(poly) if isinstance(poly, list) else type(poly).__name__
-                raise ValueError(
-                    f'{where}: polygon {k} has {n} coordinates; need an even '
-                    'count of at least 6 (3 points)')
-            try:
-                xy = np.asarray(poly)
-            except ValueError:
-                xy = np.zeros(0, object)
-            if xy.ndim != 1 or xy.dtype.kind not in 'iuf':
-                raise ValueError(f'{where}: polygon {k} holds a coordinate '
-                                 'that is not a number')
-            if not np.isfinite(xy).all() or (np.abs(xy) > bound).any():
-                bad = next(v for v in poly
-                           if not math.isfinite(v) or abs(v) > bound)
-                raise ValueError(
-                    f'{where}: polygon {k} has the coordinate {bad!r}; '
-                    f'coordinates must be finite and within +-{bound:g} '
-                    f'for a {height} x {width} image')
-    elif isinstance(seg, dict):
-        if 'counts' not in seg or 'size' not in seg:
-            raise ValueError(f"{where}: RLE needs keys 'counts' and 'size'")
-        if list(seg['size']) != [height, width]:
-            raise ValueError(
-                f'{where}: RLE size {list(seg["size"])} differs from the '
-                f'image size [{height}, {width}]')
-        try:
-            n = _rle_length(seg['counts'])
-        except ValueError as e:
-            raise ValueError(f'{where}: {e}') from None
-        if n != height * width:
-            raise ValueError(
-                f'{where}: RLE counts cover {n} pixels, but the image has '
-                f'{height} x {width} = {height * width}')
-    else:
-        raise ValueError(f'{where}: segmentation must be polygons (list) or '
-                         f'RLE (dict), got {type(seg).__name__}')

@@ -68,3 +68,20 @@ def test_missing_key_is_named():
     t = TRANSFORMS.build(dict(type='LoadReferringMask'))
     with pytest.raises(KeyError, match='height'):
         t(dict(segmentation=[[0, 0, 1, 0, 1, 1]], width=3))
+
+
+@pytest.mark.parametrize('seg, words', [
+    (dict(size=[20, 30], counts=[12]), ['12 pixels', '600']),
+    (dict(size=[20, 30], counts='2P'), ['inside a number']),
+    ([[2, 2, 1e9, 2, 2, 15]], ['polygon 0', '1000000000.0']),
+    ([[2, 2, float('nan'), 2, 2, 15]], ['polygon 0', 'nan']),
+])
+def test_unsafe_segmentation_is_refused_before_pycocotools(seg, words):
+    """Outside RefCOCODataset too: pycocotools would decode a short RLE from
+    memory it never wrote and rasterise a far-off point without bound."""
+    load = TRANSFORMS.build(dict(type='LoadReferringMask'))
+    with pytest.raises(ValueError) as e:
+        load(dict(segmentation=seg, height=20, width=30, ann_id=7,
+                  img_path='x.jpg'))
+    for word in ['ann_id 7', 'x.jpg'] + words:
+        assert word in str(e.value), (word, str(e.value))
