@@ -85,3 +85,27 @@ def test_unsafe_segmentation_is_refused_before_pycocotools(seg, words):
                   img_path='x.jpg'))
     for word in ['ann_id 7', 'x.jpg'] + words:
         assert word in str(e.value), (word, str(e.value))
+
+
+@pytest.mark.parametrize('counts, words', [
+    ('0é', ['byte 0xc3']), ('0 1', ['byte 0x20']), ('5N', ['negative run']),
+    ('oooooooo0', ['more than 7 digits']), (b'2P', ['inside a number']),
+])
+def test_malformed_compressed_rle_is_refused(counts, words):
+    from sera_mm.datasets.transforms import load_referring_mask
+    with pytest.raises(ValueError) as e:
+        load_referring_mask.validate_segmentation(
+            dict(size=[4, 5], counts=counts), 4, 5, where='ann 3')
+    for word in ['ann 3'] + words:
+        assert word in str(e.value), (word, str(e.value))
+
+
+def test_compressed_rle_length_matches_pycocotools():
+    from sera_mm.datasets.transforms.load_referring_mask import _rle_length
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        h, w = (int(v) for v in rng.integers(1, 60, 2))
+        m = (rng.random((h, w)) < rng.random()).astype(np.uint8)
+        rle = mask_utils.encode(np.asfortranarray(m))
+        assert _rle_length(rle['counts']) == h * w
+        assert _rle_length(rle['counts'].decode('ascii')) == h * w

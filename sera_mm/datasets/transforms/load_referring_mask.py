@@ -1,6 +1,6 @@
 """Decodes the referent's COCO segmentation into a binary mask."""
 import math
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import numpy as np
 from mmcv.transforms import BaseTransform
@@ -31,35 +31,34 @@ def _rle_length(counts: Any) -> int:
         if arr.ndim != 1 or arr.dtype.kind not in 'iu' or (arr < 0).any():
             raise ValueError('RLE counts must be non-negative integers')
         return int(arr.sum())
-    if isinstance(counts, bytes):
-        try:
-            counts = counts.decode('ascii')
-        except UnicodeDecodeError:
-            raise ValueError('compressed RLE counts are not ASCII') from None
-    if not isinstance(counts, str):
+    if isinstance(counts, str):
+        counts = counts.encode('utf-8')
+    if not isinstance(counts, bytes):
         raise ValueError('RLE counts must be a list or a string, got '
                          f'{type(counts).__name__}')
-    runs: List[int] = []
-    x = k = 0
-    for ch in counts:
-        c = ord(ch) - 48
-        if not 0 <= c < 64:
-            raise ValueError(f'compressed RLE counts hold the character {ch!r}')
-        x |= (c & 0x1f) << (5 * k)
-        k += 1
-        if c & 0x20:
-            continue
-        if c & 0x10:
-            x |= -1 << (5 * k)
-        if len(runs) > 2:
-            x += runs[-2]
-        if x < 0:
-            raise ValueError('compressed RLE counts decode to a negative run')
-        runs.append(x)
-        x = k = 0
-    if k:
+    codes = np.frombuffer(counts, np.uint8)
+    codes = codes.astype(np.int64) - 48
+    if not codes.size:
+        return 0
+    if ((codes < 0) | (codes >= 64)).any():
+        bad = counts[int(np.flatnonzero((codes < 0) | (codes >= 64))[0])]
+        raise ValueError(f'compressed RLE counts hold the byte {bad:#04x}')
+    # Each run is 5-bit groups, least significant first, 0x20 meaning "more
+    # follows", 0x10 of the last group the sign; from the fourth run on, a
+    # run is stored as its difference to the run two before.
+    end = (codes & 0x20) == 0
+    if not end[-1]:
         raise ValueError('compressed RLE counts end inside a number')
-    return sum(runs)
+    starts = np.flatnonzero(np.concatenate(([True], end[:-1])))
+    k = np.arange(codes.size) - np.repeat(starts, np.diff(np.append(starts, codes.size)))
+    if k.max() > 6:  # 35 bits: no image has that many pixels
+        raise ValueError('compressed RLE counts hold a run of more than 7 digits')
+    x = np.add.reduceat((codes & 0x1f) << (5 * k), starts)
+    x -= np.where(codes[end] & 0x10, 1 << (5 * (k[end] + 1)), 0)
+    odd, even = np.cumsum(x[1::2]), np.cumsum(x[2::2])
+    if x[0] < 0 or (odd < 0).any() or (even < 0).any():
+        raise ValueError('compressed RLE counts decode to a negative run')
+    return int(x[0] + odd.sum() + even.sum())
 
 
 def validate_segmentation(seg: Any, height: int, width: int,
@@ -79,13 +78,13 @@ def validate_segmentation(seg: Any, height: int, width: int,
                     f'{where}: polygon {k} has {n} coordinates; need an even '
                     'count of at least 6 (3 points)')
             try:
-                xy = np.asarray(poly)
-            except ValueError:
-                xy = np.zeros(0, object)
-            if xy.ndim != 1 or xy.dtype.kind not in 'iuf':
+                # sum() refuses non-numbers and is NaN or inf if one is
+                ok = math.isfinite(sum(poly)) and -bound <= min(poly) \
+                    and max(poly) <= bound
+            except TypeError:
                 raise ValueError(f'{where}: polygon {k} holds a coordinate '
-                                 'that is not a number')
-            if not np.isfinite(xy).all() or (np.abs(xy) > bound).any():
+                                 'that is not a number') from None
+            if not ok:
                 bad = next(v for v in poly
                            if not math.isfinite(v) or abs(v) > bound)
                 raise ValueError(
