@@ -22,6 +22,10 @@ KNOWN_SPLITS = ('train', 'val', 'testA', 'testB', 'test')
 ID_TYPES = (int, str)
 #: at most this many ids are listed in a message
 MAX_LISTED = 20
+#: largest image side accepted: JPEG's limit (COCO's images are <= 640); a
+#: larger ``height`` / ``width`` is a typo that would make the mask decoder
+#: allocate height * width bytes before the image is read
+MAX_IMAGE_SIDE = 65535
 
 
 @contextlib.contextmanager
@@ -290,7 +294,7 @@ class RefCOCODataset(BaseDataset):
             if not isinstance(s['sent_id'], ID_TYPES) \
                     or isinstance(s['sent_id'], bool):
                 raise ValueError(f'{where}: a sent_id is of type '
-                                 f"{type(s['sent_id']).__name__}, not int")
+                                 f"{type(s['sent_id']).__name__}, not int or str")
             if not isinstance(s['text'], str):
                 raise ValueError(
                     f"{where}: sent_id {s['sent_id']} has a 'sent' of type "
@@ -368,9 +372,10 @@ class RefCOCODataset(BaseDataset):
 
 def _image_side(value: Any) -> int:
     """Returns an image ``height`` / ``width`` as int; raises ValueError
-    unless it is a positive whole number."""
+    unless it is a whole number in [1, MAX_IMAGE_SIDE]."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value <= 0 or value != int(value):
-        raise ValueError(f'height and width must be positive whole numbers, '
-                         f'got {value!r}')
+            or not math.isfinite(value) or not 0 < value <= MAX_IMAGE_SIDE \
+            or value != int(value):
+        raise ValueError(f'height and width must be whole numbers in [1, '
+                         f'{MAX_IMAGE_SIDE}], got {value!r}')
     return int(value)

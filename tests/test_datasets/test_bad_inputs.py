@@ -175,6 +175,9 @@ ROWS = {
     'image height fractional': Row(
         build_dataset, ValueError, ['instances.json', 'image 1', '20.5'],
         edit_instances=_set_image_1(height=20.5)),
+    'image height beyond any image format': Row(
+        build_dataset, ValueError, ['instances.json', 'image 1', '1000000000'],
+        edit_instances=_set_image_1(height=10**9)),
     'instances.json nested too deeply': Row(
         build_dataset, ValueError, ['instances.json', 'nested too deeply'],
         edit_files=deep_instances_json()),
