@@ -75,6 +75,9 @@ def test_missing_key_is_named():
     (dict(size=[20, 30], counts='2P'), ['inside a number']),
     ([[2, 2, 1e9, 2, 2, 15]], ['polygon 0', '1000000000.0']),
     ([[2, 2, float('nan'), 2, 2, 15]], ['polygon 0', 'nan']),
+    ([[2, 2, 10**400, 2, 2, 15]], ['polygon 0', 'must be finite']),
+    ([[2, 2, float('inf'), float('-inf'), 2, 15]], ['polygon 0', 'inf']),
+    ([[2, 2, [3], 2, 2, 15]], ['polygon 0', 'not a number']),
 ])
 def test_unsafe_segmentation_is_refused_before_pycocotools(seg, words):
     """Outside RefCOCODataset too: pycocotools would decode a short RLE from

@@ -1,5 +1,4 @@
 """Decodes the referent's COCO segmentation into a binary mask."""
-import math
 from typing import Any, Dict
 
 import numpy as np
@@ -78,15 +77,16 @@ def validate_segmentation(seg: Any, height: int, width: int,
                     f'{where}: polygon {k} has {n} coordinates; need an even '
                     'count of at least 6 (3 points)')
             try:
-                # sum() refuses non-numbers and is NaN or inf if one is
-                ok = math.isfinite(sum(poly)) and -bound <= min(poly) \
+                # sum() refuses non-numbers and is NaN if one is (min and max
+                # are unreliable then); infinities fail the bounds
+                total = sum(poly)
+                ok = total == total and -bound <= min(poly) \
                     and max(poly) <= bound
             except TypeError:
                 raise ValueError(f'{where}: polygon {k} holds a coordinate '
                                  'that is not a number') from None
             if not ok:
-                bad = next(v for v in poly
-                           if not math.isfinite(v) or abs(v) > bound)
+                bad = next(v for v in poly if not -bound <= v <= bound)
                 raise ValueError(
                     f'{where}: polygon {k} has the coordinate {bad!r}; '
                     f'coordinates must be finite and within +-{bound:g} '
