@@ -5,11 +5,11 @@ disk should fail at once, with the path and the README section that explains
 where the file comes from, not minutes later inside the Runner.
 """
 import os.path as osp
-from typing import Any, List
+from typing import List
 
 from mmengine.config import Config
 
-from .config import leaf_datasets
+from .config import leaf_datasets, typed_nodes
 from .pretrained import pretrained_files
 
 DATA_HELP = "see the README section 'Data preparation'"
@@ -77,20 +77,11 @@ def unregistered_types(cfg: Config) -> List[str]:
                   if isinstance(r, Registry)]
     problems: List[str] = []
 
-    def visit(node: Any, key: str) -> None:
-        if isinstance(node, dict):
-            name = node.get('type')
-            if isinstance(name, str) and not any(
-                    r.get(name) is not None for r in registries):
-                problems.append(f'{key}.type: {name!r} is not a registered '
-                                'class (misspelt, or its module not imported?)')
-            for k, v in node.items():
-                visit(v, f'{key}.{k}' if key else str(k))
-        elif isinstance(node, (list, tuple)):
-            for i, v in enumerate(node):
-                visit(v, f'{key}[{i}]')
-
-    visit(cfg.to_dict() if isinstance(cfg, Config) else dict(cfg), '')
+    for key, node in typed_nodes(cfg.to_dict() if isinstance(cfg, Config) else dict(cfg)):
+        name = node['type']
+        if isinstance(name, str) and not any(r.get(name) is not None for r in registries):
+            problems.append(f'{key}.type: {name!r} is not a registered '
+                            'class (misspelt, or its module not imported?)')
     return problems
 
 

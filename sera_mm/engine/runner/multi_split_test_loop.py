@@ -16,7 +16,6 @@ from torch.utils.data import DataLoader
 from sera_mm.evaluation import RefSegMetric
 from sera_mm.registry import LOOPS, METRICS
 from .results_table import format_table, split_row, write_table
-from .shared_settings import check_shared_settings
 from .split_spec import SplitSpec, dataloader_for_split, normalize_splits
 
 
@@ -81,8 +80,6 @@ class MultiSplitTestLoop(BaseLoop):
                 'MultiSplitTestLoop builds one evaluator per split from the '
                 f'test_evaluator config; got {type(evaluator).__name__}')
         cfg = getattr(runner, 'cfg', None) or {}
-        # one value of the sentence length and of the mask threshold
-        check_shared_settings(cfg, ('context_length', 'threshold'))
         if splits is None:
             splits = cfg.get('test_splits')
             if not splits:

@@ -26,7 +26,9 @@ alone leaves the others behind; :func:`check_shared_settings` finds that
 and names the keys.
 """
 import inspect
-from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+from sera_mm.utils.config import typed_nodes
 
 #: The checks :func:`check_shared_settings` runs, by name.
 SHARED_SETTINGS = ('context_length', 'threshold', 'test_splits')
@@ -39,18 +41,6 @@ class SharedSettingError(ValueError):
 def _default(cls: type, arg: str) -> Any:
     """The default of ``cls.__init__``'s argument ``arg``."""
     return inspect.signature(cls.__init__).parameters[arg].default
-
-
-def _typed(node: Any, path: str) -> Iterator[Tuple[str, dict]]:
-    """``(dotted path, dict)`` of every dict with a ``type`` under ``node``."""
-    if isinstance(node, Mapping):
-        if 'type' in node:
-            yield path, node
-        for key, value in node.items():
-            yield from _typed(value, f'{path}.{key}' if path else str(key))
-    elif isinstance(node, (list, tuple)):
-        for i, value in enumerate(node):
-            yield from _typed(value, f'{path}[{i}]')
 
 
 def _is_type(node: Mapping, name: str) -> bool:
@@ -89,7 +79,7 @@ def _check_context_length(cfg: Mapping) -> None:
     for key, value in cfg.items():
         if key == 'model':
             continue
-        for where, node in _typed(value, key):
+        for where, node in typed_nodes(value, key):
             if _is_type(node, 'TokenizeText'):
                 places.append((f'{where}.context_length',
                                node.get('context_length', tokenize_default)))
@@ -110,7 +100,7 @@ def _check_threshold(cfg: Mapping) -> None:
     metric_default = _default(RefSegMetric, 'threshold')
     places = []
     for key in ('val_evaluator', 'test_evaluator'):
-        for where, node in _typed(cfg.get(key), key):
+        for where, node in typed_nodes(cfg.get(key), key):
             if _is_type(node, 'RefSegMetric'):
                 places.append((f'{where}.threshold',
                                float(node.get('threshold', metric_default))))
@@ -142,9 +132,8 @@ def check_shared_settings(cfg: Mapping,
                           checks: Optional[Sequence[str]] = None) -> None:
     """Checks that each shared quantity has one value in ``cfg``.
 
-    Call it on a config as read (after ``--cfg-options``), before a tool
-    changes it: :class:`MultiSplitTestLoop` runs the ``context_length`` and
-    ``threshold`` checks on the runner's config itself.
+    Called by ``tools/train.py`` and ``tools/test.py`` on the config as read
+    (after ``--cfg-options``), before they change it.
 
     Args:
         cfg: The config (a Config or a plain dict).
