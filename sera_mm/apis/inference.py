@@ -24,20 +24,11 @@ from mmengine.registry import init_default_scope
 from mmseg.structures import SegDataSample
 
 from sera_mm.engine.runner.checkpoint_match import check_state_dict_matches
+from sera_mm.utils.checkpoint import load_error_summary
 from sera_mm.utils.config import ConfigInput, leaf_datasets, load_config
 from sera_mm.utils.pretrained import disable_pretrained
 
 ImageInput = Union[str, Path, np.ndarray]
-
-
-def _first_line(error: BaseException) -> str:
-    """The telling line of an error message (torch's are long): the refused
-    global of a weights-only load, else the first non-empty line."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    for line in lines:
-        if line.startswith(('Unsupported global', 'Refused')):
-            return line
-    return lines[0] if lines else type(error).__name__
 
 
 def load_referring_checkpoint(model: nn.Module, checkpoint: str,
@@ -75,7 +66,7 @@ def load_referring_checkpoint(model: nn.Module, checkpoint: str,
     try:
         ckpt = CheckpointLoader.load_checkpoint(str(checkpoint), map_location='cpu')
     except Exception as e:  # torch raises several types for a bad file
-        raise ValueError(f'cannot read checkpoint {checkpoint}: {_first_line(e)}') from e
+        raise ValueError(f'cannot read checkpoint {checkpoint}: {load_error_summary(e)}') from e
     if not isinstance(ckpt, dict):
         raise ValueError(f'checkpoint {checkpoint} holds a {type(ckpt).__name__}, '
                          'not a dict of weights')

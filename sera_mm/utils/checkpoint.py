@@ -181,11 +181,15 @@ def load_weights_only(filename: str, map_location: Any = 'cpu', **kwargs: Any) -
     except Exception as e:  # torch raises several types for a bad file
         raise UnsafeCheckpointError(
             f'checkpoint {filename} refused or unreadable with weights_only=True: '
-            f'{_first_line(e)}') from e
+            f'{load_error_summary(e)}') from e
 
 
-def _first_line(error: BaseException) -> str:
-    """The refused global of a weights-only error, else its first line."""
+def load_error_summary(error: BaseException) -> str:
+    """The telling part of a checkpoint-loading error (torch's are long): the
+    refused global of a weights-only load, else the error's type and first
+    line. An :class:`UnsafeCheckpointError` is such a summary already."""
+    if isinstance(error, UnsafeCheckpointError):
+        return str(error)
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     for line in lines:
         for marker in ('unsupported global', 'refused'):
