@@ -1,5 +1,6 @@
 """TokenizeText: open_clip's tokeniser, end-of-text kept on truncation."""
 import open_clip
+import pytest
 import torch
 
 from sera_mm.registry import TRANSFORMS
@@ -55,3 +56,16 @@ def test_literal_special_token_is_truncated_like_text():
     tokens = t(dict(text='<end_of_text> <end_of_text>'))['text_tokens']
     assert tokens.shape == (5,) and tokens[-1] == EOT
     assert int(tokens.argmax()) == 4 and (tokens[1:4] != EOT).all()
+
+
+def test_a_tokenizer_the_escape_does_not_know_is_refused_at_build():
+    """If open_clip's word pattern no longer starts with the special-token
+    alternatives, the escape cannot apply: building refuses, before any
+    sentence could become a control token."""
+    import regex
+    t = TRANSFORMS.build(dict(type='TokenizeText', context_length=22))
+    # open_clip's pattern as shipped, behind an extra leading alternative
+    shipped = open_clip.tokenizer.SimpleTokenizer().pat
+    t.tokenizer.pat = regex.compile(r'\A\Z|' + shipped.pattern, shipped.flags)
+    with pytest.raises(RuntimeError, match='control token'):
+        t._escape_special_tokens()
