@@ -13,6 +13,8 @@ from typing import Dict, List, Mapping, Tuple
 import torch
 from torch import nn
 
+from sera_mm.utils.checkpoint import UnsafeCheckpointError, load_weights_only
+
 #: Keys listed per category in the error message.
 MAX_LISTED = 10
 
@@ -35,21 +37,17 @@ def load_state_dict_keys(filename: str) -> Dict[str, Tuple[int, ...]]:
         ``{key: shape}`` with mmengine's ``module.`` prefix removed.
 
     Raises:
-        ValueError: the file is not a readable checkpoint (the message names
-            it).
+        FileNotFoundError: no file at ``filename``.
+        UnsafeCheckpointError: a ValueError: the file is refused by, or not
+            readable for, the weights-only unpickler (the message names it).
+        ValueError: the file holds no state dict.
     """
     try:
-        try:
-            ckpt = torch.load(filename, map_location='cpu', weights_only=True,
-                              mmap=True)
-        except RuntimeError as e:  # legacy (non-zip) format cannot mmap
-            if 'mmap' not in str(e):
-                raise
-            ckpt = torch.load(filename, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise ValueError(f'checkpoint {filename} cannot be read (refused or unreadable '
-                         'with weights_only=True): '
-                         f'{type(e).__name__}: {e}') from e
+        ckpt = load_weights_only(filename, mmap=True)
+    except UnsafeCheckpointError as e:
+        if 'mmap' not in str(e.__cause__):  # legacy (non-zip) format cannot mmap
+            raise
+        ckpt = load_weights_only(filename)
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, Mapping) else None
     if not isinstance(state, Mapping):
         raise ValueError(f'checkpoint {filename} holds no state dict (got '
