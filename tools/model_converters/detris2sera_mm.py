@@ -36,6 +36,8 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import Tensor
 
+from sera_mm.utils.checkpoint import load_weights_only
+
 StateDict = Dict[str, Tensor]
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 
@@ -103,11 +105,7 @@ def read_detris_checkpoint(path: str) -> Tuple[StateDict, dict]:
     """
     if not osp.isfile(path):
         raise FileNotFoundError(f'DETRIS checkpoint not found: {path}')
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise ValueError(f'{path} cannot be read as a checkpoint with weights_only=True '
-                         f'({type(e).__name__}: {e})') from e
+    ckpt = load_weights_only(path)  # a refused or unreadable file: ValueError naming it
     if not isinstance(ckpt, Mapping):
         raise ValueError(f'{path}: expected a dict, got {type(ckpt).__name__}')
     state = ckpt['state_dict'] if isinstance(ckpt.get('state_dict'), Mapping) else ckpt
