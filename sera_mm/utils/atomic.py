@@ -18,14 +18,19 @@ import contextlib
 import json
 import os
 import os.path as osp
+import re
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator, Union
+from typing import IO, Any, Iterator, List, Union
 
 from mmengine.fileio import LocalBackend, register_backend
 
 #: Permissions of the written files (mkstemp creates them owner-only).
 FILE_MODE = 0o644
+#: Ending of the temporary files; their names are ``.<target>.<random>.tmp``.
+TEMP_SUFFIX = '.tmp'
+# mkstemp's random part: 8 characters of [a-z0-9_]
+_TEMP_NAME = re.compile(r'^\..+\.[a-z0-9_]{8}' + re.escape(TEMP_SUFFIX) + '$')
 
 
 @contextlib.contextmanager
@@ -48,7 +53,7 @@ def atomic_open(path: Union[str, Path], mode: str = 'w',
     folder = osp.dirname(path)
     os.makedirs(folder, exist_ok=True)
     fd, tmp_path = tempfile.mkstemp(
-        dir=folder, prefix=f'.{osp.basename(path)}.', suffix='.tmp')
+        dir=folder, prefix=f'.{osp.basename(path)}.', suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, mode, **({} if 'b' in mode else
                                     dict(encoding=encoding))) as f:
@@ -99,6 +104,28 @@ def atomic_write_json(path: Union[str, Path], obj: Any, **kwargs: Any) -> None:
     with atomic_open(path, 'w') as f:
         json.dump(obj, f, **kwargs)
         f.write('\n')
+
+
+def remove_stale_temporaries(folder: Union[str, Path]) -> List[str]:
+    """Removes the temporary files that killed writes left in ``folder``.
+
+    Only names of the form :func:`atomic_open` gives its temporary files
+    are touched; call it when no write into ``folder`` can be in progress
+    (e.g. when a training starts).
+
+    Returns:
+        list[str]: The removed paths, sorted.
+    """
+    removed = []
+    if not osp.isdir(folder):
+        return removed
+    for name in sorted(os.listdir(folder)):
+        path = osp.join(folder, name)
+        if _TEMP_NAME.match(name) and osp.isfile(path):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+                removed.append(path)
+    return removed
 
 
 class AtomicLocalBackend(LocalBackend):

@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from sera_mm.utils import atomic
-from sera_mm.utils.atomic import (AtomicLocalBackend, atomic_open,
-                                  atomic_write_json, atomic_write_text)
+from sera_mm.utils.atomic import (AtomicLocalBackend, atomic_open, atomic_write_json,
+                                  atomic_write_text, remove_stale_temporaries)
 
 
 def _leftovers(folder):
@@ -111,3 +111,22 @@ def test_checkpoint_hook_saves_through_the_atomic_backend(tmp_path,
     ckpt = torch.load(str(tmp_path / 'iter_1.pth'), map_location='cpu',
                       weights_only=False)
     assert ckpt['meta']['iter'] == 1
+
+
+def test_remove_stale_temporaries_takes_only_atomic_open_leftovers(tmp_path, monkeypatch):
+    def killed_replace(src, dst):
+        raise KeyboardInterrupt  # not an OSError: the temporary file stays
+    monkeypatch.setattr(atomic.os, 'replace', killed_replace)
+    monkeypatch.setattr(atomic.os, 'remove', lambda path: None)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(tmp_path / 'epoch_3.pth', 'partial')
+    monkeypatch.undo()
+    (leftover, ) = _leftovers(tmp_path)
+    # files that only look alike are the user's
+    for name in ('notes.tmp', '.hidden.tmp', 'epoch_3.pth.abcdefgh.tmp'):
+        (tmp_path / name).write_text('mine')
+
+    assert remove_stale_temporaries(tmp_path) == [str(tmp_path / leftover)]
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ['notes.tmp', '.hidden.tmp', 'epoch_3.pth.abcdefgh.tmp'])
+    assert remove_stale_temporaries(tmp_path / 'missing') == []
