@@ -1,11 +1,16 @@
-# The two commands of the README. Both are idempotent: the environment is
-# built once (tools/install.sh checks a stamp), the synthetic data set is
-# generated once, and a finished demo training is not repeated.
+# The commands of the README. All are idempotent: the environment is built
+# once (tools/install.sh checks a stamp), the synthetic data set is generated
+# once, a finished demo training is not repeated, and the web demo's extra
+# packages are installed only when missing or when their list changed.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
+DEMO_CONFIG ?= configs/synthetic/sera-tiny_synthetic.py
+DEMO_CKPT ?= work_dirs/demo/epoch_6.pth
+WEBUI_PORT ?= 7860
+WEBUI_STAMP := $(VENV)/.sera_mm-webui
 
-.PHONY: install demo test
+.PHONY: install demo test webui webui-deps test-deps
 
 install:
 	bash tools/install.sh
@@ -13,5 +18,36 @@ install:
 demo: install
 	bash tools/run_demo.sh
 
-test: install
+# The web demo's optional requirements (Gradio, and Selenium for its browser
+# test; the sera_mm package needs neither), pinned by the constraints.
+webui-deps: install
+	@want=$$(cat requirements/webui.txt requirements/constraints.txt | sha256sum | cut -c1-16); \
+	if [ "$$(cat $(WEBUI_STAMP) 2>/dev/null)" = "$$want" ] && $(PY) -c "import importlib.metadata as m; \
+	    [m.version(p) for p in ('gradio', 'selenium')]" 2>/dev/null; then \
+	  echo "[webui-deps] gradio and selenium are installed"; \
+	else \
+	  echo "[webui-deps] installing requirements/webui.txt"; \
+	  $(PY) -m pip install -q --disable-pip-version-check -c requirements/constraints.txt \
+	    -r requirements/webui.txt && echo "$$want" > $(WEBUI_STAMP); \
+	fi
+
+# What the tests need beyond the environment: the above, and Debian's
+# headless Chromium with its driver for the web demo's browser test.
+test-deps: webui-deps
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+	  echo "[test-deps] chromium and chromedriver are installed"; \
+	else \
+	  echo "[test-deps] installing Debian's chromium and chromium-driver (apt)"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; \
+	fi
+
+test: install test-deps
 	$(PY) -m pytest tests -q -n 2 -p no:cacheprovider
+
+# The web demo on the CPU with the demo checkpoint (trained by `make demo`
+# first if it is missing): open http://127.0.0.1:$(WEBUI_PORT)/
+webui: webui-deps
+	@[ -f $(DEMO_CKPT) ] || $(MAKE) demo
+	$(PY) tools/webui.py $(DEMO_CONFIG) $(DEMO_CKPT) --device cpu --port $(WEBUI_PORT)

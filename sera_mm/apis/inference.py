@@ -18,15 +18,19 @@ import mmcv
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
 from sera_mm.engine.runner.checkpoint_match import check_state_dict_matches
 from sera_mm.utils.checkpoint import load_error_summary
 from sera_mm.utils.config import ConfigInput, leaf_datasets, load_config
 from sera_mm.utils.pretrained import disable_pretrained
+from .photo import PHOTO_MAX_SIDE, flatten_alpha, read_photo, shrink_for_model
+from .routing import sample_routing
 
 ImageInput = Union[str, Path, np.ndarray]
 
@@ -168,10 +172,13 @@ def init_model(config: ConfigInput,
 def load_image(image: ImageInput) -> np.ndarray:
     """Reads an image as H x W x 3 uint8 BGR, the order of the pipeline.
 
-    Files are read with mmcv (``flag='color'``, OpenCV's IMREAD_COLOR, as
-    ``LoadImageFromFile`` reads them in training): grayscale becomes three
-    equal channels, an alpha channel is dropped. Arrays are taken as BGR(A)
-    or grayscale (H x W or H x W x 1) and converted the same way.
+    Files are read as a photo viewer shows them (:func:`~.photo.read_photo`):
+    the EXIF orientation applied, grayscale, palette and 16-bit images turned
+    into colour, transparency flattened over white. For an upright, opaque
+    JPEG or PNG these are the pixels of ``LoadImageFromFile`` (OpenCV's
+    IMREAD_COLOR, the training loader). Arrays are taken as BGR, BGRA
+    (flattened over white the same way) or grayscale (H x W or H x W x 1,
+    three equal channels).
 
     Raises:
         FileNotFoundError: No file at the path.
@@ -182,10 +189,7 @@ def load_image(image: ImageInput) -> np.ndarray:
         path = str(image)
         if not osp.isfile(path):
             raise FileNotFoundError(f'image not found: {path}')
-        img = mmcv.imread(path, flag='color')
-        if img is None:
-            raise ValueError(f'cannot decode image: {path}')
-        return img
+        return read_photo(path)
     if not isinstance(image, np.ndarray):
         raise TypeError(f'image must be a path or a numpy array, got {type(image).__name__}')
     if image.dtype != np.uint8:
@@ -195,10 +199,18 @@ def load_image(image: ImageInput) -> np.ndarray:
     if image.ndim == 2:
         return mmcv.gray2bgr(image)
     if image.ndim == 3 and image.shape[2] == 4:
-        return np.ascontiguousarray(image[..., :3])
+        return flatten_alpha(image[..., :3], image[..., 3])
     if image.ndim == 3 and image.shape[2] == 3:
         return image
     raise ValueError(f'image array must be H x W, H x W x 1, 3 or 4, got {image.shape}')
+
+
+def default_threshold(model: nn.Module) -> float:
+    """The threshold on the mask probability the model predicts with: its
+    ``test_cfg.threshold`` (the config's ``model.test_cfg.threshold``;
+    the segmentor's default, 0.35, when the config sets none)."""
+    test_cfg = getattr(getattr(model, 'module', model), 'test_cfg', None) or {}
+    return float(test_cfg.get('threshold', 0.35))
 
 
 def check_sentence(sentence: Any, where: str = 'sentence') -> str:
@@ -216,18 +228,38 @@ def inference_referring(
         model: nn.Module,
         image: Union[ImageInput, Sequence[ImageInput]],
         sentence: Union[str, Sequence[str]],
+        threshold: Optional[float] = None,
+        max_side: Optional[int] = PHOTO_MAX_SIDE,
+        return_routing: bool = False,
 ) -> Union[SegDataSample, List[SegDataSample]]:
     """Segments the object each sentence refers to in its image.
 
     Runs the config's test pipeline (letterbox, tokenisation, packing) and
     the model's ``test_step``; the model undoes the letterbox, so the masks
-    have each image's own size.
+    have each image's own size: for a file, the size a photo viewer shows
+    (see :func:`load_image`).
+
+    An image whose longer side exceeds ``max_side`` is shrunk first (area
+    averaging, :func:`~.photo.shrink_for_model`), the model reads that copy,
+    and the probabilities are resized back (bilinear) to the full size
+    before the threshold; ``metainfo['model_shape']`` then holds the size
+    the model read. Smaller images take the unchanged test path.
 
     Args:
         model (nn.Module): From :func:`init_model`.
         image: A path or an array (see :func:`load_image`), or a list of
             them (one forward for the whole list).
         sentence: The referring sentence, or one per image.
+        threshold (float, optional): Threshold of ``pred_sem_seg`` on the
+            mask probability. Defaults to None: the model's own
+            (:func:`default_threshold`).
+        max_side (int, optional): Longest side the model reads. Defaults to
+            :data:`~.photo.PHOTO_MAX_SIDE`; None reads every image at full
+            size.
+        return_routing (bool): Add ``routing`` to each result, what the
+            SERA routers chose for that sentence (see
+            :func:`~.routing.sample_routing`; None for a model without
+            routers). Defaults to False.
 
     Returns:
         SegDataSample or list: ``pred_sem_seg`` (1 x H x W, 0/1 long) and
@@ -239,17 +271,46 @@ def inference_referring(
     sentences = [sentence] if isinstance(sentence, str) else list(sentence)
     if len(images) != len(sentences):
         raise ValueError(f'{len(images)} images but {len(sentences)} sentences')
+    if threshold is not None and (isinstance(threshold, bool) or
+                                  not isinstance(threshold, (int, float)) or
+                                  not 0.0 <= threshold <= 1.0):
+        raise ValueError(f'threshold must be a number in [0, 1], got {threshold!r}')
     pipeline = getattr(model, 'test_pipeline', None)
     if pipeline is None:
         pipeline = build_test_pipeline(model.cfg)
-    batch = []
+    batch, full_shapes = [], []
     for img, sent in zip(images, sentences):
         where = f'sentence for {img}' if isinstance(img, (str, Path)) else 'sentence'
         text = check_sentence(sent, where)
-        data = pipeline(dict(img=load_image(img), text=text))
+        full = load_image(img)
+        seen, shrunk = shrink_for_model(full, max_side)
+        full_shapes.append(full.shape[:2] if shrunk else None)
+        data = pipeline(dict(img=seen, text=text))
         if isinstance(img, (str, Path)):
             data['data_samples'].set_metainfo(dict(img_path=str(img)))
         batch.append(data)
     with torch.no_grad():
         results = model.test_step(pseudo_collate(batch))
+        if return_routing:
+            for i, result in enumerate(results):
+                result.set_field(sample_routing(model, i), 'routing', field_type='data')
+        thr = default_threshold(model) if threshold is None else float(threshold)
+        for result, full_shape in zip(results, full_shapes):
+            if full_shape is not None:
+                _to_full_size(result, tuple(full_shape), thr)
+            elif threshold is not None:
+                prob = result.seg_logits.data.float().sigmoid()
+                result.pred_sem_seg.data = (prob > thr).long()
     return results[0] if single else results
+
+
+def _to_full_size(result: SegDataSample, shape: tuple, threshold: float) -> None:
+    """Resizes a shrunk image's prediction to the photo's ``shape``: the
+    probabilities, bilinear (as the letterbox is undone), then the
+    threshold."""
+    prob = result.seg_logits.data.float().sigmoid()
+    model_shape = tuple(prob.shape[-2:])
+    prob = F.interpolate(prob[None], shape, mode='bilinear', align_corners=False)[0]
+    result.seg_logits = PixelData(data=torch.logit(prob, eps=1e-6))
+    result.pred_sem_seg = PixelData(data=(prob > threshold).long())
+    result.set_metainfo(dict(ori_shape=shape, model_shape=model_shape))

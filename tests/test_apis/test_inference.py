@@ -33,10 +33,11 @@ def test_mask_has_the_image_size(model, shape):
 
 
 def test_gray_and_rgba_read_like_the_training_loader(model, tmp_path):
-    """A grayscale or RGBA file gives the prediction of the 3-channel image
-    that OpenCV's IMREAD_COLOR (the training loader) makes of it."""
+    """A grayscale or opaque RGBA file gives the prediction of the 3-channel
+    image that OpenCV's IMREAD_COLOR (the training loader) makes of it.
+    (Transparency is flattened over white: tests/test_apis/test_photo_inputs.py.)"""
     gray = _image(41, 67)[..., 0]
-    bgra = np.concatenate([_image(41, 67, seed=2), np.full((41, 67, 1), 128, np.uint8)], -1)
+    bgra = np.concatenate([_image(41, 67, seed=2), np.full((41, 67, 1), 255, np.uint8)], -1)
     cv2.imwrite(str(tmp_path / 'gray.png'), gray)
     cv2.imwrite(str(tmp_path / 'rgba.png'), bgra)
     for path, reference in ((tmp_path / 'gray.png', np.repeat(gray[..., None], 3, -1)),
