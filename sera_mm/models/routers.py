@@ -66,9 +66,11 @@ class SoftRouter(BaseModule):
 
         Returns:
             RoutingResult: logits B x E, weights B x E (softmax, rows sum to
-            1), indices None.
+            1), indices None; both float32, also under autocast.
         """
-        logits = self.fc(global_pool(x, self.in_channels, type(self).__name__))
+        # float32 under autocast too: the mixing weights are not rounded to
+        # bf16/fp16 (a no-op in float32)
+        logits = self.fc(global_pool(x, self.in_channels, type(self).__name__)).float()
         return RoutingResult(logits=logits, weights=logits.softmax(dim=1), indices=None)
 
 
@@ -132,10 +134,14 @@ class NoisyTopKRouter(BaseModule):
         Returns:
             RoutingResult: clean logits h (B x E), weights (B x E, k non-zero
             entries per row summing to 1) and indices (B x k, the kept
-            experts by decreasing noisy logit).
+            experts by decreasing noisy logit). Logits and weights are
+            float32, also under autocast.
         """
         g = global_pool(x, self.in_channels, type(self).__name__)
-        logits = self.fc2(self.act(self.fc1(g)))
+        # The noise, the Top-k selection and the weights in float32 under
+        # autocast too (a no-op in float32): in bf16 close logits tie, the
+        # noise is rounded, and the MoE loss reads these logits.
+        logits = self.fc2(self.act(self.fc1(g))).float()
         scores = logits
         if self.training and self.noise_std > 0:
             scores = scores + self.noise_std * torch.randn_like(scores)
@@ -162,6 +168,11 @@ def sparse_dispatch(x: Tensor, experts: Sequence[nn.Module], weights: Tensor,
     when every expert treats samples independently (no batch statistics:
     BatchNorm in training mode sees the sub-batch only).
 
+    The output has ``x``'s dtype, whichever experts run: under autocast the
+    experts may return different dtypes (a residual expert whose branch
+    ends in a float32 scale returns float32 from a bf16 input), and each
+    contribution is cast to it before the scatter-add.
+
     Args:
         x (Tensor): B x ..., the input of every expert.
         experts (Sequence[nn.Module]): E experts; each maps b x ... to
@@ -170,7 +181,8 @@ def sparse_dispatch(x: Tensor, experts: Sequence[nn.Module], weights: Tensor,
         indices (Tensor): B x k selected expert indices.
 
     Returns:
-        Tensor: B x ..., ``sum over selected e of w_be * E_e(x_b)``.
+        Tensor: B x ..., ``sum over selected e of w_be * E_e(x_b)``, in
+        ``x``'s dtype.
     """
     _check_routing(x, experts, weights, 'sparse_dispatch')
     if indices.dim() != 2 or indices.size(0) != x.size(0):
@@ -184,7 +196,7 @@ def sparse_dispatch(x: Tensor, experts: Sequence[nn.Module], weights: Tensor,
         y = expert(x.index_select(0, rows))
         w = weights[rows, e].view(-1, *([1] * (y.dim() - 1))).to(y.dtype)
         if out is None:
-            out = y.new_zeros((x.size(0),) + y.shape[1:])
+            out = y.new_zeros((x.size(0),) + y.shape[1:], dtype=x.dtype)
         # Cast: under autocast, experts may return different dtypes.
         out = out.index_add(0, rows, (w * y).to(out.dtype))
     if out is None:  # only for an empty batch
@@ -201,11 +213,13 @@ def dense_dispatch(x: Tensor, experts: Sequence[nn.Module], weights: Tensor) -> 
         weights (Tensor): B x E mixing weights.
 
     Returns:
-        Tensor: B x ..., the weighted sum of all experts' outputs.
+        Tensor: B x ..., the weighted sum of all experts' outputs, in
+        ``x``'s dtype (as :func:`sparse_dispatch`).
     """
     _check_routing(x, experts, weights, 'dense_dispatch')
     out = 0
     for e, expert in enumerate(experts):
         y = expert(x)
-        out = out + weights[:, e].view(-1, *([1] * (y.dim() - 1))).to(y.dtype) * y
+        w = weights[:, e].view(-1, *([1] * (y.dim() - 1))).to(y.dtype)
+        out = out + (w * y).to(x.dtype)
     return out

@@ -110,6 +110,9 @@ class SERAAdapter(DenseAligner):
         routing = self.router(g)
         self.last_routing = RoutingResult(routing.logits.detach(),
                                           routing.weights.detach(), None)
-        w_s = routing.weights[:, 0].view(b, 1, 1, 1)
-        w_b = routing.weights[:, 1].view(b, 1, 1, 1)
+        # the router's float32 weights in the features' dtype (under autocast
+        # F_c stays in the dtype of F_ms, as in DenseAligner)
+        weights = routing.weights.to(f_ms.dtype)
+        w_s = weights[:, 0].view(b, 1, 1, 1)
+        w_b = weights[:, 1].view(b, 1, 1, 1)
         return f_ms + self.lambda_s * w_s * e_s + self.lambda_b * w_b * e_b

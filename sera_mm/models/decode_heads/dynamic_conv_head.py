@@ -141,7 +141,8 @@ class DynamicConvHead(BaseModule):
         ``ignore_index``) as float32 targets. With mmseg's sigmoid
         ``CrossEntropyLoss`` a float target gives
         ``F.binary_cross_entropy_with_logits(logits, target)`` over the
-        non-ignored pixels, DETRIS's loss.
+        non-ignored pixels, DETRIS's loss. The losses are taken on float32
+        logits, also when the head ran under autocast (bf16/fp16 logits).
 
         Returns:
             dict[str, Tensor]: One entry per loss, keyed by its name.
@@ -149,6 +150,7 @@ class DynamicConvHead(BaseModule):
         assert gt_masks.dim() == 4 and gt_masks.shape[:2] == logits.shape[:2], \
             f'DynamicConvHead: masks {tuple(gt_masks.shape)} do not match logits ' \
             f'{tuple(logits.shape)}'
+        logits = logits.float()  # a no-op in float32
         soft = gt_masks.is_floating_point()
         target = gt_masks.float() if soft else gt_masks
         if target.shape[-2:] != logits.shape[-2:]:

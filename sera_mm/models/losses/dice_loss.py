@@ -62,13 +62,16 @@ class BinaryDiceLoss(nn.Module):
         ``ignore_index`` count neither in the prediction nor in the target.
 
         Returns:
-            Tensor: The weighted loss, a scalar.
+            Tensor: The weighted loss, a float32 scalar (also for bf16/fp16
+            logits).
         """
         assert pred.dim() == 4 and pred.shape[1] == 1 and \
             target.shape == pred.shape[:1] + pred.shape[2:], \
             f'BinaryDiceLoss: expected B x 1 x H x W logits and a B x H x W mask, ' \
             f'got {tuple(pred.shape)} and {tuple(target.shape)}'
-        prob = pred.sigmoid().flatten(1)
+        # float32 under autocast too (a no-op in float32): the sums run over
+        # every pixel
+        prob = pred.float().sigmoid().flatten(1)
         target = target.flatten(1)
         if ignore_index is None:
             valid = torch.ones_like(target, dtype=torch.bool)

@@ -101,7 +101,9 @@ class MoERegularizationLoss(nn.Module):
         total = z_sum = imp_sum = load_sum = 0
         fractions = 0
         for i, routing in enumerate(routings):
-            logits, weights = routing.logits, routing.weights
+            # float32 under autocast too (a no-op in float32): squares,
+            # softmax and variances of logits are not taken in bf16/fp16
+            logits, weights = routing.logits.float(), routing.weights.float()
             if logits.dim() != 2 or logits.shape != weights.shape or \
                     logits.size(1) != num_experts:
                 raise ValueError(

@@ -160,7 +160,9 @@ class ReferringSegmentor(BaseSegmentor):
         mmseg's abstract interface; the resize is ``test_cfg['upsample']``,
         as in :meth:`postprocess_result` (which resizes probabilities).
         """
-        logits = self._forward(inputs, batch_data_samples)
+        # float32: bf16/fp16 logits of an autocast forward are resized in
+        # float32, as the probabilities in postprocess_result
+        logits = self._forward(inputs, batch_data_samples).float()
         return F.interpolate(logits, tuple(inputs.shape[-2:]), **self.test_cfg['upsample'])
 
     def _forward(self, inputs: Tensor, data_samples: Optional[SampleList] = None) -> Tensor:
