@@ -54,7 +54,8 @@ def enable_amp(cfg, request: str, bf16_supported: bool) -> None:
         bf16_supported (bool): Whether the device has bf16.
 
     fp16 gets dynamic loss scaling (DETRIS's GradScaler); bf16 has fp32's
-    range and needs none.
+    range and needs none: its scaler is built disabled (AmpOptimWrapper's
+    default would scale dynamically).
     """
     optim_wrapper = cfg.optim_wrapper.type
     if optim_wrapper == 'AmpOptimWrapper':
@@ -69,8 +70,7 @@ def enable_amp(cfg, request: str, bf16_supported: bool) -> None:
         raise ValueError(f"amp_dtype={dtype!r} in the config; choose 'float16' or 'bfloat16'")
     cfg.optim_wrapper.type = 'AmpOptimWrapper'
     cfg.optim_wrapper.dtype = dtype
-    if dtype == 'float16':
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+    cfg.optim_wrapper.loss_scale = 'dynamic' if dtype == 'float16' else dict(enabled=False)
 
 
 def main() -> None:
