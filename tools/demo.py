@@ -8,11 +8,18 @@ Examples::
     # many: lines of image<TAB>sentence; one overlay per line and a contact sheet
     python tools/demo.py --batch pairs.tsv CONFIG CKPT --out overlays/ --device cuda
 
-In a batch file, blank lines and lines starting with '#' are skipped and
-relative image paths are taken from the current directory. Every input is
-checked before the model is built; an error is one line on stderr
+In a batch file (UTF-8, with or without a byte-order mark; UTF-16 with
+one), blank lines and lines starting with '#' are skipped and relative image
+paths are taken from the current directory. ``--out`` must end with an image
+extension (:data:`IMAGE_EXTENSIONS`); with ``--batch`` it is a folder. Every
+input is checked before the model is built; an error is one line on stderr
 (``error: ...``, naming the file, line or key at fault) and exit status 1;
 ``--debug`` shows the traceback instead.
+
+The caption is drawn with the default font and, for characters it lacks
+(Chinese, emoji ...), installed fonts that have them
+(:func:`sera_mm.visualization.caption_font`); characters that no installed
+font has are drawn as '?' and named in a warning.
 """
 import argparse
 import os
@@ -22,6 +29,8 @@ import sys
 from typing import List, Optional, Tuple
 
 DEFAULT_SINGLE_OUT = 'overlay.png'
+#: ``--out`` endings of the images the demo writes (those OpenCV can encode).
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 DEFAULT_BATCH_OUT = 'demo_overlays'
 CONTACT_SHEET = 'contact_sheet.png'
 #: mmcv.imwrite's file backend: the images are written through
@@ -70,6 +79,85 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
+def writable_extensions() -> Tuple[str, ...]:
+    """The :data:`IMAGE_EXTENSIONS` this OpenCV build can encode."""
+    import cv2
+    have = getattr(cv2, 'haveImageWriter', None)
+    return tuple(e for e in IMAGE_EXTENSIONS if have is None or have(f'x{e}'))
+
+
+def _nearest_existing(path: str) -> str:
+    folder = osp.dirname(osp.abspath(path))
+    while folder and not osp.exists(folder):
+        folder = osp.dirname(folder)
+    return folder
+
+
+def check_out(out: str, batch: bool) -> None:
+    """Checks ``--out`` before the model is built.
+
+    Raises:
+        InputError: Naming ``--out``: without ``--batch`` it is a folder or
+            does not end with an image extension (the message lists them);
+            with ``--batch`` it is an existing file or ends like an image;
+            a folder above it is a file or cannot be written into.
+    """
+    extensions = writable_extensions()
+    ext = osp.splitext(out)[1].lower()
+    if batch:
+        if osp.exists(out) and not osp.isdir(out):
+            raise InputError(f'--out {out} is an existing file; with --batch, --out names '
+                             'a folder (one overlay per line and the contact sheet)')
+        if ext in extensions and not osp.isdir(out):
+            raise InputError(f'--out {out} ends like an image; with --batch, --out names '
+                             'a folder (one overlay per line and the contact sheet)')
+    else:
+        if osp.isdir(out):
+            raise InputError(f'--out {out} is a folder; without --batch, --out names the '
+                             f'image to write ({", ".join(extensions)})')
+        if ext not in extensions:
+            found = f'extension {ext!r}' if ext else 'no extension'
+            raise InputError(f'--out {out} has {found}; it must end with an image '
+                             f'extension: {", ".join(extensions)}')
+    folder = out if batch and osp.isdir(out) else _nearest_existing(out)
+    if folder and not osp.isdir(folder):
+        raise InputError(f'--out {out}: {folder} is a file, not a folder')
+    if folder and not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f'--out {out}: the folder {folder} is not writable')
+
+
+def _batch_lines(path: str) -> List[str]:
+    """The lines of a batch file, decoded: UTF-8 (a byte-order mark is
+    dropped), or UTF-16 with a byte-order mark.
+
+    Raises:
+        InputError: The file is not text in those encodings, naming the
+            file, the line and the byte at fault.
+    """
+    with open(path, 'rb') as f:
+        data = f.read()
+    if data[:2] in (b'\xff\xfe', b'\xfe\xff'):
+        try:
+            return data.decode('utf-16').split('\n')
+        except UnicodeDecodeError as e:
+            raise InputError(f'{path}: not valid UTF-16 text (starts with a UTF-16 '
+                             f'byte-order mark; byte {e.start}); save it as UTF-8') from None
+    if data.startswith(b'\xef\xbb\xbf'):
+        data = data[3:]
+    lines = []
+    for number, raw in enumerate(data.split(b'\n'), start=1):
+        if b'\x00' in raw:
+            raise InputError(f'{path}:{number}: holds NUL bytes (UTF-16 without a '
+                             'byte-order mark?); save the file as UTF-8')
+        try:
+            lines.append(raw.decode('utf-8'))
+        except UnicodeDecodeError as e:
+            raise InputError(
+                f'{path}:{number}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column '
+                f'{e.start + 1}); save the batch file as UTF-8') from None
+    return lines
+
+
 def read_batch_file(path: str) -> List[Tuple[str, str, str]]:
     """Reads and checks a batch file.
 
@@ -77,24 +165,24 @@ def read_batch_file(path: str) -> List[Tuple[str, str, str]]:
         list of (image path, sentence, 'FILE:LINE') in file order.
 
     Raises:
-        InputError: The file is missing or empty, a line has no tab, an image
-            is missing or a sentence is empty (naming FILE:LINE).
+        InputError: The file is missing, empty or not UTF-8 (or UTF-16 with
+            a byte-order mark) text, a line has no tab, an image is missing or
+            a sentence is empty (naming FILE:LINE).
     """
     if not osp.isfile(path):
         raise InputError(f'batch file not found: {path}')
     pairs = []
-    with open(path, encoding='utf-8') as f:
-        for number, raw in enumerate(f, start=1):
-            line = raw.rstrip('\r\n')
-            if not line.strip() or line.lstrip().startswith('#'):
-                continue
-            where = f'{path}:{number}'
-            if '\t' not in line:
-                raise InputError(f'{where}: expected image<TAB>sentence, found no tab')
-            image, sentence = line.split('\t', 1)
-            image, sentence = image.strip(), sentence.strip()
-            check_pair(image, sentence, where)
-            pairs.append((image, sentence, where))
+    for number, raw in enumerate(_batch_lines(path), start=1):
+        line = raw.rstrip('\r\n')
+        if not line.strip() or line.lstrip().startswith('#'):
+            continue
+        where = f'{path}:{number}'
+        if '\t' not in line:
+            raise InputError(f'{where}: expected image<TAB>sentence, found no tab')
+        image, sentence = line.split('\t', 1)
+        image, sentence = image.strip(), sentence.strip()
+        check_pair(image, sentence, where)
+        pairs.append((image, sentence, where))
     if not pairs:
         raise InputError(f'batch file {path} holds no image<TAB>sentence line')
     return pairs
@@ -137,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
     for name, path in (('config', config), ('checkpoint', checkpoint)):
         if not osp.isfile(path):
             raise InputError(f'{name} not found: {path}')
+    out = args.out or (DEFAULT_BATCH_OUT if args.batch else DEFAULT_SINGLE_OUT)
+    check_out(out, bool(args.batch))
 
     import mmcv
     from mmengine.config import DictAction
@@ -153,13 +243,12 @@ def run(args: argparse.Namespace) -> int:
     visualizer = ReferringVisualizer(name='sera_demo', alpha=args.alpha)
 
     if not args.batch:
-        out = args.out or DEFAULT_SINGLE_OUT
         drawn, share = draw(model, visualizer, pairs[0][0], pairs[0][1], not args.no_caption)
         mmcv.imwrite(mmcv.rgb2bgr(drawn), out, backend_args=ATOMIC)
         print(f'{out}: {drawn.shape[1]} x {drawn.shape[0]}, mask {100 * share:.1f}% of the image')
         return 0
 
-    out_dir = args.out or DEFAULT_BATCH_OUT
+    out_dir = out
     os.makedirs(out_dir, exist_ok=True)
     overlays = []
     for i, (image, sentence, where) in enumerate(pairs):

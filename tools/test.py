@@ -7,6 +7,16 @@ split, is printed and written to ``test_results.{json,md}`` beside the
 per-sentence records of each split (``per_sentence_<split>.jsonl``), in
 ``--out`` or else the work dir.
 
+``--out`` is a folder (created if missing). An existing file, a name ending
+like a file (``results.pkl``: mmseg 0.x's ``--out``) or a folder that cannot
+be written into is refused before the model is built, naming the path.
+Results of an earlier run there are replaced (a warning lists them). One run
+at a time holds the folder (a lock file ``.test_run.lock``): a second run
+sharing it stops at once, naming the first one's pid; a lock left by a
+killed run is taken over with a warning. Weights or mask logits holding NaN
+or Inf are reported in a warning that names the checkpoint
+(``FiniteCheckHook``).
+
 Example:
     python tools/test.py configs/sera/sera_dinov2-b_refcoco.py work_dirs/x/best.pth
     python tools/test.py CONFIG CKPT --splits val testA
@@ -15,10 +25,11 @@ Example:
     bash tools/dist_test.sh CONFIG CKPT 2                   # 2 processes (GPUs or CPUs)
 """
 import argparse
+import contextlib
 import copy
 import os
 import os.path as osp
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
@@ -29,6 +40,8 @@ from sera_mm.engine.runner import (check_checkpoint_matches, check_shared_settin
                                    select_splits, setup_cpu_distributed)
 from sera_mm.utils.config import load_tool_config
 from sera_mm.utils.preflight import check_config_inputs
+from sera_mm.utils.results_dir import (ResultsDirLock, check_results_dir,
+                                       warn_earlier_results)
 
 
 def parse_args() -> argparse.Namespace:
@@ -39,9 +52,11 @@ def parse_args() -> argparse.Namespace:
         '--work-dir', help='the dir to save logs, the results table and (without '
         '--out) the per-sentence records')
     parser.add_argument(
-        '--out', help='dir for the results table and one JSON record per '
-        'sentence and split (ref id, sentence id, sentence, intersection, '
-        'union, IoU)')
+        '--out', help='folder (created if missing) for the results table '
+        '(test_results.json/.md) and one JSON record per sentence and split '
+        '(per_sentence_<split>.jsonl: ref id, sentence id, sentence, '
+        'intersection, union, IoU); earlier results there are replaced; one '
+        'run at a time (lock file .test_run.lock)')
     parser.add_argument(
         '--splits', nargs='+', metavar='SPLIT',
         help='splits to evaluate, overriding the config\'s test_splits (names '
@@ -121,6 +136,52 @@ def check_split_inputs(cfg: Config, splits: list) -> None:
             raise FileNotFoundError(f'test split {name!r}: {e}') from None
 
 
+def results_dirs(cfg: Config, args: argparse.Namespace,
+                 splits: Optional[list]) -> List[Tuple[str, str]]:
+    """``(folder, how errors name it)`` of every folder this run writes its
+    results into: the table's (multi-split runs) and the per-sentence
+    records' (each RefSegMetric's ``output_dir``)."""
+    folders = []
+    if splits is not None:
+        folders.append(cfg.test_cfg.get('out_dir') or cfg.work_dir)
+    for metric in _evaluators(cfg):
+        if isinstance(metric, dict) and metric.get('output_dir'):
+            folders.append(metric['output_dir'])
+    named = []
+    for folder in folders:
+        if any(osp.abspath(folder) == osp.abspath(f) for f, _ in named):
+            continue
+        if args.out and osp.abspath(folder) == osp.abspath(args.out):
+            arg = '--out'
+        elif osp.abspath(folder) == osp.abspath(cfg.work_dir):
+            arg = '--work-dir' if args.work_dir else 'the work dir'
+        else:
+            arg = 'the results folder'
+        named.append((folder, arg))
+    return named
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is the (global) rank 0, before torch.distributed
+    is set up: only rank 0 writes results."""
+    for key in ('RANK', 'SLURM_PROCID', 'OMPI_COMM_WORLD_RANK'):
+        if os.environ.get(key, '').strip().isdigit():
+            return int(os.environ[key]) == 0
+    return True
+
+
+def ensure_finite_check(cfg: Config) -> None:
+    """Adds ``FiniteCheckHook`` to ``custom_hooks`` unless the config has it
+    (as every config based on default_runtime.py does)."""
+    hooks = list(cfg.get('custom_hooks') or []) + list((cfg.get('default_hooks') or {}).values())
+    for hook in hooks:
+        kind = hook.get('type') if isinstance(hook, dict) else type(hook)
+        name = kind if isinstance(kind, str) else getattr(kind, '__name__', '')
+        if name.split('.')[-1] == 'FiniteCheckHook':
+            return
+    cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [dict(type='FiniteCheckHook')]
+
+
 def main() -> None:
     args = parse_args()
     register_all_modules()
@@ -146,6 +207,8 @@ def main() -> None:
                             out_dir=args.out or test_cfg.get('out_dir'),
                             fp16=test_cfg.get('fp16', False))
 
+    ensure_finite_check(cfg)
+
     setup_cpu_distributed(cfg)
     if splits is not None:
         check_split_inputs(cfg, splits)
@@ -154,11 +217,19 @@ def main() -> None:
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
 
-    runner = Runner.from_cfg(cfg)
-    # Runner loads with strict=False; a checkpoint of another model must
-    # fail here, naming the keys, not score a half-random model.
-    check_checkpoint_matches(runner.model, args.checkpoint)
-    runner.test()
+    with contextlib.ExitStack() as held:
+        if is_rank_zero():  # the one writer of the results
+            split_names = None if splits is None else \
+                [name for name, _ in normalize_splits(splits)]
+            for folder, arg in results_dirs(cfg, args, splits):
+                check_results_dir(folder, arg)
+                held.enter_context(ResultsDirLock(folder, arg))
+                warn_earlier_results(folder, split_names, arg)
+        runner = Runner.from_cfg(cfg)
+        # Runner loads with strict=False; a checkpoint of another model must
+        # fail here, naming the keys, not score a half-random model.
+        check_checkpoint_matches(runner.model, args.checkpoint)
+        runner.test()
 
 
 if __name__ == '__main__':

@@ -19,10 +19,16 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=True),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    # backend_args: written to a temporary file, then renamed (sera_mm.utils.atomic)
-    checkpoint=dict(type='CheckpointHook', by_epoch=True, interval=1,
+    # the new checkpoint is complete (written to a temporary file, then
+    # renamed: backend atomic_local) before an outdated one is removed
+    checkpoint=dict(type='SafeCheckpointHook', by_epoch=True, interval=1,
                     max_keep_ckpts=2, save_best='mIoU', rule='greater',
                     backend_args=dict(backend='atomic_local')),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # a NaN/Inf loss stops the training naming the iteration and the last good
+    # checkpoint; NaN/Inf weights or logits in a test are warned about
+    finite_check=dict(type='FiniteCheckHook'),
+    # each epoch's randomness from (seed, epoch): --resume continues exactly
+    epoch_seed=dict(type='EpochSeedHook'),
     # one picture per sentence (mmseg's hook names them by image file)
     visualization=dict(type='ReferringVisualizationHook'))

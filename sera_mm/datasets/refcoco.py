@@ -10,6 +10,7 @@ import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 from mmengine.dataset import BaseDataset
 
 from sera_mm.registry import DATASETS
@@ -64,8 +65,11 @@ class RefCOCODataset(BaseDataset):
 
     Samples: in ``test_mode`` every sentence of every referent of ``split`` is
     one sample; in training every referent is one sample whose sentence is
-    drawn anew each time the sample is fetched (so anew every epoch), with
-    Python's ``random`` (seeded per dataloader worker by torch and mmengine).
+    drawn anew every epoch. The draw, and the random state the pipeline sees
+    in a dataloader worker, are a function of (seed, epoch, sample index),
+    set with :meth:`set_epoch` (by :class:`sera_mm.engine.hooks.EpochSeedHook`
+    before each training epoch): the same whatever the number of workers,
+    whether they persist, or whether the run was resumed.
     With an empty pipeline ``dataset[i]`` is a dict with ``img_path``,
     ``image_id``, ``ref_id``, ``ann_id``, ``sent_id``, ``text`` (REFER's
     ``sent``), ``category_id``, ``segmentation`` (raw COCO: polygons or RLE),
@@ -120,6 +124,9 @@ class RefCOCODataset(BaseDataset):
         self.shuffle_sentences = shuffle_sentences
         self.shuffle_seed = shuffle_seed
         self.check_images = check_images
+        # (seed, epoch) in shared memory: set in the main process, read by
+        # the dataloader workers, persistent ones included
+        self._draw_state = torch.zeros(2, dtype=torch.int64).share_memory_()
         super().__init__(
             ann_file=ann_file,
             data_root=data_root,
@@ -356,17 +363,34 @@ class RefCOCODataset(BaseDataset):
     # ------------------------------------------------------------------
     # fetching
     # ------------------------------------------------------------------
+    def set_epoch(self, epoch: int, seed: int = 0) -> None:
+        """Sets the epoch and seed of the training sentence draw; called by
+        :class:`~sera_mm.engine.hooks.EpochSeedHook` before each epoch."""
+        self._draw_state.copy_(torch.tensor([seed, epoch]))
+
     def get_data_info(self, idx: int) -> dict:
         """Returns the data info of sample ``idx`` (called on every fetch).
 
-        In training the sentence is drawn here, so it changes from fetch to
-        fetch; the referent's other sentences are dropped from the result.
+        In training the sentence is drawn here from (seed, epoch, ``idx``);
+        the referent's other sentences are dropped from the result. In a
+        dataloader worker Python's, NumPy's and torch's global generators
+        are then seeded from the same triple, so random transforms of the
+        pipeline repeat with the draw.
         """
         info = super().get_data_info(idx)
         if not self.test_mode:
+            seed, epoch = (int(v) for v in self._draw_state)
+            streams = np.random.SeedSequence([seed, epoch, idx]).spawn(2)
             sents = info.pop('sentences')
-            s = sents[random.randrange(len(sents))]
+            s = sents[int(np.random.default_rng(streams[0]).integers(len(sents)))]
             info['sent_id'], info['text'] = s['sent_id'], s['text']
+            if torch.utils.data.get_worker_info() is not None:
+                # in the main process (num_workers=0) the generators belong
+                # to the training step and EpochSeedHook seeds them instead
+                pipeline_seed = int(streams[1].generate_state(1)[0])
+                random.seed(pipeline_seed)
+                np.random.seed(pipeline_seed)
+                torch.manual_seed(pipeline_seed)
         return info
 
 

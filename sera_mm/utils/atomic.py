@@ -15,6 +15,7 @@ CheckpointHook then passes it to ``Runner.save_checkpoint`` for the regular
 and the best checkpoints.
 """
 import contextlib
+import errno
 import json
 import os
 import os.path as osp
@@ -46,27 +47,81 @@ def atomic_open(path: Union[str, Path], mode: str = 'w',
     Yields:
         The open temporary file. If the block raises, the temporary file is
         removed and ``path`` is left untouched.
+
+    Raises:
+        OSError: Creating the folder or the temporary file, writing,
+            flushing or renaming failed (a full disk, a quota, a read-only
+            file system, a missing permission ...). The error names
+            ``path`` and keeps the errno (and so the subclass:
+            ``PermissionError`` for EACCES ...); the original is its
+            ``__cause__``. An OSError raised by the block itself is
+            re-raised that way too when it names no file (a write to the
+            temporary file that failed); one naming another file is the
+            block's own and passes unchanged.
     """
     if mode not in ('w', 'wb'):
         raise ValueError(f"atomic_open: mode must be 'w' or 'wb', got {mode!r}")
     path = osp.abspath(os.fspath(path))
     folder = osp.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(
-        dir=folder, prefix=f'.{osp.basename(path)}.', suffix=TEMP_SUFFIX)
     try:
-        with os.fdopen(fd, mode, **({} if 'b' in mode else
-                                    dict(encoding=encoding))) as f:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp_path = tempfile.mkstemp(
+            dir=folder, prefix=f'.{osp.basename(path)}.', suffix=TEMP_SUFFIX)
+    except OSError as e:
+        raise write_error(path, e) from e
+    try:
+        f = os.fdopen(fd, mode, **({} if 'b' in mode else dict(encoding=encoding)))
+    except BaseException:
+        os.close(fd)
+        os.remove(tmp_path)
+        raise
+    try:
+        try:
             yield f
+        except OSError as e:
+            if e.filename is not None:  # the block's own error, about another file
+                raise
+            raise write_error(path, e) from e
+        try:
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp_path, FILE_MODE)
-        os.replace(tmp_path, path)
+            f.close()
+            os.chmod(tmp_path, FILE_MODE)
+            os.replace(tmp_path, path)
+        except OSError as e:
+            raise write_error(path, e) from e
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
+            f.close()  # flushing the rest may fail again (a full disk)
+        with contextlib.suppress(OSError):
             os.remove(tmp_path)
         raise
     _fsync_dir(folder)
+
+
+#: errnos whose message adds that the disk (or the quota) is full.
+_FULL = {errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC), errno.EFBIG}
+
+
+def write_error(path: str, error: OSError) -> OSError:
+    """The error of a failed atomic write of ``path``.
+
+    It keeps the errno of ``error`` (``OSError(errno, ...)`` builds the
+    errno's subclass: ``PermissionError`` for EACCES ...), has ``path`` as
+    its ``filename`` and says what is left on disk, e.g. ``[Errno 28] cannot
+    write: No space left on device (the disk or quota is full; nothing was
+    written, the file is left as it was): '/runs/x/epoch_3.pth'``. An error
+    without an errno becomes a plain OSError naming ``path`` in its text.
+    """
+    reason = error.strerror or str(error) or type(error).__name__
+    if error.filename is not None and os.fspath(error.filename) != path:
+        reason = f'{reason}: {os.fspath(error.filename)!r}'  # the folder, say
+    note = 'nothing was written, the file is left as it was'
+    if error.errno in _FULL:
+        note = f'the disk or quota is full; {note}'
+    if error.errno is None:
+        return OSError(f'cannot write {path}: {reason} ({note})')
+    return OSError(error.errno, f'cannot write: {reason} ({note})', path)
 
 
 def _fsync_dir(folder: str) -> None:

@@ -9,6 +9,7 @@ from mmseg.structures import SegDataSample
 from mmseg.visualization import SegLocalVisualizer
 
 from sera_mm.registry import VISUALIZERS
+from .fonts import caption_font
 
 Color = Tuple[int, int, int]
 
@@ -62,24 +63,29 @@ class ReferringVisualizer(SegLocalVisualizer):
         self.color = tuple(int(c) for c in color)
 
     # -- caption ------------------------------------------------------------
-    def _text_width(self, text: str, size_pt: float) -> float:
+    def _text_width(self, text: str, size_pt: float,
+                    families: Sequence[str] = ('sans-serif', )) -> float:
         """Rendered width of ``text`` in pixels at ``size_pt`` points."""
         from matplotlib.font_manager import FontProperties
         renderer = self.fig_save_canvas.get_renderer()
         width, _, _ = renderer.get_text_width_height_descent(
-            text, FontProperties(family='sans-serif', size=size_pt), ismath=False)
+            text, FontProperties(family=list(families), size=size_pt), ismath=False)
         return width
 
-    def _wrap(self, text: str, size_pt: float, max_width: float) -> List[str]:
+    def _wrap(self, text: str, size_pt: float, max_width: float,
+              families: Sequence[str] = ('sans-serif', )) -> List[str]:
         """Greedy word wrap by measured width; a word longer than a line is
-        broken into pieces."""
+        broken into pieces (a sentence without spaces, such as Chinese, is
+        one such word)."""
         lines: List[str] = []
         for word in text.split():
-            while self._text_width(word, size_pt) > max_width and len(word) > 1:
-                cut = max(1, int(len(word) * max_width / self._text_width(word, size_pt)))
+            while self._text_width(word, size_pt, families) > max_width and len(word) > 1:
+                cut = max(1, int(len(word) * max_width /
+                                 self._text_width(word, size_pt, families)))
                 lines.append(word[:cut])
                 word = word[cut:]
-            if lines and self._text_width(f'{lines[-1]} {word}', size_pt) <= max_width:
+            if lines and self._text_width(f'{lines[-1]} {word}', size_pt,
+                                          families) <= max_width:
                 lines[-1] = f'{lines[-1]} {word}'
             else:
                 lines.append(word)
@@ -89,14 +95,24 @@ class ReferringVisualizer(SegLocalVisualizer):
         """Writes ``text`` at the top left on a dark band, wrapped to the
         image width; the font shrinks (down to 7 px) until the caption fits
         in ``max_height_ratio`` of the height, and the last line is cut with
-        an ellipsis if it still does not."""
+        an ellipsis if it still does not.
+
+        The fonts are those of :func:`~sera_mm.visualization.fonts.caption_font`:
+        the default font, then installed fonts that have the characters it
+        lacks (Chinese, emoji ...); a character no installed font has is
+        drawn as ``?`` and named in a
+        :class:`~sera_mm.visualization.fonts.MissingGlyphWarning`.
+        """
+        from matplotlib.font_manager import FontProperties
+        font = caption_font(text)
+        text, families = font.text, font.families
         h, w = self.height, self.width
         pad = max(2.0, min(h, w) * 0.015)
         px = float(np.clip(round(min(h, w) * 0.05), 7, 28))
         line_gap = 1.25
         while True:
             size_pt = px * 72.0 / self.dpi
-            lines = self._wrap(text, size_pt, w - 4 * pad)
+            lines = self._wrap(text, size_pt, w - 4 * pad, families)
             if len(lines) * px * line_gap <= max_height_ratio * h or px <= 7:
                 break
             px -= 1
@@ -105,12 +121,16 @@ class ReferringVisualizer(SegLocalVisualizer):
             lines = lines[:max_lines]
             lines[-1] = textwrap.shorten(lines[-1] + ' …', width=max(1, len(lines[-1])),
                                          placeholder='…')
-        self.draw_texts(
-            '\n'.join(lines), np.array([2 * pad, 2 * pad]), font_sizes=size_pt,
-            colors='white', vertical_alignments='top', horizontal_alignments='left',
+        # Visualizer.draw_texts takes one family name per text, not a
+        # fallback chain: the text is placed on its axes directly. '$' is
+        # escaped, or a sentence with two of them would be drawn as math.
+        self.ax_save.text(
+            2 * pad, 2 * pad, '\n'.join(lines).replace('$', r'\$'),
+            fontproperties=FontProperties(family=list(families), size=size_pt),
+            color='white', verticalalignment='top', horizontalalignment='left',
             # a text box's pad is a fraction of the font size
-            bboxes=dict(facecolor='black', alpha=0.6, edgecolor='none',
-                        boxstyle=f'square,pad={pad / px:.3f}'))
+            bbox=dict(facecolor='black', alpha=0.6, edgecolor='none',
+                      boxstyle=f'square,pad={pad / px:.3f}'))
 
     # -- masks --------------------------------------------------------------
     def draw_outline(self, mask: np.ndarray, color: Sequence[int],

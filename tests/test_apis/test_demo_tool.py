@@ -100,3 +100,74 @@ def test_errors_are_one_line_naming_the_input(demo, tiny_model_files, images, tm
     batch.write_text(f'{image}\t \n')
     err = _error_of(demo, ['--batch', str(batch), config, checkpoint], capsys)
     assert f'{batch}:1' in err and 'empty sentence' in err
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails the test if the demo gets as far as building the model."""
+    import sera_mm.apis
+
+    def fail(*args, **kwargs):
+        raise AssertionError('the model was built before the input check')
+    monkeypatch.setattr(sera_mm.apis, 'init_model', fail)
+
+
+@pytest.mark.parametrize('out, words', [
+    ('overlay', ['has no extension', '.png', '.jpg']),
+    ('overlay.pdf', ["extension '.pdf'", '.png', '.webp']),
+    ('folder_out', ['is a folder', '.png']),
+])
+def test_out_without_an_image_extension_is_refused_before_the_model(
+        demo, tiny_model_files, images, tmp_path, capsys, no_model, out, words):
+    config, checkpoint, _ = tiny_model_files
+    (tmp_path / 'folder_out').mkdir()
+    target = str(tmp_path / out)
+    err = _error_of(demo, [images['odd.jpg'][0], 'the red circle', config, checkpoint,
+                           '--out', target], capsys)
+    assert f'--out {target}' in err, err
+    for word in words:
+        assert word in err, err
+    assert not osp.exists(target) or osp.isdir(target)
+
+
+def test_batch_out_must_be_a_folder(demo, tiny_model_files, images, tmp_path, capsys,
+                                    no_model):
+    config, checkpoint, _ = tiny_model_files
+    batch = tmp_path / 'pairs.tsv'
+    batch.write_text(f"{images['odd.jpg'][0]}\tthe red circle\n")
+    existing = tmp_path / 'taken'
+    existing.write_text('x')
+    err = _error_of(demo, ['--batch', str(batch), config, checkpoint, '--out', str(existing)],
+                    capsys)
+    assert f'--out {existing} is an existing file' in err and 'folder' in err
+    err = _error_of(demo, ['--batch', str(batch), config, checkpoint, '--out',
+                           str(tmp_path / 'sheet.png')], capsys)
+    assert 'ends like an image' in err and 'folder' in err
+
+
+@pytest.mark.parametrize('encoding', ['utf-8-sig', 'utf-16'])
+def test_batch_file_with_a_byte_order_mark(demo, images, tmp_path, encoding):
+    """Notepad's 'UTF-8 with BOM' and 'Unicode' (UTF-16) files."""
+    path = tmp_path / 'pairs.tsv'
+    image = images['odd.jpg'][0]
+    path.write_text(f'{image}\tle cercle rouge à gauche\r\n{image}\t左边的圆\r\n',
+                    encoding=encoding)
+    pairs = demo.read_batch_file(str(path))
+    assert [(p[0], p[1]) for p in pairs] == [(image, 'le cercle rouge à gauche'),
+                                             (image, '左边的圆')]
+    assert pairs[1][2] == f'{path}:2'
+
+
+def test_undecodable_batch_file_names_file_line_and_byte(demo, images, tmp_path, capsys,
+                                                         tiny_model_files, no_model):
+    config, checkpoint, _ = tiny_model_files
+    image = images['odd.jpg'][0]
+    path = tmp_path / 'latin1.tsv'
+    path.write_bytes(f'{image}\tthe red circle\n'.encode() +
+                     f'{image}\tle carré bleu\n'.encode('latin-1'))
+    err = _error_of(demo, ['--batch', str(path), config, checkpoint], capsys)
+    assert f'{path}:2: not UTF-8 text (byte 0xe9' in err and 'save the batch file as UTF-8' \
+        in err, err
+    path.write_bytes(f'{image}\tthe circle\n'.encode('utf-16-le'))  # UTF-16 without a BOM
+    err = _error_of(demo, ['--batch', str(path), config, checkpoint], capsys)
+    assert f'{path}:1: holds NUL bytes' in err, err

@@ -1,8 +1,12 @@
 """RefCOCODataset on the hand-made REFER set."""
 import collections
 import os
+import random
 
+import numpy as np
 import pytest
+import torch
+from torch.utils.data import DataLoader
 
 from sera_mm.datasets import RefCOCODataset
 from sera_mm.registry import DATASETS
@@ -51,12 +55,16 @@ def test_image_path_from_instances_not_ref_file_name(refer_root):
     assert os.path.isfile(sample['img_path'])
 
 
-def test_training_draws_the_sentence_anew_on_every_fetch(refer_root,
-                                                         refer_tables):
+def test_training_draws_the_sentence_anew_every_epoch(refer_root, refer_tables):
     _, refs = refer_tables
     ds = RefCOCODataset(**dataset_cfg(refer_root, split='train'))
     idx = [i for i in range(len(ds)) if ds[i]['ref_id'] == 11][0]
-    draws = [ds[idx] for _ in range(200)]
+    draws = []
+    for epoch in range(200):
+        ds.set_epoch(epoch, seed=0)
+        draws.append(ds[idx])
+        # within an epoch (and seed) the draw is fixed
+        assert ds[idx]['sent_id'] == draws[-1]['sent_id']
     assert REQUIRED_KEYS <= set(draws[0])
     assert 'sentences' not in draws[0]
     want = {(s['sent_id'], s['sent']) for s in refs[11]['sentences']}
@@ -64,6 +72,50 @@ def test_training_draws_the_sentence_anew_on_every_fetch(refer_root,
     # All three sentences appear (chance of missing one in 200 draws: ~1e-35)
     # and every drawn pair is a real (sent_id, sentence) of that referent.
     assert set(seen) == want
+    # another seed, another sequence of draws
+    other = []
+    for epoch in range(200):
+        ds.set_epoch(epoch, seed=1)
+        other.append(ds[idx]['sent_id'])
+    assert other != [d['sent_id'] for d in draws]
+
+
+def _draws_through_loader(ds, epochs, **loader_kwargs):
+    """(sent_id, the pipeline's random numbers) per ref_id, for each epoch of
+    ``epochs``, fetched through one torch DataLoader."""
+    loader = DataLoader(ds, batch_size=None, shuffle=False, **loader_kwargs)
+    result = []
+    for epoch in epochs:
+        ds.set_epoch(epoch, seed=7)
+        result.append({d['ref_id']: (d['sent_id'], d['pipeline_draw']) for d in loader})
+    return result
+
+
+class _RandomTransform:
+    """A pipeline step drawing from the global generators, as random
+    augmentations do."""
+
+    def __call__(self, results):
+        results['pipeline_draw'] = (random.random(), float(np.random.rand()),
+                                    float(torch.rand(())))
+        return results
+
+
+def test_draws_do_not_depend_on_workers_or_their_persistence(refer_root):
+    ds = RefCOCODataset(**dict(dataset_cfg(refer_root, split='train'),
+                               pipeline=[_RandomTransform()]))
+    persistent = _draws_through_loader(ds, range(3), num_workers=2, persistent_workers=True)
+    fresh = _draws_through_loader(ds, range(3), num_workers=1)
+    assert persistent == fresh
+    # a resumed run starts its workers at epoch 2: same draws as the run
+    # whose workers lived through epochs 0 and 1
+    (resumed, ) = _draws_through_loader(ds, [2], num_workers=1, persistent_workers=True)
+    assert resumed == persistent[2]
+    # the sentences and the pipeline's random numbers change with the epoch
+    assert persistent[0] != persistent[1]
+    in_main = _draws_through_loader(ds, range(3), num_workers=0)
+    assert [{k: v[0] for k, v in e.items()} for e in in_main] == \
+        [{k: v[0] for k, v in e.items()} for e in persistent]
 
 
 def test_shuffle_sentences_is_a_deterministic_permutation(refer_root):
@@ -95,7 +147,10 @@ def test_shuffle_sentences_in_training_moves_sentence_lists(refer_root,
     own = {r['ref_id']: {s['sent'] for s in r['sentences']}
            for r in refs.values()}
     for i in range(len(ds)):
-        texts = {ds[i]['text'] for _ in range(100)}
+        texts = set()
+        for epoch in range(100):  # the draw changes from epoch to epoch
+            ds.set_epoch(epoch)
+            texts.add(ds[i]['text'])
         owners = [r for r, sents in own.items() if sents == texts]
         # the whole sentence list of one other referent moved here
         assert len(owners) == 1 and owners[0] != ds[i]['ref_id']

@@ -1,5 +1,6 @@
 """Atomic writes: a crash mid-write leaves the previous file, never half of
 a new one; mmengine's CheckpointHook writes through the atomic backend."""
+import errno
 import os
 import os.path as osp
 
@@ -12,8 +13,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from sera_mm.utils import atomic
-from sera_mm.utils.atomic import (AtomicLocalBackend, atomic_open, atomic_write_json,
-                                  atomic_write_text, remove_stale_temporaries)
+from sera_mm.utils.atomic import (AtomicLocalBackend, atomic_open, atomic_write_bytes,
+                                  atomic_write_json, atomic_write_text,
+                                  remove_stale_temporaries)
 
 
 def _leftovers(folder):
@@ -130,3 +132,79 @@ def test_remove_stale_temporaries_takes_only_atomic_open_leftovers(tmp_path, mon
     assert sorted(os.listdir(tmp_path)) == sorted(
         ['notes.tmp', '.hidden.tmp', 'epoch_3.pth.abcdefgh.tmp'])
     assert remove_stale_temporaries(tmp_path / 'missing') == []
+
+
+# -- a failed write names its target ------------------------------------------
+
+FULL = errno.ENOSPC
+
+
+def _fail_with(code):
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+    return fail
+
+
+@pytest.mark.parametrize('patched', ['fsync', 'replace'])
+def test_disk_full_names_the_path_keeps_the_errno_and_the_old_file(
+        tmp_path, monkeypatch, patched):
+    path = tmp_path / 'test_results.json'
+    atomic_write_text(path, 'old\n')
+    monkeypatch.setattr(atomic.os, patched, _fail_with(FULL))
+    with pytest.raises(OSError) as info:
+        atomic_write_json(path, dict(a=1))
+    error = info.value
+    assert error.errno == FULL and error.filename == str(path)
+    assert str(path) in str(error) and 'cannot write' in str(error)
+    assert 'disk or quota is full' in str(error) and 'left as it was' in str(error)
+    assert isinstance(error.__cause__, OSError) and error.__cause__.errno == FULL
+    monkeypatch.undo()
+    assert path.read_text() == 'old\n'
+    assert not _leftovers(tmp_path)
+
+
+def test_a_write_that_fails_in_the_block_names_the_path(tmp_path):
+    """What a full disk does to ``f.write`` (an OSError without a file name)."""
+    path = tmp_path / 'per_sentence_val.jsonl'
+    with pytest.raises(OSError) as info:
+        with atomic_open(path) as f:
+            f.write('{"key": "1/1"}\n')
+            raise OSError(FULL, os.strerror(FULL))
+    assert info.value.errno == FULL and str(path) in str(info.value)
+    assert not path.exists() and not _leftovers(tmp_path)
+
+
+@pytest.mark.skipif(not osp.exists('/dev/full'), reason='needs /dev/full')
+def test_a_real_enospc_from_the_kernel(tmp_path, monkeypatch):
+    """The temporary file is /dev/full, whose every write fails with ENOSPC."""
+    real_mkstemp = atomic.tempfile.mkstemp
+
+    def onto_dev_full(**kwargs):
+        fd, name = real_mkstemp(**kwargs)
+        os.close(fd)
+        return os.open('/dev/full', os.O_WRONLY), name
+    monkeypatch.setattr(atomic.tempfile, 'mkstemp', onto_dev_full)
+    path = tmp_path / 'epoch_1.pth'
+    with pytest.raises(OSError) as info:
+        atomic_write_bytes(path, b'x' * 100_000)
+    assert info.value.errno == FULL and info.value.filename == str(path)
+    assert not path.exists() and not _leftovers(tmp_path)
+
+
+def test_other_errnos_keep_their_subclass(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic.tempfile, 'mkstemp', _fail_with(errno.EACCES))
+    with pytest.raises(PermissionError, match='cannot write') as info:
+        atomic_write_text(tmp_path / 'table.md', 'x')
+    assert info.value.filename == str(tmp_path / 'table.md')
+    monkeypatch.setattr(atomic.tempfile, 'mkstemp', _fail_with(errno.EROFS))
+    with pytest.raises(OSError, match='Read-only file system') as info:
+        atomic_write_text(tmp_path / 'table.md', 'x')
+    assert info.value.errno == errno.EROFS
+
+
+def test_an_error_of_the_block_about_another_file_passes_unchanged(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        with atomic_open(tmp_path / 'out.txt') as f:
+            f.write(open(tmp_path / 'missing.txt').read())
+    assert info.value.filename == str(tmp_path / 'missing.txt')
+    assert not _leftovers(tmp_path)

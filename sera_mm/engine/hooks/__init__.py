@@ -1,8 +1,11 @@
+from .epoch_seed_hook import EpochSeedHook
+from .finite_check_hook import FiniteCheckHook
 from .referring_visualization_hook import ReferringVisualizationHook
 from .routing_stats import ModelRoutingStatistics, RoutingStatistics
 from .routing_stats_hook import RoutingStatsHook
+from .safe_checkpoint_hook import SafeCheckpointHook
 
 __all__ = [
-    'ModelRoutingStatistics', 'ReferringVisualizationHook', 'RoutingStatistics',
-    'RoutingStatsHook'
+    'EpochSeedHook', 'FiniteCheckHook', 'ModelRoutingStatistics', 'ReferringVisualizationHook',
+    'RoutingStatistics', 'RoutingStatsHook', 'SafeCheckpointHook'
 ]
