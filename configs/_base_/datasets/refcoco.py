@@ -17,8 +17,14 @@ train_letterbox = dict(type='Letterbox', scale=img_scale, pad_val=pad_val, mode=
                        soft_masks=True)
 test_letterbox = dict(type='Letterbox', scale=img_scale, pad_val=pad_val, mode='affine')
 
+# Images are read as stored, without their EXIF orientation: the annotation
+# files describe the stored pixels (instances.json's sizes are the stored
+# sizes, and COCO's and REFER's own viewers, pycocotools and skimage, do not
+# rotate), while OpenCV's default would turn a square image under its
+# unturned mask (a non-square one fails LoadReferringMask's size check).
+load_image = dict(type='LoadImageFromFile', color_type='color_ignore_orientation')
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    load_image,
     dict(type='LoadReferringMask'),
     train_letterbox,
     dict(type='TokenizeText', context_length=context_length),
@@ -26,7 +32,7 @@ train_pipeline = [
 ]
 # the mask is decoded after the letterbox: metrics use the original size
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    load_image,
     test_letterbox,
     dict(type='LoadReferringMask'),
     dict(type='TokenizeText', context_length=context_length),

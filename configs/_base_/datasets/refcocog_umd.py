@@ -3,14 +3,14 @@
 _base_ = './refcoco.py'
 context_length = 22
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    {{_base_.load_image}},
     dict(type='LoadReferringMask'),
     {{_base_.train_letterbox}},
     dict(type='TokenizeText', context_length=context_length),
     dict(type='PackReferringInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    {{_base_.load_image}},
     {{_base_.test_letterbox}},
     dict(type='LoadReferringMask'),
     dict(type='TokenizeText', context_length=context_length),

@@ -11,14 +11,14 @@ train_letterbox = dict(type='Letterbox', scale=img_scale, pad_val={{_base_.pad_v
 test_letterbox = dict(type='Letterbox', scale=img_scale, pad_val={{_base_.pad_val}},
                       mode='affine')
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    {{_base_.load_image}},
     dict(type='LoadReferringMask'),
     train_letterbox,
     dict(type='TokenizeText', context_length={{_base_.context_length}}),
     dict(type='PackReferringInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    {{_base_.load_image}},
     test_letterbox,
     dict(type='LoadReferringMask'),
     dict(type='TokenizeText', context_length={{_base_.context_length}}),

@@ -35,7 +35,10 @@ class ReferringVisualizationHook(SegVisualizationHook):
         prefix = f'{mode}_{split}' if split else mode
         for output in outputs:
             img_bytes = fileio.get(output.img_path, backend_args=self.backend_args)
-            img = mmcv.imfrombytes(img_bytes, channel_order='rgb')
+            # as the data pipeline reads it: the prediction is in the
+            # stored orientation (configs/_base_/datasets/refcoco.py)
+            img = mmcv.imfrombytes(img_bytes, flag='color_ignore_orientation',
+                                   channel_order='rgb')
             self._visualizer.add_datasample(
                 self.picture_name(prefix, output), img, data_sample=output,
                 show=self.show, wait_time=self.wait_time, step=runner.iter)
