@@ -30,8 +30,7 @@ model = dict(
         in_channels=width, mid_channels=64, channels=32, text_channels=width,
         # Dice speeds up learning the masks from scratch (off in the paper configs)
         loss_decode=[
-            dict(type='mmseg.CrossEntropyLoss', use_sigmoid=True, avg_non_ignore=True,
-                 loss_weight=1.0, loss_name='loss_bce'),
+            dict(type='BinaryCrossEntropyLoss', loss_weight=1.0, loss_name='loss_bce'),
             dict(type='BinaryDiceLoss', loss_weight=1.0, loss_name='loss_dice')
         ]))
 sync_bn = None  # one process on the CPU

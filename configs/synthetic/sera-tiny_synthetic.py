@@ -9,5 +9,6 @@ model = dict(
                               expert_cfgs=dict(context=dict(ffn_ratio=2.)))),
     moe_loss=dict(type='MoERegularizationLoss'))
 custom_hooks = [dict(type='RoutingStatsHook', interval=50)]
-# experts not picked by any sample of a rank get no gradient on that rank
-model_wrapper_cfg = dict(type='MMDistributedDataParallel', find_unused_parameters=True)
+# every parameter takes part in every step (unpicked experts get zero
+# gradients): DDP need not search for unused parameters
+model_wrapper_cfg = dict(type='MMDistributedDataParallel', find_unused_parameters=False)

@@ -173,6 +173,16 @@ def sparse_dispatch(x: Tensor, experts: Sequence[nn.Module], weights: Tensor,
     ends in a float32 scale returns float32 from a bf16 input), and each
     contribution is cast to it before the scatter-add.
 
+    Every trainable parameter takes part in every step: when gradients are
+    recorded, the experts that no sample picked add a zero-weighted term
+    (0 x one entry of each of their trainable parameters, see
+    :func:`zero_touch`) to the output, without running them. The output's
+    values are unchanged (x + 0 is x) and those parameters get a gradient
+    of exactly 0 instead of none, so DDP can run with
+    ``find_unused_parameters=False`` (no search of the autograd graph per
+    step): the all-reduce then averages a rank's zeros with the other
+    ranks' gradients, which is the gradient of the global batch.
+
     Args:
         x (Tensor): B x ..., the input of every expert.
         experts (Sequence[nn.Module]): E experts; each maps b x ... to
@@ -189,10 +199,18 @@ def sparse_dispatch(x: Tensor, experts: Sequence[nn.Module], weights: Tensor,
         raise ValueError(f'sparse_dispatch: indices must be B x k with B = {x.size(0)}, '
                          f'got {tuple(indices.shape)}')
     out: Optional[Tensor] = None
+    unpicked = []
+    # Which samples picked which expert, brought to the host at once: the
+    # sub-batch sizes must be known there, and one transfer per call is the
+    # only wait a GPU has here (instead of a nonzero and a size per expert).
+    picked = (indices.unsqueeze(-1) == torch.arange(len(experts), device=indices.device))
+    picked = picked.any(dim=1).cpu()
     for e, expert in enumerate(experts):
-        rows = (indices == e).any(dim=1).nonzero(as_tuple=True)[0]
+        rows = picked[:, e].nonzero(as_tuple=True)[0]
         if rows.numel() == 0:
+            unpicked.append(expert)
             continue
+        rows = rows.to(x.device, non_blocking=True)
         y = expert(x.index_select(0, rows))
         w = weights[rows, e].view(-1, *([1] * (y.dim() - 1))).to(y.dtype)
         if out is None:
@@ -200,8 +218,29 @@ def sparse_dispatch(x: Tensor, experts: Sequence[nn.Module], weights: Tensor,
         # Cast: under autocast, experts may return different dtypes.
         out = out.index_add(0, rows, (w * y).to(out.dtype))
     if out is None:  # only for an empty batch
-        return x.new_zeros(x.shape)
+        out = x.new_zeros(x.shape)
+    touch = zero_touch(unpicked) if torch.is_grad_enabled() else None
+    if touch is not None:
+        out = out + touch.to(out.dtype)
     return out
+
+
+def zero_touch(modules: Sequence[nn.Module]) -> Optional[Tensor]:
+    """A scalar 0 that depends on every trainable parameter of ``modules``.
+
+    ``0 * sum of the first entry of each parameter``: its backward gives
+    each parameter a gradient of zeros, without computing anything of the
+    modules. Used by :func:`sparse_dispatch` for the experts no sample
+    picked (see there, DDP).
+
+    Returns:
+        Tensor, optional: The float32 scalar 0; None when the modules have
+        no trainable parameter.
+    """
+    firsts = [p.reshape(-1)[:1] for m in modules for p in m.parameters() if p.requires_grad]
+    if not firsts:
+        return None
+    return torch.cat(firsts).float().sum() * 0.
 
 
 def dense_dispatch(x: Tensor, experts: Sequence[nn.Module], weights: Tensor) -> Tensor:

@@ -1,5 +1,8 @@
-"""Routers that return hand-made decisions, for exact routing statistics."""
-from typing import List, Sequence
+"""Routers that return hand-made decisions, for exact routing statistics,
+and forced Top-k selections of real routers."""
+import contextlib
+from typing import List, Optional, Sequence
+from unittest import mock
 
 import torch
 from torch import Tensor, nn
@@ -42,3 +45,33 @@ def roll_experts(table, shift: int) -> list:
     """``table`` (rows of per-expert values) with its columns rolled by
     ``shift``: gives each level its own, still hand-checkable, decisions."""
     return torch.roll(torch.as_tensor(table, dtype=torch.float64), shift, dims=-1).tolist()
+
+
+@contextlib.contextmanager
+def forced_selection(model: nn.Module, selections: Optional[Sequence[Tensor]]):
+    """Makes the i-th :class:`NoisyTopKRouter` of ``model`` (module order:
+    SERA-Fusion level i) keep the experts ``selections[i]`` (B x k indices)
+    instead of its own Top-k, in every call while the context is open;
+    the rest of its forward (logits, noise, the softmax over the kept
+    scores) runs as is. None or empty: nothing is forced."""
+    from sera_mm.models.routers import NoisyTopKRouter
+    if not selections:
+        yield
+        return
+    routers = [m for m in model.modules() if isinstance(m, NoisyTopKRouter)]
+    assert len(routers) == len(selections), (len(routers), len(selections))
+    with contextlib.ExitStack() as stack:
+        for router, kept in zip(routers, selections):
+            kept = torch.as_tensor(kept, dtype=torch.long)
+
+            def forward(x, original=router.forward, kept=kept):
+                def topk(scores, k, dim=-1, **kwargs):
+                    assert (k, scores.shape[0]) == (kept.shape[1], kept.shape[0]), \
+                        'forced selection and batch disagree'
+                    return scores.gather(dim, kept), kept
+
+                with mock.patch.object(torch.Tensor, 'topk', topk):
+                    return original(x)
+
+            stack.enter_context(mock.patch.object(router, 'forward', forward))
+        yield

@@ -12,7 +12,7 @@ pieces without a context length, each reached through its leaves.
 What the comparison holds fixed, so that the difference is the rounding
 alone: the same initial weights, batch and noise; dropout off (its masks
 are random); and the Top-k selections of the float32 run replayed in the
-autocast run (``_replay_selection``): a selection is a discontinuous
+autocast run (``forced_selection``): a selection is a discontinuous
 function of the logits, and a rounding near a tie would swap an expert.
 Everything else of the routers (logits, noise, softmax) runs as is.
 
@@ -20,15 +20,13 @@ The tolerances (``TOLERANCES``) are per config family and dtype, about
 twice the largest difference measured over the family on this CPU (torch
 2.13, AVX512-bf16). They are relative L2 differences: of each loss, of the
 whole trainable gradient (one vector), and of the mask logits and the
-predicted probabilities of the test step. The gradient's is large in bf16 (up to 0.22 measured: 8 mantissa
-bits, through up to 24 blocks, BatchNorm's centring in the backward, random
-weights); the checks that catch a slip are the dtype checks, the closeness
-ones a wrong result.
+predicted probabilities of the test step. The gradient's is large in bf16
+(up to 0.22 measured: 8 mantissa bits, through up to 24 blocks, BatchNorm's
+centring in the backward, random weights); the checks that catch a slip
+are the dtype checks, the closeness ones a wrong result.
 """
-import contextlib
 import json
 from typing import Dict, List, NamedTuple, Optional
-from unittest import mock
 
 import pytest
 import torch
@@ -36,10 +34,10 @@ from torch import Tensor, nn
 
 from sera_mm.models.adapters import SERAAdapter
 from sera_mm.models.fusion import SERAFusion
-from sera_mm.models.routers import NoisyTopKRouter
 from sera_mm.registry import MODELS
 from helpers.config_expectations import MODEL_EXPECTATIONS
 from helpers.configs import config_files
+from helpers.forced_routing import forced_selection
 from helpers.small_models import make_batch, small_model_cfg
 
 CONFIGS = config_files(bases=False)
@@ -125,30 +123,6 @@ def _no_dropout(model: nn.Module) -> None:
             module.dropout = 0.
 
 
-@contextlib.contextmanager
-def _replay_selection(model: nn.Module, selection: Optional[List[Tensor]]):
-    """Makes the i-th NoisyTopKRouter keep ``selection[i]`` (B x k) instead
-    of its own Top-k; everything else of its forward runs as is."""
-    if not selection:
-        yield
-        return
-    routers = [m for m in model.modules() if isinstance(m, NoisyTopKRouter)]
-    assert len(routers) == len(selection)
-    with contextlib.ExitStack() as stack:
-        for router, kept in zip(routers, selection):
-
-            def forward(x, original=router.forward, kept=kept):
-                def topk(scores, k, dim=-1, **kwargs):
-                    assert k == kept.shape[1]
-                    return scores.gather(dim, kept), kept
-
-                with mock.patch.object(torch.Tensor, 'topk', topk):
-                    return original(x)
-
-            stack.enter_context(mock.patch.object(router, 'forward', forward))
-        yield
-
-
 def _run(model: nn.Module, state: dict, inputs: Tensor, samples: list,
          dtype: torch.dtype, replay: Optional[Run] = None) -> Run:
     """Loads ``state``, then a training step and a test step under
@@ -178,7 +152,7 @@ def _run(model: nn.Module, state: dict, inputs: Tensor, samples: list,
     try:
         model.train()
         torch.manual_seed(1)
-        with _replay_selection(model, replay and replay.train_selection), autocast():
+        with forced_selection(model, replay and replay.train_selection), autocast():
             losses = model(inputs, samples, mode='loss')
         losses = {k: v for k, v in losses.items() if k.startswith('loss')}
         sum(losses.values()).backward()
@@ -186,10 +160,10 @@ def _run(model: nn.Module, state: dict, inputs: Tensor, samples: list,
         grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
         model.eval()
         with torch.no_grad(), autocast():
-            with _replay_selection(model, replay and replay.eval_selection):
+            with forced_selection(model, replay and replay.eval_selection):
                 logits = model(inputs, samples, mode='tensor')
             eval_selection = selection()
-            with _replay_selection(model, eval_selection):
+            with forced_selection(model, eval_selection):
                 predicted = model(inputs, [s.clone() for s in samples], mode='predict')
     finally:
         for hook in hooks:

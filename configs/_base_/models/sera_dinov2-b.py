@@ -15,8 +15,11 @@ model = dict(
                         zero_init_experts=True),
         fusion_position='before_proj'),
     moe_loss=dict(type='MoERegularizationLoss'))
-# The SERA paper trains on one GPU, batch 16: no SyncBN (which would also
-# deadlock SERA-Fusion's sparse dispatch across ranks).
+# The SERA paper trains on one GPU, batch 16: no SyncBN. With sync_bn='torch'
+# the fusion experts' norms (LocalBN) stay per rank, on each rank's
+# sub-batch; every other BatchNorm becomes SyncBN (docs/en/method.md).
 sync_bn = None
-# experts not picked by any sample of a rank get no gradient on that rank
-model_wrapper_cfg = dict(type='MMDistributedDataParallel', find_unused_parameters=True)
+# Every parameter takes part in every step (the experts no sample of a rank
+# picked get zero gradients, without running), so DDP need not search the
+# autograd graph for unused parameters.
+model_wrapper_cfg = dict(type='MMDistributedDataParallel', find_unused_parameters=False)

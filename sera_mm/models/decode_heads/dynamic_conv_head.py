@@ -42,8 +42,10 @@ class DynamicConvHead(BaseModule):
             as ``loss(logits B x 1 x H x W, target B x H x W, ignore_index=...)``
             (target long for integer masks, float32 for soft masks) and
             stored under its ``loss_name``.
-            Defaults to mmseg's sigmoid cross-entropy (BCE with logits,
-            averaged over the non-ignored pixels).
+            Defaults to :class:`BinaryCrossEntropyLoss` (BCE with logits,
+            averaged over the non-ignored pixels: the value of mmseg's
+            sigmoid ``CrossEntropyLoss`` with ``avg_non_ignore``, which
+            is also accepted, without its device syncs).
         init_cfg (dict or list[dict], optional): Initialisation config.
     """
 
@@ -57,11 +59,7 @@ class DynamicConvHead(BaseModule):
                  act_cfg: dict = dict(type='ReLU'),
                  ignore_index: int = 255,
                  loss_decode: Union[dict, List[dict]] = dict(
-                     type='mmseg.CrossEntropyLoss',
-                     use_sigmoid=True,
-                     avg_non_ignore=True,
-                     loss_weight=1.0,
-                     loss_name='loss_bce'),
+                     type='BinaryCrossEntropyLoss', loss_weight=1.0, loss_name='loss_bce'),
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if kernel_size % 2 == 0:
@@ -138,8 +136,9 @@ class DynamicConvHead(BaseModule):
         Integer or bool masks (0/1, or ``ignore_index``) are passed to the
         losses as long labels; floating masks (the soft masks of
         ``Letterbox(mode='affine', soft_masks=True)``, values in [0, 1], or
-        ``ignore_index``) as float32 targets. With mmseg's sigmoid
-        ``CrossEntropyLoss`` a float target gives
+        ``ignore_index``) as float32 targets. With the default
+        :class:`BinaryCrossEntropyLoss` (or mmseg's sigmoid
+        ``CrossEntropyLoss``) a float target gives
         ``F.binary_cross_entropy_with_logits(logits, target)`` over the
         non-ignored pixels, DETRIS's loss. The losses are taken on float32
         logits, also when the head ran under autocast (bf16/fp16 logits).

@@ -1,12 +1,14 @@
 """SERA-Fusion: four residual experts mixed per sample by a noisy Top-k router."""
 from typing import Dict, Optional, Sequence, Tuple, Union
 
+import torch.distributed as dist
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor
 
 from sera_mm.registry import MODELS
 from ..routers import dense_dispatch, sparse_dispatch
 from ..utils import RoutingResult
+from .local_batch_norm import LocalBatchNorm2d
 
 # Short names accepted in ``experts``; the boundary and shape experts take phi.
 EXPERT_TYPES: Dict[str, str] = dict(
@@ -29,10 +31,19 @@ class SERAFusion(BaseModule):
     the whole batch (that needs a per-sample norm such as
     ``norm_cfg=dict(type='GN', num_groups=32)``); in eval both agree. A
     sub-batch of one sample still works while H*W > 1 (statistics are taken
-    over the pixels; 32 x 32 in SERA) and fails at H*W = 1. SyncBN must not
-    be used here: ranks whose batches select different experts would wait
-    on each other forever. Under DDP, experts unselected on a rank get no
-    gradient: set ``find_unused_parameters=True``.
+    over the pixels; 32 x 32 in SERA) and fails at H*W = 1.
+
+    Distributed training: the experts' BatchNorm stays per rank, on the
+    rank's sub-batch. It is :class:`LocalBatchNorm2d` ('LocalBN', the
+    default ``norm_cfg``; BatchNorm2d's computation and state-dict keys),
+    which SyncBN conversion (the Runner's ``sync_bn='torch'``) does not
+    touch, while the rest of the model's BatchNorms become SyncBN. A
+    SyncBatchNorm in an expert would wait for ranks that did not pick the
+    expert (a hang) or pool different sub-batches: in distributed training
+    this module refuses to run with one. DDP needs no search for unused
+    parameters: the experts no sample of a rank picked get zero gradients
+    (see :func:`~sera_mm.models.routers.sparse_dispatch`), so
+    ``find_unused_parameters=False`` is safe.
 
     Args:
         channels (int): Width C of the level.
@@ -46,7 +57,8 @@ class SERAFusion(BaseModule):
         expert_cfgs (dict, optional): Extra arguments per short name, e.g.
             ``dict(context=dict(num_heads=8, ffn_ratio=4.0))``.
         norm_cfg (dict): Norm of phi in the boundary and shape experts.
-            Defaults to ``dict(type='BN')``.
+            Defaults to ``dict(type='LocalBN')``: BatchNorm, per rank (see
+            above); any mmcv norm config is accepted.
         act_cfg (dict): Activation of phi. Defaults to ``dict(type='ReLU')``.
         zero_init_experts (bool): Start every expert's residual branch at
             zero, so that the module starts as the identity (as the
@@ -67,7 +79,7 @@ class SERAFusion(BaseModule):
                  experts: Sequence[Union[str, dict]] = ('spatial', 'context', 'boundary', 'shape'),
                  router: dict = dict(type='NoisyTopKRouter', top_k=2),
                  expert_cfgs: Optional[Dict[str, dict]] = None,
-                 norm_cfg: dict = dict(type='BN'),
+                 norm_cfg: dict = dict(type='LocalBN'),
                  act_cfg: dict = dict(type='ReLU'),
                  zero_init_experts: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
@@ -75,6 +87,9 @@ class SERAFusion(BaseModule):
         if len(experts) == 0:
             raise ValueError('SERAFusion: `experts` is empty')
         expert_cfgs = expert_cfgs or {}
+        if norm_cfg is not None and norm_cfg.get('type') == 'LocalBN':
+            # the class itself: found whatever the default scope of the build
+            norm_cfg = dict(norm_cfg, type=LocalBatchNorm2d)
         unknown = set(expert_cfgs) - set(EXPERT_TYPES)
         if unknown:
             raise ValueError(f'SERAFusion: expert_cfgs has unknown names {sorted(unknown)}; '
@@ -129,6 +144,20 @@ class SERAFusion(BaseModule):
             for expert in self.experts:
                 expert.zero_init_residual()
 
+    def _refuse_synced_norms(self) -> None:
+        """Raises if an expert holds a SyncBatchNorm (torch's or mmcv's):
+        under sparse dispatch it would wait for ranks that did not pick the
+        expert. Called by :meth:`forward` in distributed training."""
+        synced = [f'experts.{name}' for name, m in self.experts.named_modules()
+                  if 'SyncBatchNorm' in type(m).__name__]
+        if synced:
+            raise RuntimeError(
+                f'SERAFusion: {synced} are SyncBatchNorm; an expert runs only on the '
+                'samples that picked it, so a synchronised norm would wait for ranks '
+                "that did not pick it. Build the experts' norm as norm_cfg="
+                "dict(type='LocalBN') (the default, which SyncBN conversion keeps) "
+                'or a per-sample norm (GN)')
+
     def forward(self, x: Tensor) -> Tuple[Tensor, RoutingResult]:
         """Mixes the experts on one level; called once per level per batch.
 
@@ -142,6 +171,9 @@ class SERAFusion(BaseModule):
         if x.dim() != 4 or x.size(1) != self.channels:
             raise ValueError(f'SERAFusion: expected B x {self.channels} x H x W, '
                              f'got {tuple(x.shape)}')
+        if self.training and dist.is_available() and dist.is_initialized() \
+                and dist.get_world_size() > 1:
+            self._refuse_synced_norms()
         routing = self.router(x)
         if routing.indices is None:
             out = dense_dispatch(x, self.experts, routing.weights)

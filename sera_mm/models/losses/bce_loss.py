@@ -1,0 +1,70 @@
+"""Sigmoid binary cross-entropy for 1-channel mask logits, without device syncs."""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from sera_mm.registry import MODELS
+
+
+@MODELS.register_module()
+class BinaryCrossEntropyLoss(nn.Module):
+    """``F.binary_cross_entropy_with_logits`` averaged over the valid pixels.
+
+    The value of mmseg's ``CrossEntropyLoss(use_sigmoid=True,
+    avg_non_ignore=True)`` on B x 1 x H x W logits (DETRIS's loss for a
+    0/1 or soft target): ``sum(bce * valid) / (count(valid) + eps)`` with
+    float32's eps. mmseg's computes it with two host-device syncs per call
+    (an ``assert`` on the label's maximum and the valid count's
+    ``.item()``), where a GPU waits for the step's forward to finish before
+    it can queue the backward, and which split a ``torch.compile`` graph;
+    this one keeps the count on the device. Target values outside [0, 1]
+    (other than ``ignore_index``) are therefore not checked.
+
+    Args:
+        loss_weight (float): Weight of the loss. Defaults to 1.0.
+        loss_name (str): Key of the loss in the loss dict; must start with
+            ``loss_`` to be summed into the total. Defaults to 'loss_bce'.
+    """
+
+    def __init__(self, loss_weight: float = 1.0, loss_name: str = 'loss_bce') -> None:
+        super().__init__()
+        self.loss_weight = loss_weight
+        self._loss_name = loss_name
+
+    def forward(self,
+                pred: Tensor,
+                target: Tensor,
+                ignore_index: Optional[int] = 255,
+                **kwargs) -> Tensor:
+        """Loss of B x 1 x H x W logits against a B x H x W mask.
+
+        Called by the head's ``loss_by_feat``. ``target`` is a 0/1 mask
+        (long) or a soft mask (float in [0, 1]); pixels equal to
+        ``ignore_index`` (or negative, as in mmseg) do not count.
+
+        Returns:
+            Tensor: The weighted loss, a float32 scalar (also for bf16/fp16
+            logits).
+        """
+        assert pred.dim() == 4 and pred.shape[1] == 1 and \
+            target.shape == pred.shape[:1] + pred.shape[2:], \
+            f'BinaryCrossEntropyLoss: expected B x 1 x H x W logits and a B x H x W ' \
+            f'mask, got {tuple(pred.shape)} and {tuple(target.shape)}'
+        logits = pred.squeeze(1).float()
+        valid = target >= 0
+        if ignore_index is not None:
+            valid = valid & (target != ignore_index)
+        valid = valid.float()
+        # ignored pixels get target 0, so that their (discarded) terms stay finite
+        loss = F.binary_cross_entropy_with_logits(logits, target.float() * valid,
+                                                  reduction='none')
+        eps = torch.finfo(torch.float32).eps
+        return self.loss_weight * (loss * valid).sum() / (valid.sum() + eps)
+
+    @property
+    def loss_name(self) -> str:
+        """str: Key of this loss in the loss dict."""
+        return self._loss_name
