@@ -6,6 +6,7 @@ synthetic batch goes through the real loss path, and the memory and
 profile bookkeeping on hand-checkable cases.
 """
 import json
+import os
 
 import pytest
 import torch
@@ -120,7 +121,8 @@ def test_run_benchmark_fields_and_ratios_come_from_the_same_run(tiny_config):
              build_case(tiny_config, 'top1', **{'model.neck.fusion_cfg.router.top_k': 1})]
     lines = []
     report = bm.run_benchmark(cases, repeats=3, warmup=1, memory=True, log=lines.append)
-    assert len(lines) == 4 and lines[0].startswith('warm-up 1/1')
+    assert len(lines) == 6 and lines[0].startswith('warm-up 1/1')
+    assert [line.split(':')[0] for line in lines[4:]] == ['counted top2', 'counted top1']
     settings = report['settings']
     assert settings['reference'] == 'top2' and settings['batch_size'] == 2
     assert settings['input_shape'] == [3, IMG, IMG]
@@ -286,3 +288,224 @@ def test_tool_writes_json_and_table(tiny_config, tmp_path, capsys):
     assert 'fwd+bwd ms' in printed and 'Saved the report' in printed
     with pytest.raises(SystemExit):
         tool.parse_args([tiny_config, '--names', 'a', 'b'])
+
+
+# -- reference mode against DETRIS's own code (--detris-root) -------------------
+# The tests cannot fetch DETRIS's code, so the end-to-end test runs against a
+# stand-in checkout: DETRIS's layout and interfaces only (a `model` package
+# imported top-level, model/segmenter.py's DETRIS(cfg) loading
+# cfg.clip_pretrain with torch.jit.load and cfg.dino_pretrain with torch.load,
+# forward(img, word, mask) -> (pred, mask, loss) in training and pred in eval,
+# module-level imports of loguru and fvcore, model/dinov2/layers/attention.py's
+# XFORMERS_AVAILABLE, config/refcoco/DETRIS_base.yaml) around a toy network.
+# It covers the tool's side (import, yaml, the weight stand-ins and the keys
+# DETRIS's build_model reads from them, the steps, ratios, profile groups,
+# report), not DETRIS's architecture: that is checked against the real code
+# with SERA_DETRIS_ROOT set (test_reference_mode_on_detris_own_code).
+_STANDIN_SEGMENTER = '''
+import fvcore.nn.weight_init as weight_init  # DETRIS's layers.py imports it
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _clip_sizes(sd):
+    """What DETRIS's model/clip.py build_model reads from the archive."""
+    assert 'visual.proj' in sd
+    layers = len([k for k in sd if k.startswith('visual.') and k.endswith('.attn.in_proj_weight')])
+    return dict(
+        vision_width=sd['visual.conv1.weight'].shape[0], vision_layers=layers,
+        patch=sd['visual.conv1.weight'].shape[-1],
+        grid=round((sd['visual.positional_embedding'].shape[0] - 1) ** 0.5),
+        embed_dim=sd['text_projection'].shape[1],
+        context_length=sd['positional_embedding'].shape[0],
+        vocab_size=sd['token_embedding.weight'].shape[0],
+        width=sd['ln_final.weight'].shape[0],
+        text_layers=len(set(k.split('.')[2] for k in sd if k.startswith('transformer.resblocks'))))
+
+
+class Adapter(nn.Linear):
+    pass
+
+
+class DenseAligner(nn.Linear):
+    pass
+
+
+class Block(nn.Module):
+    def __init__(self, d, adapter_cls):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d, 2)  # sequence first, as CLIP's
+        self.adapter = adapter_cls(d, d)
+
+    def forward(self, x):
+        return x + self.attn(x, x, x, need_weights=False)[0] + self.adapter(x)
+
+
+class DETRIS(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        clip = torch.jit.load(cfg.clip_pretrain, map_location='cpu').eval()
+        self.clip_sizes = _clip_sizes(clip.state_dict())
+        assert torch.load(cfg.dino_pretrain) == {}
+        d, self.word_len = 16, cfg.word_len
+        self.txt_backbone = nn.Module()
+        self.txt_backbone.token_embedding = nn.Embedding(self.clip_sizes['vocab_size'], d)
+        self.txt_backbone.transformer = nn.Module()
+        self.txt_backbone.transformer.resblocks = nn.ModuleList(
+            [Block(d, Adapter) for _ in range(2)])
+        self.txt_backbone.ln_final = nn.LayerNorm(d)
+        self.dinov2 = nn.Module()
+        self.dinov2.patch_embed = nn.Conv2d(3, d, 14, 14)
+        self.dinov2.blocks = nn.ModuleList([Block(d, DenseAligner) for _ in range(2)])
+        self.dinov2.norm = nn.LayerNorm(d)
+        for p in self.txt_backbone.parameters():
+            p.requires_grad = False
+        self.neck = nn.Conv2d(d, d, 1)
+        self.decoder = nn.Conv2d(d, d, 3, padding=1)
+        self.proj = nn.Conv2d(d, 1, 1)
+
+    def forward(self, img, word, mask=None):
+        assert word.shape[1] == self.word_len and img.shape[-1] % 14 == 0
+        txt = self.txt_backbone.token_embedding(word).transpose(0, 1)
+        for block in self.txt_backbone.transformer.resblocks:
+            txt = block(txt)
+        state = self.txt_backbone.ln_final(txt).mean(0)
+        x = self.dinov2.patch_embed(img)
+        b, c, h, w = x.shape
+        x = x.flatten(2).permute(2, 0, 1)
+        for block in self.dinov2.blocks:
+            x = block(x)
+        x = self.dinov2.norm(x).permute(1, 2, 0).reshape(b, c, h, w)
+        x = self.decoder(self.neck(x) * state[:, :, None, None])
+        pred = F.interpolate(self.proj(x), scale_factor=4.0)
+        if self.training:
+            mask = F.interpolate(mask, pred.shape[-2:], mode='nearest')
+            return pred.detach(), mask, F.binary_cross_entropy_with_logits(pred, mask)
+        return pred.detach()
+'''
+_STANDIN_FILES = {
+    'model/__init__.py': 'from .segmenter import DETRIS\nfrom loguru import logger\n',
+    'model/segmenter.py': _STANDIN_SEGMENTER,
+    'model/dinov2/__init__.py': '',
+    'model/dinov2/layers/__init__.py': '',
+    'model/dinov2/layers/attention.py':
+        'import os\nXFORMERS_AVAILABLE = os.environ.get("XFORMERS_DISABLED") is None\n',
+    'config/refcoco/DETRIS_base.yaml':
+        'DATA:\n  dataset: refcoco\nTRAIN:\n  model_name: CLIP-b-16\n  input_size: 448\n'
+        '  word_len: 7\n  clip_pretrain: pretrain/ViT-B-16.pt\n'
+        '  dino_pretrain: pretrain/dinov2_vitb14_reg4_pretrain.pth\n',
+}
+
+
+def _write_standin(root):
+    for rel, text in _STANDIN_FILES.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return str(root)
+
+
+def test_detris_weight_standins_have_what_detris_build_model_reads(tmp_path):
+    clip, dino = bm.write_detris_weight_standins(str(tmp_path), seed=0)
+    state = torch.jit.load(clip, map_location='cpu').state_dict()
+    # the reads of DETRIS's model/clip.py build_model
+    assert 'visual.proj' in state
+    assert state['visual.conv1.weight'].shape == (768, 3, 16, 16)
+    assert len([k for k in state if k.startswith('visual.')
+                and k.endswith('.attn.in_proj_weight')]) == 12
+    assert state['visual.positional_embedding'].shape == (197, 768)
+    assert state['text_projection'].shape == (512, 512)
+    assert state['positional_embedding'].shape == (77, 512)
+    assert state['token_embedding.weight'].shape == (49408, 512)
+    assert state['ln_final.weight'].shape == (512, )
+    assert len({k.split('.')[2] for k in state if k.startswith('transformer.resblocks')}) == 12
+    # what the text tower loads is random and CLIP-scaled; the visual
+    # tower's (deleted by build_model) costs no memory
+    assert 0.015 < state['token_embedding.weight'].std() < 0.025
+    assert state['visual.conv1.weight'].stride() == (0, 0, 0, 0)
+    assert torch.load(dino, weights_only=True) == {}
+
+
+def test_detris_yaml_is_read_flat(tmp_path):
+    root = _write_standin(tmp_path)
+    settings = bm.read_detris_yaml(f'{root}/config/refcoco/DETRIS_base.yaml')
+    assert settings['word_len'] == 7 and settings['dataset'] == 'refcoco'
+
+
+def test_gpu_peak_table():
+    assert bm.gpu_bf16_peak_tflops('NVIDIA H100 80GB HBM3') == pytest.approx(989.4)
+    assert bm.gpu_bf16_peak_tflops('NVIDIA H100 PCIe') == 756.0
+    assert bm.gpu_bf16_peak_tflops('NVIDIA H200') == pytest.approx(989.4)
+    assert bm.gpu_bf16_peak_tflops('NVIDIA A100-SXM4-80GB') == 312.0
+    assert bm.gpu_bf16_peak_tflops('NVIDIA A10') == 125.0
+    assert bm.gpu_bf16_peak_tflops('NVIDIA RTX A6000') == pytest.approx(154.8)
+    assert bm.gpu_bf16_peak_tflops('Some GPU') is None
+
+
+def _run_reference_mode(detris_root, tiny_config, out, img, extra=()):
+    from helpers.tool_runner import run_tool
+    return run_tool('analysis_tools/benchmark.py', [
+        tiny_config, '--names', 'mine', '--detris-root', detris_root, '--batch-size', '2',
+        '--img-size', str(img), '--repeats', '2', '--warmup', '1', '--threads', '1',
+        '--profile', 'train', '--peak-tflops', '0.1', '--json', str(out), *extra])
+
+
+@pytest.mark.integration
+def test_reference_mode_end_to_end_on_a_standin_checkout(tiny_config, tmp_path):
+    """--detris-root: DETRIS's model built by the checkout's code, first in
+    the table (the reference of the ratios), timed in the same rounds."""
+    from helpers.tool_runner import explain
+    root = _write_standin(tmp_path / 'detris')
+    out = tmp_path / 'report.json'
+    proc = _run_reference_mode(root, tiny_config, out, img=56,
+                               extra=['--cfg-options', 'model.text_encoder.context_length=7'])
+    assert proc.returncode == 0, explain(proc)
+    report = json.loads(out.read_text())
+    ref, mine = report['results']
+    assert ref['name'] == 'detris-official' and report['settings']['reference'] == ref['name']
+    assert ref['info']['stubbed_imports'] == ['loguru', 'fvcore.nn.weight_init']
+    assert ref['info']['xformers'] is False  # XFORMERS_DISABLED=1 on the CPU
+    assert ref['info']['yaml'] == 'config/refcoco/DETRIS_base.yaml'
+    assert ref['info']['word_len'] == 7
+    assert report['settings']['batch_size'] == 2
+    assert report['settings']['input_shape'] == [3, 56, 56]
+    for r in (ref, mine):
+        assert len(r['train']['times_ms']) == 2 and r['flops']['train'] > r['flops']['forward'] > 0
+        assert r['memory']['train_peak_bytes'] > 0
+        thr = r['throughput']
+        assert thr['train_samples_per_s'] == pytest.approx(2e3 / r['train']['median_ms'])
+        assert thr['train_mfu'] == pytest.approx(thr['train_flops_per_s'] / 1e11)
+    assert ref['train']['ratio'] == 1.0
+    assert mine['train']['ratio'] == pytest.approx(
+        mine['train']['median_ms'] / ref['train']['median_ms'])
+    # the text tower is frozen, the rest trains
+    assert 0 < ref['params']['trainable'] < ref['params']['total']
+    rows = {r['group']: r for r in report['profile']['train']['detris-official']}
+    for group in ('text_encoder', 'text_encoder.adapters', 'backbone', 'backbone.adapters',
+                  'neck', 'decoder', 'decode_head'):
+        assert rows[group]['forward_ms'] > 0, group
+    assert rows['backbone.adapters']['backward_ms'] > 0
+    assert 'detris-official' in proc.output and 'MFU' in proc.output
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not os.environ.get('SERA_DETRIS_ROOT'),
+                    reason="SERA_DETRIS_ROOT (a checkout of DETRIS's code) not set")
+def test_reference_mode_on_detris_own_code(tmp_path):
+    """DETRIS's real code (ViT-B, random weights) against this project's
+    DETRIS config at 112 px, one round: both count the same FLOPs (the same
+    function; DETRIS computes DINOv2's attention explicitly, this project
+    with SDPA)."""
+    from helpers.tool_runner import explain, run_tool
+    out = tmp_path / 'report.json'
+    proc = run_tool('analysis_tools/benchmark.py', [
+        'configs/detris/detris_dinov2-b_refcoco.py', '--names', 'detris-mm',
+        '--detris-root', os.environ['SERA_DETRIS_ROOT'], '--batch-size', '1',
+        '--img-size', '112', '--repeats', '1', '--warmup', '0', '--threads', '1',
+        '--no-memory', '--json', str(out)])
+    assert proc.returncode == 0, explain(proc)
+    ref, mine = json.loads(out.read_text())['results']
+    assert ref['params']['trainable'] == mine['params']['trainable']
+    for mode in ('train', 'forward'):
+        assert mine['flops'][mode] == pytest.approx(ref['flops'][mode], rel=1e-3), mode
