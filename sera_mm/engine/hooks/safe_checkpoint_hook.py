@@ -2,7 +2,7 @@
 loadable checkpoint."""
 import contextlib
 import os.path as osp
-from typing import Iterator, List, Optional, Set, Tuple
+from typing import Callable, Iterator, List, Optional, Set
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
@@ -23,29 +23,29 @@ class _DeferredRemovals:
 
     def __init__(self, backend) -> None:
         self._backend = backend
-        self.queue: Optional[List[Tuple[str, str]]] = None  # (op, path)
+        self.queue: Optional[List[str]] = None  # paths, while a save runs
 
     def __getattr__(self, name: str):
         return getattr(self._backend, name)
 
     def remove(self, path: str) -> None:
         """Queues ``path`` while saving, else removes it at once."""
-        self._removal('remove', path)
+        self._removal(self._backend.remove, path)
 
     def rmtree(self, path: str) -> None:
         """Queues the folder ``path`` while saving, else removes it at once."""
-        self._removal('rmtree', path)
+        self._removal(self._backend.rmtree, path)
 
-    def _removal(self, op: str, path: str) -> None:
+    def _removal(self, remove: Callable[[str], None], path: str) -> None:
         if self.queue is None:
-            getattr(self._backend, op)(path)
-        else:
-            self.queue.append((op, path))
+            remove(path)
+        else:  # flush removes a file or a folder alike
+            self.queue.append(path)
 
     def flush(self, keep: Set[Optional[str]]) -> None:
         """Runs the queued removals, except those of a path in ``keep``."""
         queue, self.queue = self.queue or [], None
-        for _, path in queue:
+        for path in queue:
             if path not in keep:
                 self.remove_if_present(path)
 
@@ -150,7 +150,7 @@ class SafeCheckpointHook(CheckpointHook):
             # the checkpoint records what is to be removed after it is
             # written, so that a run resumed after a kill removes it
             runner.message_hub.update_info(
-                PENDING_REMOVALS, [path for _, path in self.file_backend.queue])
+                PENDING_REMOVALS, list(self.file_backend.queue))
             runner.save_checkpoint(
                 self.out_dir, filename, self.file_client_args,
                 save_optimizer=self.save_optimizer,
