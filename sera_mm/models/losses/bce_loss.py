@@ -2,15 +2,15 @@
 from typing import Optional
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
 from sera_mm.registry import MODELS
+from .mask_loss import MaskLoss
 
 
 @MODELS.register_module()
-class BinaryCrossEntropyLoss(nn.Module):
+class BinaryCrossEntropyLoss(MaskLoss):
     """``F.binary_cross_entropy_with_logits`` averaged over the valid pixels.
 
     The value of mmseg's ``CrossEntropyLoss(use_sigmoid=True,
@@ -30,9 +30,7 @@ class BinaryCrossEntropyLoss(nn.Module):
     """
 
     def __init__(self, loss_weight: float = 1.0, loss_name: str = 'loss_bce') -> None:
-        super().__init__()
-        self.loss_weight = loss_weight
-        self._loss_name = loss_name
+        super().__init__(loss_weight, loss_name)
 
     def forward(self,
                 pred: Tensor,
@@ -49,10 +47,7 @@ class BinaryCrossEntropyLoss(nn.Module):
             Tensor: The weighted loss, a float32 scalar (also for bf16/fp16
             logits).
         """
-        assert pred.dim() == 4 and pred.shape[1] == 1 and \
-            target.shape == pred.shape[:1] + pred.shape[2:], \
-            f'BinaryCrossEntropyLoss: expected B x 1 x H x W logits and a B x H x W ' \
-            f'mask, got {tuple(pred.shape)} and {tuple(target.shape)}'
+        self.check_shapes(pred, target)
         logits = pred.squeeze(1).float()
         valid = target >= 0
         if ignore_index is not None:
@@ -63,8 +58,3 @@ class BinaryCrossEntropyLoss(nn.Module):
                                                   reduction='none')
         eps = torch.finfo(torch.float32).eps
         return self.loss_weight * (loss * valid).sum() / (valid.sum() + eps)
-
-    @property
-    def loss_name(self) -> str:
-        """str: Key of this loss in the loss dict."""
-        return self._loss_name

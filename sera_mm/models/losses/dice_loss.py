@@ -2,14 +2,14 @@
 from typing import Optional
 
 import torch
-import torch.nn as nn
 from torch import Tensor
 
 from sera_mm.registry import MODELS
+from .mask_loss import MaskLoss
 
 
 @MODELS.register_module()
-class BinaryDiceLoss(nn.Module):
+class BinaryDiceLoss(MaskLoss):
     """Soft Dice loss of sigmoid(logits) against a mask, per sample.
 
     ``1 - (2 sum(p t) + eps) / (sum(p) + sum(t) + eps)`` over the valid
@@ -45,10 +45,8 @@ class BinaryDiceLoss(nn.Module):
                  eps: float = 1.0,
                  loss_weight: float = 1.0,
                  loss_name: str = 'loss_dice') -> None:
-        super().__init__()
+        super().__init__(loss_weight, loss_name)
         self.eps = eps
-        self.loss_weight = loss_weight
-        self._loss_name = loss_name
 
     def forward(self,
                 pred: Tensor,
@@ -65,10 +63,7 @@ class BinaryDiceLoss(nn.Module):
             Tensor: The weighted loss, a float32 scalar (also for bf16/fp16
             logits).
         """
-        assert pred.dim() == 4 and pred.shape[1] == 1 and \
-            target.shape == pred.shape[:1] + pred.shape[2:], \
-            f'BinaryDiceLoss: expected B x 1 x H x W logits and a B x H x W mask, ' \
-            f'got {tuple(pred.shape)} and {tuple(target.shape)}'
+        self.check_shapes(pred, target)
         # float32 under autocast too (a no-op in float32): the sums run over
         # every pixel
         prob = pred.float().sigmoid().flatten(1)
@@ -82,8 +77,3 @@ class BinaryDiceLoss(nn.Module):
         inter = (prob * target).sum(1)
         dice = (2 * inter + self.eps) / (prob.sum(1) + target.sum(1) + self.eps)
         return self.loss_weight * (1 - dice).mean()
-
-    @property
-    def loss_name(self) -> str:
-        """str: Key of this loss in the loss dict."""
-        return self._loss_name
