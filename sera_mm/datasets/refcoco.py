@@ -387,6 +387,8 @@ class RefCOCODataset(BaseDataset):
             if torch.utils.data.get_worker_info() is not None:
                 # in the main process (num_workers=0) the generators belong
                 # to the training step and EpochSeedHook seeds them instead
+                # torch.manual_seed, not mmengine's set_random_seed: in a
+                # worker forked from a CUDA process only torch's skips CUDA
                 pipeline_seed = int(streams[1].generate_state(1)[0])
                 random.seed(pipeline_seed)
                 np.random.seed(pipeline_seed)

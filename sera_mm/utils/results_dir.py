@@ -25,10 +25,12 @@ import tempfile
 import time
 from typing import IO, List, Optional, Sequence
 
+from sera_mm.engine.runner.results_table import TABLE_JSON, TABLE_MD
+
 #: The lock file inside the results folder.
 LOCK_NAME = '.test_run.lock'
 #: Names the test tool writes into the folder.
-RESULT_FILES = ('test_results.json', 'test_results.md')
+RESULT_FILES = (TABLE_JSON, TABLE_MD)
 RECORD_PREFIX, RECORD_SUFFIX = 'per_sentence_', '.jsonl'
 #: Endings that make ``--out`` look like a file name: mmseg 0.x's
 #: ``--out results.pkl`` was a file; here ``--out`` is a folder.

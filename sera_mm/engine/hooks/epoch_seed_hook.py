@@ -1,12 +1,11 @@
 """Makes each training epoch's randomness a function of (seed, epoch), so
 that a resumed run continues exactly as the uninterrupted one."""
-import random
 from typing import Iterator, Optional
 
 import numpy as np
-import torch
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
+from mmengine.runner.utils import set_random_seed
 from torch.utils.data import Dataset
 
 from sera_mm.registry import HOOKS
@@ -25,14 +24,6 @@ def _nested_datasets(dataset: Dataset) -> Iterator[Dataset]:
     inner = getattr(dataset, 'dataset', None)
     if isinstance(inner, Dataset):
         yield from _nested_datasets(inner)
-
-
-def seed_everything(seed: int) -> None:
-    """Seeds Python's, NumPy's and torch's (every device's) global
-    generators with ``seed``."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 @HOOKS.register_module()
@@ -81,10 +72,10 @@ class EpochSeedHook(Hook):
             set_epoch = getattr(dataset, 'set_epoch', None)
             if callable(set_epoch):
                 set_epoch(runner.epoch, self._run_seed(runner))
-        seed_everything(self._seed(runner, _EPOCH_START))
+        set_random_seed(self._seed(runner, _EPOCH_START))
 
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch: Optional[dict] = None) -> None:
         """Seeds the generators before the epoch's first training step."""
         if batch_idx == 0:
-            seed_everything(self._seed(runner, _FIRST_STEP))
+            set_random_seed(self._seed(runner, _FIRST_STEP))

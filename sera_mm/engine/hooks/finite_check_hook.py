@@ -13,9 +13,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
 from sera_mm.registry import HOOKS
-
-#: The file in the work dir that names the last saved checkpoint (mmengine's).
-LAST_CHECKPOINT = 'last_checkpoint'
+from .safe_checkpoint_hook import LAST_CHECKPOINT
 #: How many offending tensors a message lists by name.
 LISTED = 5
 
