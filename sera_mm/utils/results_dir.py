@@ -25,10 +25,11 @@ import tempfile
 import time
 from typing import IO, List, Optional, Sequence
 
-from sera_mm.engine.runner.results_table import TABLE_JSON, TABLE_MD
-
 #: The lock file inside the results folder.
 LOCK_NAME = '.test_run.lock'
+#: The results table's files (written by sera_mm.engine.runner.results_table).
+TABLE_JSON = 'test_results.json'
+TABLE_MD = 'test_results.md'
 #: Names the test tool writes into the folder.
 RESULT_FILES = (TABLE_JSON, TABLE_MD)
 RECORD_PREFIX, RECORD_SUFFIX = 'per_sentence_', '.jsonl'
