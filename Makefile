@@ -18,17 +18,18 @@ install:
 demo: install
 	bash tools/run_demo.sh
 
-# The web demo's optional requirements (Gradio, and Selenium for its browser
-# test; the sera_mm package needs neither), pinned by the constraints.
+# The web demo's optional requirements, sera_mm's extra `webui` (Gradio, and
+# Selenium for its browser test; the sera_mm package needs neither), pinned
+# by the constraints.
 webui-deps: install
 	@want=$$(cat requirements/webui.txt requirements/constraints.txt | sha256sum | cut -c1-16); \
 	if [ "$$(cat $(WEBUI_STAMP) 2>/dev/null)" = "$$want" ] && $(PY) -c "import importlib.metadata as m; \
 	    [m.version(p) for p in ('gradio', 'selenium')]" 2>/dev/null; then \
 	  echo "[webui-deps] gradio and selenium are installed"; \
 	else \
-	  echo "[webui-deps] installing requirements/webui.txt"; \
-	  $(PY) -m pip install -q --disable-pip-version-check -c requirements/constraints.txt \
-	    -r requirements/webui.txt && echo "$$want" > $(WEBUI_STAMP); \
+	  echo "[webui-deps] installing sera_mm's extra webui"; \
+	  $(PY) -m pip install -q --disable-pip-version-check --no-build-isolation \
+	    -c requirements/constraints.txt -e ".[webui]" && echo "$$want" > $(WEBUI_STAMP); \
 	fi
 
 # What the tests need beyond the environment: the above, and Debian's

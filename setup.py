@@ -3,9 +3,9 @@
 - The version is read from ``sera_mm/version.py`` (the package itself is not
   imported: its dependencies need not be installed to build it).
 - ``install_requires`` comes from ``requirements/mminstall.txt`` and
-  ``requirements/runtime.txt``; ``requirements/tests.txt`` and
-  ``requirements/optional.txt`` are the extras ``tests`` and ``optional``
-  (``all``: both). ``requirements/constraints.txt`` is not read here: it is
+  ``requirements/runtime.txt``; ``requirements/tests.txt``,
+  ``requirements/optional.txt`` and ``requirements/webui.txt`` are the extras
+  ``tests``, ``optional`` and ``webui`` (``all``: the three). ``requirements/constraints.txt`` is not read here: it is
   the pip constraints file of ``tools/install.sh``.
 - ``configs/`` and ``tools/`` travel with the package as ``sera_mm/.mim/``
   (where OpenMMLab's ``mim`` looks for them): copied into every wheel at
@@ -141,7 +141,8 @@ if __name__ == '__main__':
         keywords='computer vision, referring image segmentation, '
         'vision-language, mixture of experts, parameter-efficient tuning, '
         'OpenMMLab',
-        # no LICENSE file in the repository: no license is declared
+        license='Apache-2.0',
+        license_files=['LICENSE'],
         packages=find_packages(include=['sera_mm', 'sera_mm.*']),
         python_requires='>=3.11',
         classifiers=[
@@ -158,8 +159,10 @@ if __name__ == '__main__':
         extras_require={
             'tests': parse_requirements('requirements/tests.txt'),
             'optional': parse_requirements('requirements/optional.txt'),
+            'webui': parse_requirements('requirements/webui.txt'),
             'all': parse_requirements('requirements/tests.txt') +
-            parse_requirements('requirements/optional.txt'),
+            parse_requirements('requirements/optional.txt') +
+            parse_requirements('requirements/webui.txt'),
         },
         cmdclass={
             'build_py': BuildPyWithMim,

@@ -3,7 +3,7 @@ by Selenium, and tools/webui.py started as a user starts it.
 
 Chromium and ChromeDriver come from apt (``chromium``, ``chromium-driver``:
 /usr/bin/chromium, /usr/bin/chromedriver), Selenium from
-requirements/webui.txt; ``make test-deps`` installs all three (``make
+sera_mm's extra ``webui``; ``make test-deps`` installs all three (``make
 test`` runs it first). Nothing is downloaded at run time: Selenium Manager
 is kept offline and given both paths, and the browser resolves no host but
 127.0.0.1 (so a page that reached for the network would fail here, not
@@ -24,7 +24,7 @@ from .paths import REPO
 CHROMIUM = os.environ.get('SERA_CHROMIUM', '/usr/bin/chromium')
 CHROMEDRIVER = os.environ.get('SERA_CHROMEDRIVER', '/usr/bin/chromedriver')
 HOW_TO_INSTALL = ("run 'make test-deps' (apt-get install chromium chromium-driver; pip install "
-                  '-c requirements/constraints.txt -r requirements/webui.txt)')
+                  '-c requirements/constraints.txt -e ".[webui]")')
 #: Seconds for tools/webui.py to import, load the model and serve.
 SERVER_START_S = 240
 
