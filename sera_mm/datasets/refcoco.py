@@ -174,7 +174,7 @@ class RefCOCODataset(BaseDataset):
             raise FileNotFoundError(
                 f'split_file not found: {self.split_file}; REFER files in '
                 f'that folder: {present or "none"} ({README_HINT})')
-        images, anns = self._load_instances(self.ann_file)
+        images, anns = self.load_instances(self.ann_file)
         refs = load_refer_pickle(self.split_file)
         if not isinstance(refs, list):
             raise ValueError(f'{self.split_file} must hold a list of refs, '
@@ -198,7 +198,7 @@ class RefCOCODataset(BaseDataset):
             splits_present.add(ref_split)
             if ref_split != self.split:
                 continue
-            info = self._parse_ref(ref, n, images, anns, img_prefix)
+            info = self.parse_ref(ref, n, images, anns, img_prefix)
             used_images[info['image_id']] = info['img_path']
             data_list.append(info)
             empty_sents.extend((info['ref_id'], s['sent_id'])
@@ -227,9 +227,14 @@ class RefCOCODataset(BaseDataset):
             self._shuffle(data_list)
         return data_list
 
-    def _load_instances(self, path: str) -> Tuple[Dict[int, dict],
-                                                  Dict[int, dict]]:
-        """Returns ({image_id: image}, {ann_id: annotation}) of instances.json."""
+    def load_instances(self, path: str) -> Tuple[Dict[int, dict],
+                                                 Dict[int, dict]]:
+        """Returns ({image_id: image}, {ann_id: annotation}) of instances.json.
+
+        Called by :meth:`load_data_list`, and by
+        ``tools/dataset_converters/check_refer.py`` (which checks a download
+        with the loader's own checks).
+        """
         try:
             with open(path, 'rb') as f:
                 inst = json.load(f)
@@ -261,9 +266,15 @@ class RefCOCODataset(BaseDataset):
                                  'once')
         return images, anns
 
-    def _parse_ref(self, ref: dict, n: int, images: Dict[int, dict],
-                   anns: Dict[int, dict], img_prefix: str) -> dict:
-        """Validates one ref and returns its data info (with 'sentences')."""
+    def parse_ref(self, ref: dict, n: int, images: Dict[int, dict],
+                  anns: Dict[int, dict], img_prefix: str) -> dict:
+        """Validates ref #``n`` and returns its data info (with 'sentences').
+
+        Called by :meth:`load_data_list` for each ref of the split, and by
+        ``tools/dataset_converters/check_refer.py`` for every ref (so that it
+        lists every bad ref, not only the first); raises ValueError naming
+        the ref, the key and the file at fault.
+        """
         where = f'{self.split_file}: ref #{n}'
         try:
             ref_id, ann_id, image_id = (ref['ref_id'], ref['ann_id'],
