@@ -1,7 +1,12 @@
 """sera_mm: SERA for referring image segmentation, as an OpenMMLab plugin."""
 import os.path as osp
 
+from .mmcv_lite import install as _install_mmcv_lite_hook
 from .version import __version__, version_info
+
+# Before anything imports mmseg: on mmcv-lite (mmcv without its compiled ops)
+# mmseg's unguarded `from mmcv.ops import ...` needs this hook (mmcv_lite.py).
+_install_mmcv_lite_hook()
 
 
 def register_all_modules(init_default_scope: bool = True) -> None:

@@ -14,7 +14,7 @@ PACKAGE = Path(REPO) / 'sera_mm'
 ROOT = '__init__'  # the package root, sera_mm/__init__.py
 #: Layers, lowest first; a module may import its own package and lower layers.
 LAYERS = {
-    'version': 0, 'registry': 0,
+    'version': 0, 'registry': 0, 'mmcv_lite': 0,
     'utils': 1,
     'datasets': 2, 'models': 2, 'evaluation': 2, 'visualization': 2,
     'engine': 3,
