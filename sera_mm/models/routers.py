@@ -4,7 +4,9 @@ SERA uses two routers (docs/en/method.md, s. 2 and 3): the SERA-Adapter's
 :class:`SoftRouter` (every expert, softmax weights) and SERA-Fusion's
 :class:`NoisyTopKRouter` (k experts per sample, noisy in training). Both
 summarise their input by global average pooling and return a
-:class:`~sera_mm.models.utils.RoutingResult`. :func:`sparse_dispatch` runs
+:class:`~sera_mm.models.utils.RoutingResult` (the Top-k one with
+:func:`selection_probability`, the smooth load that the MoE loss can
+balance). :func:`sparse_dispatch` runs
 each expert only on the samples that selected it; :func:`dense_dispatch` is
 the reference it must equal.
 """
@@ -87,6 +89,9 @@ class NoisyTopKRouter(BaseModule):
     no gradient to the router; it then learns only from the MoE
     regularisation (which reads the clean logits h).
 
+    The result's ``select_prob`` is :func:`selection_probability` of this
+    forward's noise, for the MoE loss's load term.
+
     Args:
         in_channels (int): Width C of the routed feature.
         num_experts (int): Number of experts E. Defaults to 4.
@@ -133,22 +138,59 @@ class NoisyTopKRouter(BaseModule):
 
         Returns:
             RoutingResult: clean logits h (B x E), weights (B x E, k non-zero
-            entries per row summing to 1) and indices (B x k, the kept
-            experts by decreasing noisy logit). Logits and weights are
-            float32, also under autocast.
+            entries per row summing to 1), indices (B x k, the kept experts
+            by decreasing noisy logit) and select_prob (B x E). All but the
+            indices are float32, also under autocast.
         """
         g = global_pool(x, self.in_channels, type(self).__name__)
         # The noise, the Top-k selection and the weights in float32 under
         # autocast too (a no-op in float32): in bf16 close logits tie, the
         # noise is rounded, and the MoE loss reads these logits.
         logits = self.fc2(self.act(self.fc1(g))).float()
-        scores = logits
+        noisy, noise_std = logits, 0.
         if self.training and self.noise_std > 0:
-            scores = scores + self.noise_std * torch.randn_like(scores)
-        scores = scores / self.temperature
-        kept, indices = scores.topk(self.top_k, dim=1)
-        weights = torch.zeros_like(scores).scatter(1, indices, kept.softmax(dim=1))
-        return RoutingResult(logits=logits, weights=weights, indices=indices)
+            noisy, noise_std = logits + self.noise_std * torch.randn_like(logits), self.noise_std
+        kept, indices = (noisy / self.temperature).topk(self.top_k, dim=1)
+        weights = torch.zeros_like(logits).scatter(1, indices, kept.softmax(dim=1))
+        return RoutingResult(logits=logits, weights=weights, indices=indices,
+                             select_prob=selection_probability(logits, noisy, indices, noise_std))
+
+
+def selection_probability(logits: Tensor, noisy: Tensor, indices: Tensor,
+                          noise_std: float) -> Tensor:
+    """Shazeer et al.'s smooth load: P(expert e is among sample b's top k).
+
+    Called by :class:`NoisyTopKRouter` on every forward. For each (b, e),
+    the other experts' noisy logits are held fixed and only e's noise is
+    redrawn: e is kept when ``h_be + sigma * eps`` beats the k-th largest
+    noisy logit of the others, which happens with probability
+    ``Phi((h_be - threshold_be) / sigma)`` (Phi the normal CDF). The
+    threshold is the (k+1)-th largest noisy logit of the row when e is kept
+    now, the k-th otherwise. The temperature divides every noisy logit
+    alike, so it does not change the ranking and is left out.
+
+    Differentiable in the clean logits (through Phi's argument and, via the
+    others' noisy logits, the threshold); as sigma goes to 0 it tends to
+    the 0/1 indicator of the actual selection, which it returns for
+    ``noise_std=0`` (eval, or a router without noise).
+
+    Args:
+        logits (Tensor): Clean logits h, B x E.
+        noisy (Tensor): The noisy logits the selection ranked (before the
+            temperature), B x E; ``logits`` itself without noise.
+        indices (Tensor): The kept experts, B x k.
+        noise_std (float): sigma of the noise added to ``logits``; 0 when none.
+
+    Returns:
+        Tensor: B x E probabilities.
+    """
+    top_k = indices.size(1)
+    kept = torch.zeros_like(logits, dtype=torch.bool).scatter(1, indices, True)
+    if noise_std == 0 or top_k == logits.size(1):
+        return kept.to(logits.dtype)
+    ranked = noisy.sort(dim=1, descending=True).values
+    threshold = torch.where(kept, ranked[:, top_k:top_k + 1], ranked[:, top_k - 1:top_k])
+    return torch.special.ndtr((logits - threshold) / noise_std)
 
 
 def _check_routing(x: Tensor, experts: Sequence[nn.Module], weights: Tensor,

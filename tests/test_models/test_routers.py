@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from sera_mm.models.routers import dense_dispatch, sparse_dispatch
+from sera_mm.models.routers import dense_dispatch, selection_probability, sparse_dispatch
 from sera_mm.registry import MODELS
 
 
@@ -58,6 +58,77 @@ def test_training_adds_noise_to_selection_but_not_to_logits():
     quiet = _topk_router(top_k=2, noise_std=0.).train()
     quiet.load_state_dict(router.state_dict())
     assert torch.equal(quiet(x).weights, quiet(x).weights)
+
+
+def _noisy_selection(logits, top_k, sigma):
+    """The noisy logits and the Top-k a router with noise ``sigma`` draws."""
+    noisy = logits + sigma * torch.randn_like(logits)
+    return noisy, noisy.topk(top_k, dim=1).indices
+
+
+@pytest.mark.parametrize('top_k', [1, 2, 3])
+def test_selection_probability_is_the_chance_of_being_kept_under_the_noise(top_k):
+    """Shazeer's load estimator: with the other experts' noisy logits fixed,
+    redrawing only expert e's noise keeps e as often as it says."""
+    torch.manual_seed(top_k)
+    logits = torch.randn(3, 4)
+    noisy, indices = _noisy_selection(logits, top_k, 1.)
+    prob = selection_probability(logits, noisy, indices, 1.)
+    draws = torch.randn(100000)
+    for b in range(3):
+        for e in range(4):
+            redrawn = noisy[b].expand(len(draws), 4).clone()
+            redrawn[:, e] = logits[b, e] + draws
+            kept = (redrawn.topk(top_k, dim=1).indices == e).any(dim=1).double().mean()
+            assert float(prob[b, e]) == pytest.approx(float(kept), abs=0.01), (b, e)
+
+
+@pytest.mark.parametrize('top_k', [1, 2, 3])
+def test_selection_probability_tends_to_the_assigned_fraction_without_noise(top_k):
+    """As sigma -> 0, the summed probabilities count the samples that chose
+    each expert (the hard assigned share times B), not the softmax mass."""
+    torch.manual_seed(top_k)
+    logits = torch.randn(64, 4)
+    noisy, indices = _noisy_selection(logits, top_k, 1e-5)
+    load = selection_probability(logits, noisy, indices, 1e-5).sum(dim=0)
+    assigned = torch.zeros(64, 4).scatter(1, indices, 1.).sum(dim=0)
+    assert torch.allclose(load, assigned, atol=1e-3)
+    assert not torch.allclose(load, logits.softmax(dim=1).sum(dim=0) * top_k, atol=1.)
+    # no noise at all: exactly the selection
+    exact = selection_probability(logits, logits, logits.topk(top_k, dim=1).indices, 0.)
+    assert torch.equal(exact.sum(dim=0), torch.zeros(64, 4).scatter(
+        1, logits.topk(top_k, dim=1).indices, 1.).sum(dim=0))
+
+
+def test_selection_probability_is_differentiable_in_the_logits():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    eps = torch.randn(6, 4, dtype=torch.float64)
+
+    def load(h):
+        noisy = h + eps
+        return selection_probability(h, noisy, noisy.topk(2, dim=1).indices, 1.).sum(dim=0)
+
+    assert torch.autograd.gradcheck(load, (logits, ))
+    grad, = torch.autograd.grad(load(logits).pow(2).sum(), logits)
+    assert grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('top_k', [1, 2, 4])
+def test_router_returns_the_selection_probability_of_its_own_noise(top_k):
+    torch.manual_seed(0)
+    router = _topk_router(top_k=top_k, noise_std=0.5).train()
+    x = torch.randn(8, 16)
+    torch.manual_seed(5)
+    result = router(x)
+    torch.manual_seed(5)
+    noisy = result.logits + 0.5 * torch.randn(8, 4)
+    assert torch.allclose(result.select_prob,
+                          selection_probability(result.logits, noisy, result.indices, 0.5))
+    assert result.select_prob.requires_grad == (top_k < 4)  # k = E: always kept
+    # at eval, without noise: the 0/1 selection
+    selected = torch.zeros(8, 4).scatter(1, router.eval()(x).indices, 1.)
+    assert torch.equal(router(x).select_prob, selected)
 
 
 def test_pooled_and_map_inputs_route_alike():

@@ -40,7 +40,18 @@ class MoERegularizationLoss(nn.Module):
 
     Per router (logits h and sparse weights w, both B x E):
     ``L_z = mean(h^2)``; ``L_imp = CV(sum_b w_b)^2``;
-    ``L_load = CV(sum_b softmax(h)_b)^2`` (see :func:`cv_squared`).
+    ``L_load = CV(sum_b q_b)^2`` (see :func:`cv_squared`), where ``q`` is,
+    by ``load``:
+
+    - ``'noisy_topk'``: the routing's ``select_prob``, the probability
+      through the router's noise that each expert is among the sample's k
+      (Shazeer et al.'s load estimator, see
+      :func:`~sera_mm.models.routers.selection_probability`), so that
+      ``sum_b q_b`` is a differentiable count of the samples assigned to
+      each expert (the SERA paper's "fraction of samples assigned"; the
+      SERA configs' choice);
+    - ``'soft_mass'``: ``softmax(h)``, the routing mass of the clean logits
+      over all experts.
 
     :meth:`forward` returns a loss dict in mmseg style: the weighted total
     under :attr:`loss_name` (summed into the training loss by mmengine) and,
@@ -54,16 +65,21 @@ class MoERegularizationLoss(nn.Module):
         lambda_importance (float): Weight of the importance loss. Defaults
             to 1e-2.
         lambda_load (float): Weight of the load loss. Defaults to 1e-2.
+        load (str): What the load loss balances, ``'soft_mass'`` or
+            ``'noisy_topk'`` (see above). Defaults to ``'soft_mass'``.
         eps (float): Added to the mean in CV. Defaults to 1e-9.
         loss_weight (float): Multiplies the total. Defaults to 1.0.
         loss_name (str): Key of the total; must contain 'loss'. Defaults to
             'loss_moe'.
     """
 
+    LOADS = ('soft_mass', 'noisy_topk')
+
     def __init__(self,
                  lambda_z: float = 1e-3,
                  lambda_importance: float = 1e-2,
                  lambda_load: float = 1e-2,
+                 load: str = 'soft_mass',
                  eps: float = 1e-9,
                  loss_weight: float = 1.0,
                  loss_name: str = 'loss_moe') -> None:
@@ -71,6 +87,9 @@ class MoERegularizationLoss(nn.Module):
         if 'loss' not in loss_name:
             raise ValueError(f"MoERegularizationLoss: loss_name={loss_name!r} must contain "
                              "'loss', or mmengine will not add it to the total loss")
+        if load not in self.LOADS:
+            raise ValueError(f'MoERegularizationLoss: load={load!r} is not one of {self.LOADS}')
+        self.load = load
         self.lambda_z = lambda_z
         self.lambda_importance = lambda_importance
         self.lambda_load = lambda_load
@@ -111,7 +130,7 @@ class MoERegularizationLoss(nn.Module):
                     f'B x {num_experts}, got {tuple(logits.shape)} and {tuple(weights.shape)}')
             l_z = logits.pow(2).mean()
             l_imp = cv_squared(weights.sum(dim=0), self.eps)
-            l_load = cv_squared(logits.softmax(dim=1).sum(dim=0), self.eps)
+            l_load = cv_squared(self._load_terms(i, routing, logits).sum(dim=0), self.eps)
             total = total + self.lambda_z * l_z + self.lambda_importance * l_imp \
                 + self.lambda_load * l_load
             z_sum, imp_sum, load_sum = z_sum + l_z, imp_sum + l_imp, load_sum + l_load
@@ -125,3 +144,13 @@ class MoERegularizationLoss(nn.Module):
         }
         out.update({f'moe_frac_e{e}': fractions[e] for e in range(num_experts)})
         return out
+
+    def _load_terms(self, i: int, routing: RoutingResult, logits: Tensor) -> Tensor:
+        """The B x E per-sample terms that the load term sums over the batch."""
+        if self.load == 'soft_mass':
+            return logits.softmax(dim=1)
+        if routing.select_prob is None:
+            raise ValueError(
+                f"MoERegularizationLoss: load='noisy_topk' needs routings[{i}].select_prob, "
+                "which NoisyTopKRouter returns; use load='soft_mass' for routers without it")
+        return routing.select_prob.float()

@@ -30,7 +30,12 @@ class RoutingResult(NamedTuple):
             not selected, summing to 1 over the selected ones.
         indices (Tensor, optional): Selected experts, B x k (Top-k routers);
             None for a soft router, which uses every expert.
+        select_prob (Tensor, optional): B x E, the probability, through the
+            router's noise, that each expert is among the sample's k
+            (:func:`~sera_mm.models.routers.selection_probability`, read by
+            the MoE loss's ``load='noisy_topk'``); None for a soft router.
     """
     logits: Tensor
     weights: Tensor
     indices: Optional[Tensor] = None
+    select_prob: Optional[Tensor] = None

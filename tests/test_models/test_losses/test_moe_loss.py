@@ -86,6 +86,42 @@ def test_only_the_total_is_summed_by_mmengine_and_gradients_are_finite():
     assert unbalanced.grad.abs().sum() > 0
 
 
+def _router(top_k, noise_std, bias=None):
+    torch.manual_seed(0)
+    router = MODELS.build(dict(type='NoisyTopKRouter', in_channels=8, num_experts=4,
+                               top_k=top_k, noise_std=noise_std)).train()
+    if bias is not None:  # the same logits for every sample
+        with torch.no_grad():
+            router.fc2.weight.zero_()
+            router.fc2.bias.copy_(torch.tensor(bias))
+    return router
+
+
+@pytest.mark.parametrize('top_k', [1, 2])
+def test_noisy_topk_load_balances_the_assigned_share(top_k):
+    """load='noisy_topk': in the zero-noise limit the load term is the CV^2
+    of the number of samples that chose each expert, which the soft-mass
+    CV^2 is not (every sample ranks the experts alike by small margins: the
+    softmax mass is almost even, the assignment is not); with noise it is the CV^2 of
+    the router's summed selection probabilities, with a gradient to the
+    router."""
+    x = torch.randn(64, 8)
+    routing = _router(top_k, noise_std=1e-5, bias=[0.3, 0.2, 0.1, 0.])(x)
+    assigned = torch.zeros(64, 4).scatter(1, routing.indices, 1.).sum(dim=0)
+    assert assigned.tolist() == [64.] * top_k + [0.] * (4 - top_k)
+    losses = _loss(load='noisy_topk')(routing)
+    assert float(losses['moe_load']) == pytest.approx(float(cv_squared(assigned)), rel=1e-3)
+    assert float(_loss(load='soft_mass')(routing)['moe_load']) < 0.02
+    router = _router(top_k, noise_std=1.)
+    routing = router(x)
+    load = _loss(load='noisy_topk', lambda_z=0., lambda_importance=0., lambda_load=1.)
+    losses = load(routing)
+    assert float(losses['moe_load']) == pytest.approx(
+        float(cv_squared(routing.select_prob.detach().sum(dim=0))))
+    losses['loss_moe'].backward()
+    assert router.fc2.weight.grad.abs().sum() > 0
+
+
 def test_bad_configuration_is_named():
     with pytest.raises(ValueError, match='loss_name'):
         _loss(loss_name='moe')
@@ -93,3 +129,7 @@ def test_bad_configuration_is_named():
         _loss()([])
     with pytest.raises(ValueError, match=r'routings\[1\]'):
         _loss()([_one_hot_routing([0, 1]), _one_hot_routing([0, 1], num_experts=3)])
+    with pytest.raises(ValueError, match="load='mass'"):
+        _loss(load='mass')
+    with pytest.raises(ValueError, match=r'routings\[0\]\.select_prob'):
+        _loss(load='noisy_topk')(_one_hot_routing([0, 1]))
