@@ -30,10 +30,22 @@ class ModelExpectation(NamedTuple):
     context_length: int = 17
     #: Whether the head has a Dice loss term.
     dice: bool = False
+    #: The MoE loss's ``load`` option ('sera' only).
+    moe_load: Optional[str] = None
+    #: Whether DINOv2's own biases and LayerNorm weights train, and nothing
+    #: else of it (SERA's BitFit + LN; full size only).
+    bitfit_ln: bool = False
 
 
-_SERA = dict(variant='sera', top_k=2, zero_init=True, fusion_width='backbone')
+#: the paper's SERA: Top-4, the load term on the smooth assigned share
+_SERA = dict(variant='sera', top_k=4, zero_init=True, fusion_width='backbone',
+             moe_load='noisy_topk', bitfit_ln=True)
+#: the CPU toy: Top-2, the load term on the softmax mass, all of DINOv2 trains
+_SERA_TINY = dict(_SERA, top_k=2, moe_load='soft_mass', bitfit_ln=False)
 _DETRIS = dict(variant='detris')
+#: the data sets of the paper's Top-k tables, and those of its component table
+_TOP_K_SETS = ('refcoco', 'refcoco+', 'refcocog-google', 'refcocog-umd')
+_COMPONENT_SETS = ('refcoco', 'refcoco+', 'refcocog-google')
 
 
 def _full(**kw) -> ModelExpectation:
@@ -57,19 +69,24 @@ MODEL_EXPECTATIONS = {
     'configs/cross_dataset/sera_dinov2-b_refcoco+_cross-eval.py': _full(**_SERA),
     'configs/cross_dataset/sera_dinov2-b_refcocog-umd_cross-eval.py':
         _full(**_SERA, context_length=22),
-    # SERA ablations, DINOv2-B
-    'configs/ablations/sera_dinov2-b_adapter-only_refcoco.py': _full(variant='adapter-only'),
+    # SERA ablations, DINOv2-B: the paper's Top-k tables (k = 4 is the
+    # paper config written out) and component table on each of its data sets
+    **{f'configs/ablations/sera_dinov2-b_top{k}_{data}.py':
+       _full(**dict(_SERA, top_k=k), context_length=22 if data == 'refcocog-umd' else 17)
+       for data in _TOP_K_SETS for k in (1, 2, 3, 4)},
+    **{f'configs/ablations/sera_dinov2-b_adapter-only_{data}.py':
+       _full(variant='adapter-only', bitfit_ln=True) for data in _COMPONENT_SETS},
+    # (DETRIS-B's model trained as SERA is: BitFit + LN)
+    **{f'configs/ablations/sera_dinov2-b_baseline_{data}.py': _full(**_DETRIS, bitfit_ln=True)
+       for data in _COMPONENT_SETS},
+    # other options, RefCOCO
     'configs/ablations/sera_dinov2-b_dice_refcoco.py': _full(**_SERA, dice=True),
     'configs/ablations/sera_dinov2-b_from-detris_refcoco.py': _full(**_SERA),
     'configs/ablations/sera_dinov2-b_fusion-after-proj_refcoco.py':
         _full(**dict(_SERA, fusion_width='neck')),
     'configs/ablations/sera_dinov2-b_pad-mask_refcoco.py': _full(**_SERA, pad_mask=True),
-    'configs/ablations/sera_dinov2-b_top1_refcoco.py': _full(**dict(_SERA, top_k=1)),
-    'configs/ablations/sera_dinov2-b_top2_refcoco.py': _full(**_SERA),
     'configs/ablations/sera_dinov2-b_top2-random-init_refcoco.py':
-        _full(**dict(_SERA, zero_init=False)),
-    'configs/ablations/sera_dinov2-b_top3_refcoco.py': _full(**dict(_SERA, top_k=3)),
-    'configs/ablations/sera_dinov2-b_top4_refcoco.py': _full(**dict(_SERA, top_k=4)),
+        _full(**dict(_SERA, top_k=2, zero_init=False)),
     # DETRIS, DINOv2-B and -L
     'configs/detris/detris_dinov2-b_refcoco.py': _full(**_DETRIS),
     'configs/detris/detris_dinov2-b_refcoco+.py': _full(**_DETRIS),
@@ -81,17 +98,17 @@ MODEL_EXPECTATIONS = {
     'configs/detris/detris_dinov2-l_refcocog-google.py': _full(**_DETRIS),
     'configs/detris/detris_dinov2-l_refcoco-mixed.py': _full(**_DETRIS),
     # the CPU toys
-    'configs/synthetic/sera-tiny_synthetic.py': _tiny(**_SERA),
+    'configs/synthetic/sera-tiny_synthetic.py': _tiny(**_SERA_TINY),
     'configs/synthetic/detris-tiny_synthetic.py': _tiny(**_DETRIS),
     'configs/synthetic/ablations/adapter-only-tiny_synthetic.py': _tiny(variant='adapter-only'),
-    'configs/synthetic/ablations/sera-tiny_top1_synthetic.py': _tiny(**dict(_SERA, top_k=1)),
-    'configs/synthetic/ablations/sera-tiny_top2_synthetic.py': _tiny(**_SERA),
+    'configs/synthetic/ablations/sera-tiny_top1_synthetic.py': _tiny(**dict(_SERA_TINY, top_k=1)),
+    'configs/synthetic/ablations/sera-tiny_top2_synthetic.py': _tiny(**_SERA_TINY),
     'configs/synthetic/ablations/sera-tiny_top2-random-init_synthetic.py':
-        _tiny(**dict(_SERA, zero_init=False)),
-    'configs/synthetic/ablations/sera-tiny_top3_synthetic.py': _tiny(**dict(_SERA, top_k=3)),
-    'configs/synthetic/ablations/sera-tiny_top4_synthetic.py': _tiny(**dict(_SERA, top_k=4)),
-    'configs/cross_dataset/sera-tiny_synthetic-full_cross-eval.py': _tiny(**_SERA),
-    'configs/cross_dataset/sera-tiny_synthetic-no-position_cross-eval.py': _tiny(**_SERA),
+        _tiny(**dict(_SERA_TINY, zero_init=False)),
+    'configs/synthetic/ablations/sera-tiny_top3_synthetic.py': _tiny(**dict(_SERA_TINY, top_k=3)),
+    'configs/synthetic/ablations/sera-tiny_top4_synthetic.py': _tiny(**dict(_SERA_TINY, top_k=4)),
+    'configs/cross_dataset/sera-tiny_synthetic-full_cross-eval.py': _tiny(**_SERA_TINY),
+    'configs/cross_dataset/sera-tiny_synthetic-no-position_cross-eval.py': _tiny(**_SERA_TINY),
 }
 # yapf: enable
 
@@ -119,10 +136,30 @@ _SERA_TINY = 'configs/synthetic/sera-tiny_synthetic.py'
 _TOP_K = 'model.neck.fusion_cfg.router.top_k'
 _ZERO_INIT = 'model.neck.fusion_cfg.zero_init_experts'
 
+_ADAPTER_TYPE = 'model.backbone.adapter_cfg.type'
+_MOE_LOSS = dict(type='MoERegularizationLoss', load='noisy_topk')
+
+
+def _sera(data: str) -> str:
+    return f'configs/sera/sera_dinov2-b_{data}.py'
+
+
 #: ablation config path -> its parent and what it changes.
 ABLATION_EXPECTATIONS = {
-    'configs/ablations/sera_dinov2-b_adapter-only_refcoco.py':
-        AblationExpectation(_SERA_B, ('model.neck.fusion_cfg', ), pinned=False),
+    # Top-k: k = 4 is the parent itself, the others change k alone
+    **{f'configs/ablations/sera_dinov2-b_top{k}_{data}.py':
+       AblationExpectation(_sera(data), ((_TOP_K, 4, k), ) if k != 4 else ())
+       for data in _TOP_K_SETS for k in (1, 2, 3, 4)},
+    # components: SERA -> + SERA-Adapter (no SERA-Fusion) -> baseline (no
+    # SERA-Adapter, no MoE loss)
+    **{f'configs/ablations/sera_dinov2-b_adapter-only_{data}.py':
+       AblationExpectation(_sera(data), ('model.neck.fusion_cfg', ), pinned=False)
+       for data in _COMPONENT_SETS},
+    **{f'configs/ablations/sera_dinov2-b_baseline_{data}.py':
+       AblationExpectation(f'configs/ablations/sera_dinov2-b_adapter-only_{data}.py',
+                           ((_ADAPTER_TYPE, 'SERAAdapter', 'DenseAligner'),
+                            ('model.moe_loss', _MOE_LOSS, None)))
+       for data in _COMPONENT_SETS},
     'configs/ablations/sera_dinov2-b_dice_refcoco.py':
         AblationExpectation(_SERA_B, ('model.decode_head.loss_decode', ), pinned=False),
     'configs/ablations/sera_dinov2-b_from-detris_refcoco.py':
@@ -133,17 +170,9 @@ ABLATION_EXPECTATIONS = {
     'configs/ablations/sera_dinov2-b_pad-mask_refcoco.py':
         AblationExpectation(_SERA_B, ('model.backbone.adapter_cfg.use_pad_mask', ),
                             pinned=False),
-    'configs/ablations/sera_dinov2-b_top1_refcoco.py':
-        AblationExpectation(_SERA_B, ((_TOP_K, 2, 1), )),
-    # top-2 is the parent itself
-    'configs/ablations/sera_dinov2-b_top2_refcoco.py': AblationExpectation(_SERA_B, ()),
     'configs/ablations/sera_dinov2-b_top2-random-init_refcoco.py':
         AblationExpectation('configs/ablations/sera_dinov2-b_top2_refcoco.py',
                             ((_ZERO_INIT, True, False), )),
-    'configs/ablations/sera_dinov2-b_top3_refcoco.py':
-        AblationExpectation(_SERA_B, ((_TOP_K, 2, 3), )),
-    'configs/ablations/sera_dinov2-b_top4_refcoco.py':
-        AblationExpectation(_SERA_B, ((_TOP_K, 2, 4), )),
     'configs/synthetic/ablations/adapter-only-tiny_synthetic.py':
         AblationExpectation(_SERA_TINY, ('model.neck.fusion_cfg', ), pinned=False),
     'configs/synthetic/ablations/sera-tiny_top1_synthetic.py':

@@ -85,6 +85,7 @@ def check_variant(model: nn.Module, path: str) -> None:
         assert [type(f).__name__ for f in fusions] == ['SERAFusion'] * levels
         assert [f.router.top_k for f in fusions] == [expected.top_k] * levels
         assert [f.zero_init_experts for f in fusions] == [expected.zero_init] * levels
+        assert model.moe_loss.load == expected.moe_load
         width = dict(neck=model.neck.channels,
                      backbone=model.backbone.embed_dims)[expected.fusion_width]
         assert [f.channels for f in fusions] == [width] * levels
@@ -150,10 +151,10 @@ def test_full_size_config_builds(path):
     assert count(own_params(model.text_encoder), trainable_only=True) == 0
     assert count(model.text_encoder.adapters.parameters(), trainable_only=True) > 0
     own = own_params(model.backbone)
-    if expected.variant == 'detris':
-        assert count(own, trainable_only=True) == 0
-    else:  # SERA: BitFit + LN, under 1% of DINOv2
+    if expected.bitfit_ln:  # SERA: BitFit + LN, under 1% of DINOv2
         assert 0 < count(own, trainable_only=True) < 0.01 * count(own)
+    else:
+        assert count(own, trainable_only=True) == 0
     assert {layer.ffn[0].out_features for layer in model.decoder.layers} == {512}
     check_variant(model, path)
     check_context_length(model, path)

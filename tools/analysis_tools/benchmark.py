@@ -12,7 +12,7 @@ loss).
 
 Example (the numbers of docs/en/benchmarks.md; CPU, torch's default threads):
     python tools/analysis_tools/benchmark.py \
-        configs/detris/detris_dinov2-b_refcoco.py configs/sera/sera_dinov2-b_refcoco.py \
+        configs/detris/detris_dinov2-b_refcoco.py configs/ablations/sera_dinov2-b_top2_refcoco.py \
         configs/ablations/sera_dinov2-b_top1_refcoco.py \
         configs/ablations/sera_dinov2-b_top4_refcoco.py \
         --names detris sera-top2 sera-top1 sera-top4 \

@@ -1,0 +1,3 @@
+# SERA with Top-1 routing in SERA-Fusion, RefCOCOg (google): the paper's Top-k table, k = 1
+_base_ = '../sera/sera_dinov2-b_refcocog-google.py'
+model = dict(neck=dict(fusion_cfg=dict(router=dict(top_k=1))))

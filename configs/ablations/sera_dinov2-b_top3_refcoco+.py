@@ -1,0 +1,3 @@
+# SERA with Top-3 routing in SERA-Fusion, RefCOCO+: the paper's Top-k table, k = 3
+_base_ = '../sera/sera_dinov2-b_refcoco+.py'
+model = dict(neck=dict(fusion_cfg=dict(router=dict(top_k=3))))

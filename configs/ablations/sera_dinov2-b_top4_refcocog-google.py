@@ -1,0 +1,4 @@
+# SERA with Top-4 routing in SERA-Fusion, RefCOCOg (google): the paper's Top-k table, k = 4
+# (the setting of the paper config itself, written out)
+_base_ = '../sera/sera_dinov2-b_refcocog-google.py'
+model = dict(neck=dict(fusion_cfg=dict(router=dict(top_k=4))))
