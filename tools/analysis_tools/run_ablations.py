@@ -8,7 +8,10 @@ seed set, nothing else changed) to ``WORK_DIR/configs/``, then runs
 exists is not repeated, so an interrupted ladder continues where it stopped.
 Finally it writes ``WORK_DIR/ablation_results.{json,md}``: per config and
 split, mIoU and oIoU as ``mean ± half-range`` over the seeds, and the
-difference of each config's mean val mIoU to the first config's.
+difference of each config's mean val mIoU to the first config's. For the
+configs of the SERA paper's tables (configs/ablations/README.md),
+``paper_tables.py WORK_DIR`` beside this script prints those tables in the
+paper's layout, the paper's numbers in brackets.
 
 Examples::
 
