@@ -13,9 +13,8 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from helpers.custom_data import (decode, write_coco_set, write_labelme_set,
-                                 write_photo)
-from helpers.tool_runner import (REPO, explain, load_tool, run_tool)
+from helpers.custom_data import write_coco_set, write_labelme_set, write_photo
+from helpers.tool_runner import REPO, explain, load_tool, run_tool
 
 TINY_BASE = osp.join(REPO, 'configs', 'synthetic', 'sera-tiny_synthetic.py')
 
@@ -166,6 +165,23 @@ def test_csv_and_json_lines_give_the_same_files(tool, capsys, tmp_path):
     for name in ('instances.json', 'refs(custom).p'):
         assert (outs[0] / 'custom' / name).read_bytes() == \
             (outs[1] / 'custom' / name).read_bytes()
+
+
+def test_sentence_fields_by_other_names(tool, capsys, tmp_path):
+    """A CSV with capitalised columns, other names of the fields, images
+    named with their folder or by id, and a column the converter ignores."""
+    s = write_coco_set(str(tmp_path / 'in'), fmt='csv')
+    with open(s['sentences'], 'w', newline='') as f:
+        f.write('Image_ID,Annotation_IDs,Text,Note\n')
+        for k, r in enumerate(s['rows']):
+            image = f'images/{r["image"]}' if k % 2 else \
+                str(100 + int(r['image'][6:8]))
+            f.write(f'{image},{r["ann_id"]},{r["sentence"]},checked\n')
+    out = tmp_path / 'out'
+    rc, output = convert(tool, capsys, *coco_args(s, out))
+    assert rc == 0, output
+    assert "field(s) ['note'] ignored" in output
+    assert_masks_right(load_all(out), s['masks'], s['pixels'])
 
 
 def test_labelme_set_loads_with_the_right_masks(tool, capsys, tmp_path):

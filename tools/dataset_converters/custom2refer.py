@@ -63,7 +63,7 @@ import numpy as np
 from sera_mm.datasets.refcoco import KNOWN_SPLITS, MAX_IMAGE_SIDE
 from sera_mm.datasets.transforms.load_referring_mask import \
     validate_segmentation
-from sera_mm.utils.atomic import atomic_write_bytes, atomic_write_json
+from sera_mm.utils.atomic import atomic_write_bytes
 
 IMAGE_DIR = 'images'
 DEFAULT_SPLITS = ('train=0.8', 'val=0.1', 'test=0.1')
@@ -78,10 +78,13 @@ NO_TARGET = -1
 EXIF_ORIENTATION = 0x0112
 #: EXIF orientations that swap width and height
 SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
-SENTENCE_FIELDS = dict(image=('image', 'image_id', 'file_name'),
-                       ann_id=('ann_id', 'ann_ids'),
-                       sentence=('sentence', ),
-                       split=('split', ))
+#: the fields of a sentences file, each with the names it is found under
+#: (case does not matter)
+SENTENCE_FIELDS = dict(
+    image=('image', 'image_id', 'file_name', 'img'),
+    ann_id=('ann_id', 'ann_ids', 'annotation_id', 'annotation_ids'),
+    sentence=('sentence', 'sent', 'text', 'expression', 'caption'),
+    split=('split', ))
 PROBLEMS_SHOWN = 200
 
 
@@ -235,8 +238,15 @@ def read_coco(instances: str, images_dir: str, sentences: str) -> Collected:
         by_name.setdefault(photo.file_name, []).append(photo.image_id)
         by_name.setdefault(osp.basename(photo.file_name), []).append(
             photo.image_id)
+    known = {k for keys in SENTENCE_FIELDS.values() for k in keys}
+    unknown: set = set()
     for where, row in _sentence_rows(sentences, found):
+        unknown.update(set(row) - known)
         _read_sentence(row, where, found, by_name, inst is not None)
+    if unknown:
+        found.notes.append(
+            f'{sentences}: field(s) {sorted(unknown)} ignored; the fields are '
+            'image, ann_id, sentence and (optional) split')
     return found
 
 
@@ -332,7 +342,7 @@ def _sentence_rows(path: str, found: Collected) -> Iterator[Tuple[str, dict]]:
             if not isinstance(row, dict):
                 found.problem(f'{path}:{n}', 'not a JSON object')
                 continue
-            yield f'{path}:{n}', row
+            yield f'{path}:{n}', {k.strip().lower(): v for k, v in row.items()}
         return
     reader = csv.DictReader(io.StringIO(text, newline=''),
                             delimiter='\t' if ext == '.tsv' else ',')
@@ -350,10 +360,12 @@ def _sentence_rows(path: str, found: Collected) -> Iterator[Tuple[str, dict]]:
             continue
         if all(v is None or not v.strip() for v in row.values()):
             continue
-        yield where, {k: v for k, v in row.items() if v is not None}
+        yield where, {k.strip().lower(): v for k, v in row.items()
+                      if v is not None}
 
 
 def _field(row: dict, name: str) -> Any:
+    """The value of field ``name`` in a row (under any of its names)."""
     for key in SENTENCE_FIELDS[name]:
         if key in row:
             return row[key]
@@ -389,12 +401,11 @@ def _parse_ann_ids(value: Any) -> Tuple[Optional[List[Any]], Optional[str]]:
 
 def _read_sentence(row: dict, where: str, found: Collected,
                    by_name: Dict[str, List[Any]], have_instances: bool) -> None:
-    known = {k for keys in SENTENCE_FIELDS.values() for k in keys}
-    unknown = sorted(set(row) - known)
-    if unknown:
-        found.problem(where, f'unknown field(s) {unknown}; the fields are '
-                      'image, ann_id, sentence and (optional) split')
-        return
+    for name, keys in SENTENCE_FIELDS.items():
+        given = [k for k in keys if k in row]
+        if len(given) > 1:
+            found.problem(where, f'gives the {name} twice ({", ".join(given)})')
+            return
     text = _field(row, 'sentence')
     if not isinstance(text, str) or not text.strip():
         found.problem(where, 'has no sentence')
@@ -472,9 +483,10 @@ def _resolve_image(value: Any, found: Collected,
     name or id), or None."""
     if isinstance(value, str):
         name = value.strip().replace('\\', '/')
-        ids = by_name.get(name, [])
-        if len(set(ids)) == 1:
-            return ids[0]
+        for key in (name, osp.basename(name)):
+            ids = set(by_name.get(key, []))
+            if len(ids) == 1:
+                return ids.pop()
         if name in found.photos:
             return name
         if re.fullmatch(r'\d+', name) and int(name) in found.photos:
