@@ -8,14 +8,9 @@ per-sentence records of each split (``per_sentence_<split>.jsonl``), in
 ``--out`` or else the work dir.
 
 ``--out`` is a folder (created if missing). An existing file, a name ending
-like a file (``results.pkl``: mmseg 0.x's ``--out``) or a folder that cannot
-be written into is refused before the model is built, naming the path.
-Results of an earlier run there are replaced (a warning lists them). One run
-at a time holds the folder (a lock file ``.test_run.lock``): a second run
-sharing it stops at once, naming the first one's pid; a lock left by a
-killed run is taken over with a warning. Weights or mask logits holding NaN
-or Inf are reported in a warning that names the checkpoint
-(``FiniteCheckHook``).
+like a file (``results.pkl``: mmseg 0.x's ``--out``) or a folder that holds
+an earlier run's results (unless ``--force``) is refused before the model is
+built, naming the path.
 
 Example:
     python tools/test.py configs/sera/sera_dinov2-b_refcoco.py work_dirs/x/best.pth
@@ -25,23 +20,22 @@ Example:
     bash tools/dist_test.sh CONFIG CKPT 2                   # 2 processes (GPUs or CPUs)
 """
 import argparse
-import contextlib
-import copy
 import os
 import os.path as osp
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
 
 from sera_mm import register_all_modules
 from sera_mm.engine.runner import (check_checkpoint_matches, check_shared_settings,
-                                   dataloader_for_split, normalize_splits,
                                    select_splits, setup_cpu_distributed)
+from sera_mm.engine.runner.results_table import TABLE_JSON, TABLE_MD
 from sera_mm.utils.config import load_tool_config
-from sera_mm.utils.preflight import check_config_inputs
-from sera_mm.utils.results_dir import (ResultsDirLock, check_results_dir,
-                                       warn_earlier_results)
+
+#: Endings that make ``--out`` look like a file name (mmseg 0.x's ``--out``
+#: was a pickle file).
+FILE_ENDINGS = ('.pkl', '.pickle', '.json', '.jsonl', '.md', '.txt', '.csv')
 
 
 def parse_args() -> argparse.Namespace:
@@ -55,8 +49,10 @@ def parse_args() -> argparse.Namespace:
         '--out', help='folder (created if missing) for the results table '
         '(test_results.json/.md) and one JSON record per sentence and split '
         '(per_sentence_<split>.jsonl: ref id, sentence id, sentence, '
-        'intersection, union, IoU); earlier results there are replaced; one '
-        'run at a time (lock file .test_run.lock)')
+        'intersection, union, IoU); refused when it holds earlier results, '
+        'unless --force')
+    parser.add_argument('--force', action='store_true',
+                        help='replace the results of an earlier run in --out')
     parser.add_argument(
         '--splits', nargs='+', metavar='SPLIT',
         help='splits to evaluate, overriding the config\'s test_splits (names '
@@ -124,67 +120,28 @@ def resolve_splits(cfg: Config, wanted: Optional[List[str]]) -> Optional[list]:
     return [split] if isinstance(split, str) else None
 
 
-def check_split_inputs(cfg: Config, splits: list) -> None:
-    """``check_config_inputs(cfg, 'test')`` for the data of every split."""
-    for name, overrides in normalize_splits(splits):
-        probe = copy.deepcopy(cfg)
-        probe.test_dataloader = dataloader_for_split(
-            cfg.test_dataloader, name, overrides)
-        try:
-            check_config_inputs(probe, mode='test')
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f'test split {name!r}: {e}') from None
-
-
-def results_dirs(cfg: Config, args: argparse.Namespace,
-                 splits: Optional[list]) -> List[Tuple[str, str]]:
-    """``(folder, how errors name it)`` of every folder this run writes its
-    results into: the table's (multi-split runs) and the per-sentence
-    records' (each RefSegMetric's ``output_dir``)."""
-    folders = []
-    if splits is not None:
-        folders.append(cfg.test_cfg.get('out_dir') or cfg.work_dir)
-    for metric in _evaluators(cfg):
-        if isinstance(metric, dict) and metric.get('output_dir'):
-            folders.append(metric['output_dir'])
-    named = []
-    for folder in folders:
-        if any(osp.abspath(folder) == osp.abspath(f) for f, _ in named):
-            continue
-        if args.out and osp.abspath(folder) == osp.abspath(args.out):
-            arg = '--out'
-        elif osp.abspath(folder) == osp.abspath(cfg.work_dir):
-            arg = '--work-dir' if args.work_dir else 'the work dir'
-        else:
-            arg = 'the results folder'
-        named.append((folder, arg))
-    return named
-
-
-def is_rank_zero() -> bool:
-    """Whether this process is the (global) rank 0, before torch.distributed
-    is set up: only rank 0 writes results."""
-    for key in ('RANK', 'SLURM_PROCID', 'OMPI_COMM_WORLD_RANK'):
-        if os.environ.get(key, '').strip().isdigit():
-            return int(os.environ[key]) == 0
-    return True
-
-
-def ensure_finite_check(cfg: Config) -> None:
-    """Adds ``FiniteCheckHook`` to ``custom_hooks`` unless the config has it
-    (as every config based on default_runtime.py does)."""
-    hooks = list(cfg.get('custom_hooks') or []) + list((cfg.get('default_hooks') or {}).values())
-    for hook in hooks:
-        kind = hook.get('type') if isinstance(hook, dict) else type(hook)
-        name = kind if isinstance(kind, str) else getattr(kind, '__name__', '')
-        if name.split('.')[-1] == 'FiniteCheckHook':
-            return
-    cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [dict(type='FiniteCheckHook')]
+def check_out(out: str, force: bool) -> None:
+    """Refuses ``--out`` before anything is built when it is a file, looks
+    like a file name, or holds an earlier run's results and ``--force`` is
+    not given; the error names the path (and the files)."""
+    what = 'a folder, for test_results.json/.md and per_sentence_<split>.jsonl'
+    if osp.exists(out) and not osp.isdir(out):
+        raise ValueError(f'--out {out} is an existing file; --out names {what}')
+    if not osp.exists(out) and out.lower().endswith(FILE_ENDINGS):
+        raise ValueError(f'--out {out} looks like a file name; --out names {what}')
+    earlier = sorted(n for n in os.listdir(out) if n in (TABLE_JSON, TABLE_MD) or (
+        n.startswith('per_sentence_') and n.endswith('.jsonl'))) if osp.isdir(out) else []
+    if earlier and not force:
+        raise FileExistsError(f'--out {out} holds the results of an earlier run '
+                              f'({", ".join(earlier)}); give --force to replace them, '
+                              'or another --out')
 
 
 def main() -> None:
     args = parse_args()
     register_all_modules()
+    if args.out:
+        check_out(args.out, args.force)
     cfg = load_tool_config(args)
     check_shared_settings(cfg)
 
@@ -207,29 +164,14 @@ def main() -> None:
                             out_dir=args.out or test_cfg.get('out_dir'),
                             fp16=test_cfg.get('fp16', False))
 
-    ensure_finite_check(cfg)
-
     setup_cpu_distributed(cfg)
-    if splits is not None:
-        check_split_inputs(cfg, splits)
-    else:
-        check_config_inputs(cfg, mode='test')
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
-
-    with contextlib.ExitStack() as held:
-        if is_rank_zero():  # the one writer of the results
-            split_names = None if splits is None else \
-                [name for name, _ in normalize_splits(splits)]
-            for folder, arg in results_dirs(cfg, args, splits):
-                check_results_dir(folder, arg)
-                held.enter_context(ResultsDirLock(folder, arg))
-                warn_earlier_results(folder, split_names, arg)
-        runner = Runner.from_cfg(cfg)
-        # Runner loads with strict=False; a checkpoint of another model must
-        # fail here, naming the keys, not score a half-random model.
-        check_checkpoint_matches(runner.model, args.checkpoint)
-        runner.test()
+    runner = Runner.from_cfg(cfg)
+    # Runner loads with strict=False; a checkpoint of another model must
+    # fail here, naming the keys, not score a half-random model.
+    check_checkpoint_matches(runner.model, args.checkpoint)
+    runner.test()
 
 
 if __name__ == '__main__':

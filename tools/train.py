@@ -14,7 +14,6 @@ from mmengine.runner import Runner
 from sera_mm import register_all_modules
 from sera_mm.engine.runner import check_shared_settings, setup_cpu_distributed
 from sera_mm.utils.config import load_tool_config
-from sera_mm.utils.preflight import check_config_inputs
 
 
 def parse_args() -> argparse.Namespace:
@@ -86,7 +85,6 @@ def main() -> None:
 
     cfg.resume = args.resume
     setup_cpu_distributed(cfg)
-    check_config_inputs(cfg, mode='train')
 
     runner = Runner.from_cfg(cfg)
     runner.train()

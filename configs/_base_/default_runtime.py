@@ -20,13 +20,11 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=True),
     param_scheduler=dict(type='ParamSchedulerHook'),
     # the new checkpoint is complete (written to a temporary file, then
-    # renamed: backend atomic_local) before an outdated one is removed
+    # renamed) and named in last_checkpoint before an outdated one is removed
     checkpoint=dict(type='SafeCheckpointHook', by_epoch=True, interval=1,
-                    max_keep_ckpts=2, save_best='mIoU', rule='greater',
-                    backend_args=dict(backend='atomic_local')),
+                    max_keep_ckpts=2, save_best='mIoU', rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    # a NaN/Inf loss stops the training naming the iteration and the last good
-    # checkpoint; NaN/Inf weights or logits in a test are warned about
+    # a NaN/Inf loss stops the training naming the iteration and the last checkpoint
     finite_check=dict(type='FiniteCheckHook'),
     # each epoch's randomness from (seed, epoch): --resume continues exactly
     epoch_seed=dict(type='EpochSeedHook'),

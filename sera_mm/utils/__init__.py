@@ -1,8 +1,8 @@
 """Small helpers of sera_mm, one per job: atomic file writes (importing
 registers the 'atomic_local' file backend), safe checkpoint loading, config
 loading and the leaf-dataset walk (:mod:`.config`), pretrained-weight
-references (:mod:`.pretrained`), the letterbox geometry (:mod:`.letterbox`),
-the tools' preflight checks (:mod:`.preflight`) and parameter reports."""
+references (:mod:`.pretrained`), the letterbox geometry (:mod:`.letterbox`)
+and parameter reports."""
 from .atomic import (AtomicLocalBackend, atomic_open, atomic_write_bytes,
                      atomic_write_json, atomic_write_text)
 from .checkpoint import (UnsafeCheckpointError, checkpoint_safe_globals,

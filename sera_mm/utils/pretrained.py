@@ -1,18 +1,33 @@
-"""The pretrained-weight references of a model config: finding them and
-switching them off."""
+"""Pretrained-weight references of a model config: the check of their files
+at load, and switching them off."""
+import os.path as osp
 from typing import Any, Iterator, List, Tuple
 
-#: A config node's place: (its container, its key or index, its dotted name).
-Place = Tuple[Any, Any, str]
 
+def pretrained_file(path: str, owner: str) -> str:
+    """Returns ``path``; called by the backbone and the text encoder before
+    they read their pretrained weights.
 
-def _places(node: Any, path: str) -> Iterator[Place]:
-    """Yields every entry of nested dicts, lists and tuples, parents first.
+    Args:
+        path (str): The pretrained checkpoint.
+        owner (str): The module and its config key, for the message (e.g.
+            ``'DINOv2 init_cfg.checkpoint'``).
 
-    An entry is yielded before its value is walked, and the value is read
-    from the container after the yield: a caller may replace it, and the
-    walk then descends into the new value.
+    Raises:
+        FileNotFoundError: No file at ``path``; the message names it, the key
+            and the README section that says where the file comes from.
     """
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f"{owner}: pretrained weights {path!r} not found (see the README section "
+            "'Pretrained weights', or set the key to None to start from random weights)")
+    return path
+
+
+def _places(node: Any, path: str) -> Iterator[Tuple[Any, Any, str]]:
+    """Yields ``(container, key, dotted name)`` for every entry of nested
+    dicts, lists and tuples, parents first; a caller may replace the value,
+    and the walk then descends into the new one."""
     if isinstance(node, dict):
         for key in list(node.keys()):
             yield node, key, f'{path}.{key}'
@@ -27,42 +42,14 @@ def _is_pretrained_init(value: Any) -> bool:
     return isinstance(value, dict) and value.get('type') == 'Pretrained'
 
 
-def pretrained_files(cfg: Any, path: str = 'model') -> Iterator[Tuple[str, str]]:
-    """Yields the checkpoint files a model config loads pretrained weights from.
-
-    They are the string values of ``pretrained`` keys and the ``checkpoint``
-    of every ``dict(type='Pretrained', checkpoint=...)``.
-
-    Args:
-        cfg: A config dict (``cfg.model``) or list.
-        path (str): Dotted name of ``cfg``, for the yielded keys.
-
-    Yields:
-        tuple[str, str]: The dotted key (e.g.
-        ``'model.backbone.init_cfg.checkpoint'``) and the file or URL.
-    """
-    for container, key, name in _places(cfg, path):
-        value = container[key]
-        if not isinstance(value, str):
-            continue
-        if key == 'pretrained' or (key == 'checkpoint' and _is_pretrained_init(container)):
-            yield name, value
-
-
 def disable_pretrained(cfg: Any, path: str = 'model') -> List[str]:
-    """Switches off every pretrained-weight reference in a model config.
-
-    Walks ``cfg`` (nested dicts, lists and tuples) in place: a ``pretrained``
-    key holding a string becomes None, an ``init_cfg`` of
-    ``type='Pretrained'`` becomes None (in a list of init configs, only
-    those entries are dropped, and an emptied list becomes None).
-
-    Args:
-        cfg: A config dict (``cfg.model``) or list.
-        path (str): Dotted name of ``cfg``, for the returned list.
+    """Switches off every pretrained-weight reference in a model config, in
+    place: a ``pretrained`` string becomes None, an ``init_cfg`` of
+    ``type='Pretrained'`` becomes None (in a list of init configs only those
+    entries go; an emptied list becomes None).
 
     Returns:
-        list[str]: Dotted keys that were switched off, e.g.
+        list[str]: The dotted keys switched off, e.g.
         ``['model.text_encoder.pretrained', 'model.backbone.init_cfg']``.
     """
     changed: List[str] = []

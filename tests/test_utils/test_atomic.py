@@ -54,6 +54,34 @@ def test_backend_is_registered_and_atomic(tmp_path, monkeypatch):
     assert not _leftovers(tmp_path)
 
 
+def test_held_removals_run_after_the_block_and_spare_rewritten_files(tmp_path):
+    backend = get_file_backend(backend_args=dict(backend='atomic_local'))
+    old, same_name = str(tmp_path / 'epoch_1.pth'), str(tmp_path / 'best.pth')
+    backend.put(b'old', old)
+    backend.put(b'old best', same_name)
+    with backend.hold_removals():
+        backend.remove(old)
+        backend.remove(same_name)
+        assert osp.isfile(old) and osp.isfile(same_name)  # held back
+        assert [path for path, _ in backend.held] == [old, same_name]
+        backend.put(b'new best', same_name)  # written anew: its removal is dropped
+    assert not osp.exists(old)
+    assert open(same_name, 'rb').read() == b'new best'
+    backend.remove(same_name)  # outside the block: at once
+    assert not osp.exists(same_name)
+
+
+def test_a_block_that_raises_removes_nothing(tmp_path):
+    backend = get_file_backend(backend_args=dict(backend='atomic_local'))
+    old = str(tmp_path / 'epoch_1.pth')
+    backend.put(b'old', old)
+    with pytest.raises(OSError):
+        with backend.hold_removals():
+            backend.remove(old)
+            raise OSError(28, 'No space left on device')
+    assert osp.isfile(old) and backend.held is None
+
+
 class ToyModel(BaseModel):
 
     def __init__(self):

@@ -1,5 +1,11 @@
-"""sera_mm.utils.pretrained: finding and switching off pretrained weights."""
-from sera_mm.utils.pretrained import disable_pretrained, pretrained_files
+"""sera_mm.utils.pretrained: the missing-file error at load, and switching
+pretrained weights off."""
+import pytest
+from mmengine.config import Config
+
+from sera_mm.registry import MODELS
+from sera_mm.utils.pretrained import disable_pretrained, pretrained_file
+from helpers.paths import TINY_CONFIG
 
 
 def _nested_cfg() -> dict:
@@ -12,13 +18,32 @@ def _nested_cfg() -> dict:
         head=dict(init_cfg=dict(type='Normal'), pretrained=None))
 
 
-def test_pretrained_files_names_every_reference_with_its_key():
-    assert list(pretrained_files(_nested_cfg())) == [
-        ('model.text_encoder.pretrained', 'clip.pt'),
-        ('model.backbone.init_cfg.checkpoint', 'x.pth'),
-        ('model.backbone.layers[0].init_cfg[1].checkpoint', 'y'),
-        ('model.neck[0].init_cfg.checkpoint', 'https://host/z.pth'),
-    ]
+def test_a_missing_file_names_the_path_the_key_and_the_readme_section(tmp_path):
+    present = tmp_path / 'w.pth'
+    present.write_bytes(b'x')
+    assert pretrained_file(str(present), 'DINOv2 init_cfg.checkpoint') == str(present)
+    with pytest.raises(FileNotFoundError) as info:
+        pretrained_file(str(tmp_path / 'gone.pth'), 'DINOv2 init_cfg.checkpoint')
+    message = str(info.value)
+    assert str(tmp_path / 'gone.pth') in message
+    assert 'DINOv2 init_cfg.checkpoint' in message and "'Pretrained weights'" in message
+
+
+@pytest.mark.parametrize('key, owner', [
+    ('backbone', 'DINOv2 init_cfg.checkpoint'),
+    ('text_encoder', 'OpenCLIPTextEncoder pretrained')])
+def test_the_model_loads_its_pretrained_weights_through_the_check(tmp_path, key, owner):
+    from sera_mm import register_all_modules
+    register_all_modules()
+    cfg = Config.fromfile(TINY_CONFIG).model
+    missing = str(tmp_path / 'pretrain' / 'weights.pth')
+    if key == 'backbone':
+        cfg.backbone.init_cfg = dict(type='Pretrained', checkpoint=missing)
+    else:
+        cfg.text_encoder.pretrained = missing
+    model = MODELS.build(cfg)
+    with pytest.raises(FileNotFoundError, match=f'{owner}: pretrained weights .*weights.pth'):
+        model.init_weights()
 
 
 def test_disable_pretrained_walks_nested_configs():
@@ -31,7 +56,6 @@ def test_disable_pretrained_walks_nested_configs():
     assert cfg['backbone']['layers'][0]['init_cfg'] == [dict(type='Normal')]
     assert cfg['neck'][0]['init_cfg'] is None
     assert cfg['head'] == dict(init_cfg=dict(type='Normal'), pretrained=None)
-    assert list(pretrained_files(cfg)) == []
 
 
 def test_a_list_of_only_pretrained_inits_becomes_none():

@@ -10,7 +10,6 @@ from mmengine.evaluator import Evaluator
 from mmengine.logging import print_log
 from mmengine.runner.amp import autocast
 from mmengine.runner.base_loop import BaseLoop
-from mmengine.runner.loops import _parse_losses, _update_losses
 from torch.utils.data import DataLoader
 
 from sera_mm.evaluation import RefSegMetric
@@ -93,7 +92,7 @@ class MultiSplitTestLoop(BaseLoop):
         self.prefixes: Dict[str, List[str]] = {}
         self.records: Dict[str, Optional[str]] = {}
         self.out_dir = out_dir or runner.work_dir
-        diff_rank_seed = runner._randomness_cfg.get('diff_rank_seed', False)
+        diff_rank_seed = (runner.cfg.get('randomness') or {}).get('diff_rank_seed', False)
         for name, overrides in normalize_splits(splits, 'test_cfg.splits'):
             loader_cfg = dataloader_for_split(dataloader, name, overrides)
             self.dataloaders[name] = runner.build_dataloader(
@@ -103,7 +102,6 @@ class MultiSplitTestLoop(BaseLoop):
             self.split_names.append(name)
         super().__init__(runner, self.dataloaders[self.split_names[0]])
         self.fp16 = fp16
-        self.test_loss: Dict[str, object] = {}
         self.results: Dict[str, Dict[str, float]] = {}
 
     def _evaluator_cfg(self, evaluator: Union[dict, list],
@@ -175,14 +173,11 @@ class MultiSplitTestLoop(BaseLoop):
                       logger='current', level=logging.WARNING)
         self.runner.call_hook('before_test_epoch')
         self.runner.model.eval()
-        self.test_loss.clear()
         for idx, data_batch in enumerate(self.dataloader):
             self.run_iter(idx, data_batch, evaluator)
         # evaluate() gathers the ranks' results and drops the sampler's
         # padding (mmengine's collect_results keeps the first len(dataset)).
         metrics = evaluator.evaluate(len(self.dataloader.dataset))
-        if self.test_loss:
-            metrics.update(_parse_losses(self.test_loss, f'{name}/test'))
         row: Dict[str, float] = {}
         for prefix in self.prefixes[name]:
             row.update(split_row(metrics, prefix))
@@ -198,7 +193,6 @@ class MultiSplitTestLoop(BaseLoop):
             'before_test_iter', batch_idx=idx, data_batch=data_batch)
         with autocast(enabled=self.fp16):
             outputs = self.runner.model.test_step(data_batch)
-        outputs, self.test_loss = _update_losses(outputs, self.test_loss)
         evaluator.process(data_samples=outputs, data_batch=data_batch)
         self.runner.call_hook(
             'after_test_iter', batch_idx=idx, data_batch=data_batch,

@@ -9,7 +9,9 @@ import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
 from sera_mm.utils.atomic import atomic_write_json, atomic_write_text
-from sera_mm.utils.results_dir import TABLE_JSON, TABLE_MD
+
+#: The table's files.
+TABLE_JSON, TABLE_MD = 'test_results.json', 'test_results.md'
 
 #: The table's metric columns, in order.
 COLUMNS = ('mIoU', 'oIoU', 'Prec@0.5', 'Prec@0.6', 'Prec@0.7', 'Prec@0.8',

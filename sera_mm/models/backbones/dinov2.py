@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from sera_mm.models.utils.structures import TextFeatures
 from sera_mm.registry import MODELS
+from sera_mm.utils.pretrained import pretrained_file
 from .dinov2_checkpoint import OFFICIAL_LAYOUT, read_dinov2_checkpoint
 from .dinov2_layer import DINOv2Layer
 from .pos_embed import POS_EMBED_MODES, resize_pos_embed
@@ -281,7 +282,8 @@ class DINOv2(VisionTransformer):
             path (str): Local checkpoint file.
             prefix (str, optional): Only keys under this prefix, stripped.
         """
-        state_dict, layout, dropped = read_dinov2_checkpoint(path, prefix)
+        state_dict, layout, dropped = read_dinov2_checkpoint(
+            pretrained_file(path, 'DINOv2 init_cfg.checkpoint'), prefix)
         own_keys = set(self.state_dict())
         missing = sorted(own_keys - set(state_dict))
         adapter_missing = [k for k in missing if k.startswith('adapters.')]

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from sera_mm.models.utils.structures import TextFeatures
 from sera_mm.registry import MODELS
+from sera_mm.utils.pretrained import pretrained_file
 from .clip_checkpoint import OPENAI_TORCHSCRIPT, read_clip_text_state_dict
 
 #: How the padding mask of the words is made: 'after_eot' marks the
@@ -180,7 +181,8 @@ class OpenCLIPTextEncoder(BaseModule):
         Raises on missing or unexpected text keys and on shape mismatches,
         naming them; logs the format and what was dropped.
         """
-        state_dict, fmt, dropped = read_clip_text_state_dict(path)
+        state_dict, fmt, dropped = read_clip_text_state_dict(
+            pretrained_file(path, 'OpenCLIPTextEncoder pretrained'))
         if fmt == OPENAI_TORCHSCRIPT and not self.quick_gelu:
             raise ValueError(f'{path} is an OpenAI TorchScript archive, trained '
                              f'with QuickGELU, but model_name={self.model_name!r} builds '

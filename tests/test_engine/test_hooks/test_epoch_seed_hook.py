@@ -26,7 +26,7 @@ class EpochAware(BaseDataset):
 
 def _runner(epoch, seed=5, dataset=None):
     dataset = dataset or ConcatDataset([EpochAware(), EpochAware()], lazy_init=True)
-    return SimpleNamespace(epoch=epoch, seed=seed, _randomness_cfg=dict(seed=seed),
+    return SimpleNamespace(epoch=epoch, seed=seed,
                            train_dataloader=SimpleNamespace(dataset=dataset))
 
 
