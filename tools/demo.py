@@ -86,13 +86,6 @@ def writable_extensions() -> Tuple[str, ...]:
     return tuple(e for e in IMAGE_EXTENSIONS if have is None or have(f'x{e}'))
 
 
-def _nearest_existing(path: str) -> str:
-    folder = osp.dirname(osp.abspath(path))
-    while folder and not osp.exists(folder):
-        folder = osp.dirname(folder)
-    return folder
-
-
 def check_out(out: str, batch: bool) -> None:
     """Checks ``--out`` before the model is built.
 
@@ -100,7 +93,7 @@ def check_out(out: str, batch: bool) -> None:
         InputError: Naming ``--out``: without ``--batch`` it is a folder or
             does not end with an image extension (the message lists them);
             with ``--batch`` it is an existing file or ends like an image;
-            a folder above it is a file or cannot be written into.
+            its folder is a file or cannot be written into.
     """
     extensions = writable_extensions()
     ext = osp.splitext(out)[1].lower()
@@ -119,10 +112,10 @@ def check_out(out: str, batch: bool) -> None:
             found = f'extension {ext!r}' if ext else 'no extension'
             raise InputError(f'--out {out} has {found}; it must end with an image '
                              f'extension: {", ".join(extensions)}')
-    folder = out if batch and osp.isdir(out) else _nearest_existing(out)
-    if folder and not osp.isdir(folder):
+    folder = out if batch and osp.isdir(out) else osp.dirname(osp.abspath(out))
+    if osp.exists(folder) and not osp.isdir(folder):
         raise InputError(f'--out {out}: {folder} is a file, not a folder')
-    if folder and not os.access(folder, os.W_OK | os.X_OK):
+    if osp.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f'--out {out}: the folder {folder} is not writable')
 
 
