@@ -120,6 +120,12 @@ def write_coco_set(root: str, fmt: str = 'jsonl', plant: bool = False) -> dict:
         os.remove(osp.join(images_dir, 'photo_05.png'))
         planted['image file missing'] = ('image id 105', ['photo_05.png',
                                                           'not found'])
+        rows.append(dict(image='photo_04.png', ann_id=88888, split='dev',
+                         sentence='two problems on one line'))
+        where = f'sentences.{fmt}:{len(rows) + 1 if fmt == "csv" else len(rows)}'
+        planted['unknown split'] = (where, ["split 'dev'"])
+        planted['second annotation that does not exist'] = (
+            where, ['88888', 'does not exist'])
         rows.append(dict(image='photo_03.png', ann_id=1000,
                          sentence='the left block of another photo'))
         planted['annotation of another image'] = (
@@ -136,7 +142,7 @@ def write_coco_set(root: str, fmt: str = 'jsonl', plant: bool = False) -> dict:
     with open(sentences, 'w', newline='') as f:
         if fmt == 'csv':
             writer = csv.DictWriter(f, fieldnames=['image', 'ann_id',
-                                                   'sentence'])
+                                                   'sentence', 'split'])
             writer.writeheader()
             writer.writerows(rows)
         else:

@@ -350,8 +350,8 @@ def verdict(report: Report) -> str:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parses the command line (see the module docstring)."""
     p = argparse.ArgumentParser(
-        description=__doc__.split('\n')[0],
-        epilog=__doc__.split('Examples::')[1],
+        description=__doc__.split('Examples::')[0],
+        epilog='examples:' + __doc__.split('Examples::')[1],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data-root', default='data/coco',
                    help='folder holding the images folder and one folder per '

@@ -206,7 +206,7 @@ def _measure(obj: Obj, photo: Photo) -> Optional[str]:
     obj.area = float(mask_utils.area(rle))
     obj.bbox = [round(float(v), 2) for v in mask_utils.toBbox(rle)]
     if obj.area == 0:
-        return 'its mask is empty (the polygon has no area)'
+        return 'its mask is empty (no pixel inside)'
     return None
 
 
@@ -231,8 +231,8 @@ def read_coco(instances: str, images_dir: str, sentences: str) -> Collected:
     :func:`main` for ``coco``. Returns what it found and every problem."""
     found = Collected()
     inst = _load_json(instances, found)
-    if inst is not None:
-        _read_coco_instances(inst, instances, images_dir, found)
+    have_instances = inst is not None and _read_coco_instances(
+        inst, instances, images_dir, found)
     by_name: Dict[str, List[Any]] = {}
     for photo in found.photos.values():
         by_name.setdefault(photo.file_name, []).append(photo.image_id)
@@ -242,7 +242,7 @@ def read_coco(instances: str, images_dir: str, sentences: str) -> Collected:
     unknown: set = set()
     for where, row in _sentence_rows(sentences, found):
         unknown.update(set(row) - known)
-        _read_sentence(row, where, found, by_name, inst is not None)
+        _read_sentence(row, where, found, by_name, have_instances)
     if unknown:
         found.notes.append(
             f'{sentences}: field(s) {sorted(unknown)} ignored; the fields are '
@@ -251,16 +251,19 @@ def read_coco(instances: str, images_dir: str, sentences: str) -> Collected:
 
 
 def _read_coco_instances(inst: Any, path: str, images_dir: str,
-                         found: Collected) -> None:
+                         found: Collected) -> bool:
+    """Collects the images and annotations of a loaded instances file;
+    returns False if it is not one (no lists of images and annotations)."""
     if not isinstance(inst, dict):
         found.problem(path, "must hold a JSON object with 'images' and "
                       "'annotations' (a COCO instances file)")
-        return
-    for key in ('images', 'annotations'):
-        if not isinstance(inst.get(key), list):
-            found.problem(path, f"has no list under key '{key}'")
-    if found.problems:
-        return
+        return False
+    missing = [key for key in ('images', 'annotations')
+               if not isinstance(inst.get(key), list)]
+    for key in missing:
+        found.problem(path, f"has no list under key '{key}'")
+    if missing:
+        return False
     for k, img in enumerate(inst['images']):
         where = f'{path}: images[{k}]'
         if not isinstance(img, dict) or not _is_id(img.get('id')):
@@ -311,6 +314,7 @@ def _read_coco_instances(inst: Any, path: str, images_dir: str,
     if isinstance(cats, list) and all(isinstance(c, dict) and 'id' in c
                                       for c in cats):
         found.categories = cats
+    return True
 
 
 def _sentence_rows(path: str, found: Collected) -> Iterator[Tuple[str, dict]]:
@@ -331,7 +335,8 @@ def _sentence_rows(path: str, found: Collected) -> Iterator[Tuple[str, dict]]:
         found.problem(path, f'cannot be read as UTF-8 text ({e})')
         return
     if ext in ('.jsonl', '.ndjson'):
-        for n, line in enumerate(text.splitlines(), 1):
+        # '\n' only: JSON strings may hold other line separators (U+2028)
+        for n, line in enumerate(text.split('\n'), 1):
             if not line.strip():
                 continue
             try:
@@ -350,10 +355,9 @@ def _sentence_rows(path: str, found: Collected) -> Iterator[Tuple[str, dict]]:
         found.problem(path, 'is empty; the first line must name the columns '
                       '(image, ann_id, sentence[, split])')
         return
-    start = 1
     for row in reader:
-        where = f'{path}:{start + 1}'
-        start = reader.line_num
+        # the line the row ends on (a quoted value may span lines)
+        where = f'{path}:{reader.line_num}'
         if None in row:
             found.problem(where, f'has more values than the header has columns '
                           f'({", ".join(reader.fieldnames)})')
@@ -401,25 +405,26 @@ def _parse_ann_ids(value: Any) -> Tuple[Optional[List[Any]], Optional[str]]:
 
 def _read_sentence(row: dict, where: str, found: Collected,
                    by_name: Dict[str, List[Any]], have_instances: bool) -> None:
+    """Checks one row of the sentences file (every problem of it) and adds
+    its sentence to ``found`` if it has none."""
     for name, keys in SENTENCE_FIELDS.items():
         given = [k for k in keys if k in row]
         if len(given) > 1:
             found.problem(where, f'gives the {name} twice ({", ".join(given)})')
             return
+    problems = len(found.problems)
     text = _field(row, 'sentence')
     if not isinstance(text, str) or not text.strip():
         found.problem(where, 'has no sentence')
-        return
-    if not _words(text):
+        text = ''
+    elif not _words(text):
         found.problem(where, f'the sentence {text!r} has no word')
-        return
     split = _field(row, 'split')
     if isinstance(split, str):
         split = split.strip() or None
     if split is not None and split not in KNOWN_SPLITS:
         found.problem(where, f'split {split!r} is not one of '
                       f'{list(KNOWN_SPLITS)}')
-        return
     ann_ids, error = _parse_ann_ids(_field(row, 'ann_id'))
     if error:
         found.problem(where, error)
@@ -448,12 +453,11 @@ def _read_sentence(row: dict, where: str, found: Collected,
         key = a if a in found.objects else str(a)
         if key in found.objects:
             targets.append(key)
-        elif a not in found.broken:
+            continue
+        if a not in found.broken:
             found.problem(where, f'annotation id {a} does not exist in the '
                           'instances file')
-            ok = False
-        else:
-            ok = False
+        ok = False
     if not ok:
         return
     owners = list(dict.fromkeys(found.objects[a].image_id for a in targets))
@@ -473,8 +477,9 @@ def _read_sentence(row: dict, where: str, found: Collected,
                       f'{found.objects[bad[0]].image_id}, not to image '
                       f'{image_id}')
         return
-    found.sentences.append(Sentence(text.strip(), image_id, tuple(targets),
-                                    split, where))
+    if len(found.problems) == problems:
+        found.sentences.append(Sentence(text.strip(), image_id,
+                                        tuple(targets), split, where))
 
 
 def _resolve_image(value: Any, found: Collected,
@@ -966,8 +971,8 @@ def _verify(out: str, name: str, refs_name: str,
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parses the command line (see the module docstring)."""
     p = argparse.ArgumentParser(
-        description=__doc__.split('\n')[0],
-        epilog=__doc__.split('Examples::')[1],
+        description=__doc__.split('Examples::')[0],
+        epilog='examples:' + __doc__.split('Examples::')[1],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest='input', required=True,
                            metavar='{coco,labelme}')
