@@ -28,6 +28,6 @@ else
 fi
 
 echo "[demo] evaluating $ckpt on the test split"
-python tools/test.py "$CONFIG" "$ckpt" --work-dir "$WORK_DIR/test" --out "$WORK_DIR/test"
+python tools/test.py "$CONFIG" "$ckpt" --work-dir "$WORK_DIR/test" --out "$WORK_DIR/test" --force
 echo "[demo] control: the same checkpoint with the sentences shuffled across samples"
 python tools/test.py "$CONFIG" "$ckpt" --work-dir "$WORK_DIR/test_shuffled" --shuffle-sentences
