@@ -143,6 +143,7 @@ def test_coco_set_loads_with_the_right_masks_and_photos(tool, capsys,
     out = tmp_path / 'out'
     rc, output = convert(tool, capsys, *coco_args(s, out))
     assert rc == 0, output
+    assert 'note: 1 image(s) have no sentence and are left out' in output
     samples = load_all(out)
     assert_masks_right(samples, s['masks'], s['pixels'])
     inst = json.load(open(out / 'custom' / 'instances.json'))

@@ -31,7 +31,8 @@ the images without a ``split`` in the sentences file are shuffled with
 same splits). Every problem in the input (an annotation id that does not
 exist, a polygon outside its image, a missing or unreadable image, a
 sentence with no annotation ...) is listed with its file and line, all in
-one run, and then nothing is written. A photo whose EXIF orientation turns
+one run, and then nothing is written. Images without a sentence are left
+out (a note says how many). A photo whose EXIF orientation turns
 it is written upright, so that its pixels match the annotation (annotation
 tools draw on the turned photo; the loaders read the stored pixels).
 
@@ -1049,6 +1050,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  else f'refs({args.split_by}).p')
     refs_path = osp.join(args.out, args.name, refs_name)
     photos = [p for p in found.photos.values() if p.image_id in used]
+    left_out = [p for p in found.photos.values() if p.image_id not in used]
+    if left_out:
+        found.notes.append(f'{len(left_out)} image(s) have no sentence and are '
+                           f'left out (not checked, not written), e.g. '
+                           f'{left_out[0].where}')
     if args.config_out is not None and not osp.isfile(args.base_config):
         found.problem('--base-config', f'{args.base_config} not found')
     if found.problems:
