@@ -420,3 +420,13 @@ def test_the_walkthrough_trains_and_tests(tool, capsys, tmp_path):
     table = json.load(open(osp.join(results, 'test_results.json')))
     assert 'val' in json.dumps(table) and 'mIoU' in json.dumps(table)
     os.remove(checkpoint)
+
+
+def test_too_few_images_for_the_splits(tool, capsys, tmp_path):
+    s = write_labelme_set(str(tmp_path / 'photos'), num_photos=2)
+    rc, output = convert(tool, capsys, 'labelme', s['folder'], '--out',
+                         tmp_path / 'out')
+    assert rc == 1
+    assert "--splits: split(s) ['test'] get no image: 2 images cannot fill " \
+        '3 splits' in output
+    assert not (tmp_path / 'out').exists()

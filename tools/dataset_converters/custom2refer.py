@@ -762,7 +762,7 @@ def plan_splits(found: Collected, ratios: Dict[str, float],
     drawn = assign_splits(list(name_of.values()), ratios, seed)
     splits = {i: fixed[i][0] if i in fixed else drawn[name_of[i]]
               for i in used}
-    if free:
+    if free and not found.problems:  # with lines dropped, counts mislead
         empty = [s for s in ratios if s not in splits.values()]
         if empty:
             found.problem('--splits', f'split(s) {empty} get no image: '
