@@ -1,7 +1,7 @@
 """Evaluate a checkpoint on the test split(s) of a config.
 
-Every split the config lists in ``test_splits`` (or ``--splits``) is
-evaluated in one process with the model loaded once
+Every split of the config's ``test_cfg.splits`` (or those of them
+``--splits`` names) is evaluated in one process with the model loaded once
 (:class:`sera_mm.engine.runner.MultiSplitTestLoop`); one table, a row per
 split, is printed and written to ``test_results.{json,md}`` beside the
 per-sentence records of each split (``per_sentence_<split>.jsonl``), in
@@ -28,8 +28,8 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
 
 from sera_mm import register_all_modules
-from sera_mm.engine.runner import (check_checkpoint_matches, check_shared_settings,
-                                   select_splits, setup_cpu_distributed)
+from sera_mm.engine.runner import (check_checkpoint_matches, select_splits,
+                                   setup_cpu_distributed)
 from sera_mm.engine.runner.results_table import TABLE_JSON, TABLE_MD
 from sera_mm.utils.config import load_tool_config
 
@@ -55,8 +55,8 @@ def parse_args() -> argparse.Namespace:
                         help='replace the results of an earlier run in --out')
     parser.add_argument(
         '--splits', nargs='+', metavar='SPLIT',
-        help='splits to evaluate, overriding the config\'s test_splits (names '
-        'of its named entries, or split names of the test dataset)')
+        help='splits to evaluate, of the config\'s test_cfg.splits (names of '
+        'its named entries, or split names of the test dataset)')
     parser.add_argument(
         '--show-dir', help='dir to save the drawn predictions (one image per sentence)')
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
@@ -106,18 +106,17 @@ def trigger_visualization_hook(cfg: Config, args: argparse.Namespace) -> None:
 
 
 def resolve_splits(cfg: Config, wanted: Optional[List[str]]) -> Optional[list]:
-    """The split specs to evaluate, or None for mmengine's single TestLoop.
+    """The split specs to evaluate, or None for the config's own test loop.
 
-    ``--splits`` wins, then the config's ``test_splits``, then the split of
-    the test dataset itself (a one-row table). None when the test dataset
-    has no ``split`` (a dataset of another kind) and nothing else is given.
+    The splits of a ``MultiSplitTestLoop`` config (``test_cfg.splits``, the
+    one setting), or those of them ``--splits`` names (a name that is not
+    one of them is a split of the test dataset). None without ``--splits``
+    when the config's loop is another (mmengine's TestLoop).
     """
-    if wanted:
-        return select_splits(cfg.get('test_splits'), wanted)
-    if cfg.get('test_splits'):
-        return list(cfg.test_splits)
-    split = cfg.test_dataloader.get('dataset', {}).get('split')
-    return [split] if isinstance(split, str) else None
+    test_cfg = cfg.get('test_cfg') or {}
+    ours = str(test_cfg.get('type', '')).split('.')[-1] == 'MultiSplitTestLoop'
+    available = test_cfg.get('splits') if ours else None
+    return select_splits(available, wanted) if wanted else available
 
 
 def check_out(out: str, force: bool) -> None:
@@ -143,7 +142,6 @@ def main() -> None:
     if args.out:
         check_out(args.out, args.force)
     cfg = load_tool_config(args)
-    check_shared_settings(cfg)
 
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
@@ -156,9 +154,6 @@ def main() -> None:
 
     test_cfg = cfg.get('test_cfg') or {}
     splits = resolve_splits(cfg, args.splits)
-    if test_cfg.get('type') == 'MultiSplitTestLoop' and not args.splits:
-        # the config chose its loop itself (without splits it reads test_splits)
-        splits = test_cfg.get('splits') or splits
     if splits is not None:
         cfg.test_cfg = dict(type='MultiSplitTestLoop', splits=splits,
                             out_dir=args.out or test_cfg.get('out_dir'),

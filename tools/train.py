@@ -12,7 +12,7 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 from sera_mm import register_all_modules
-from sera_mm.engine.runner import check_shared_settings, setup_cpu_distributed
+from sera_mm.engine.runner import setup_cpu_distributed
 from sera_mm.utils.config import load_tool_config
 
 
@@ -76,7 +76,6 @@ def main() -> None:
     args = parse_args()
     register_all_modules()
     cfg = load_tool_config(args)
-    check_shared_settings(cfg)
 
     if args.amp:
         import torch

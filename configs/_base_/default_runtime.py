@@ -5,9 +5,8 @@ env_cfg = dict(
     # tools/train.py and tools/test.py switch to gloo when CUDA is absent
     dist_cfg=dict(backend='nccl'),
 )
-vis_backends = [dict(type='LocalVisBackend')]
 # mask fill + outline + the sentence as a caption (tools/test.py --show-dir)
-visualizer = dict(type='ReferringVisualizer', vis_backends=vis_backends,
+visualizer = dict(type='ReferringVisualizer', vis_backends=[dict(type='LocalVisBackend')],
                   name='visualizer', alpha=0.45)
 log_processor = dict(by_epoch=True)
 log_level = 'INFO'

@@ -5,7 +5,7 @@
 #   python tools/train.py configs/cross_dataset/sera-tiny_synthetic-full_cross-eval.py
 #   python tools/test.py configs/cross_dataset/sera-tiny_synthetic-full_cross-eval.py CKPT
 _base_ = '../synthetic/sera-tiny_synthetic.py'
-test_splits = [
+test_cfg = dict(splits=[
     dict(name='refsyn_val', ann_file='refsyn/instances.json',
          split_file='refsyn/refs(unc).p', split='val'),
     dict(name='refsyn_testA', ann_file='refsyn/instances.json',
@@ -18,4 +18,4 @@ test_splits = [
          split_file='refsyn+/refs(unc).p', split='testA'),
     dict(name='refsyn+_testB', ann_file='refsyn+/instances.json',
          split_file='refsyn+/refs(unc).p', split='testB'),
-]
+])

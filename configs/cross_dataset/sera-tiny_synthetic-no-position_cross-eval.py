@@ -5,7 +5,8 @@
 # it never trained on.
 #   python tools/train.py configs/cross_dataset/sera-tiny_synthetic-no-position_cross-eval.py
 _base_ = './sera-tiny_synthetic-full_cross-eval.py'
-_ann = dict(ann_file='refsyn+/instances.json', split_file='refsyn+/refs(unc).p')
-train_dataloader = dict(dataset=_ann)
-val_dataloader = dict(dataset=_ann)
-test_dataloader = dict(dataset=_ann)
+train_dataloader = dict(
+    dataset=dict(ann_file='refsyn+/instances.json', split_file='refsyn+/refs(unc).p'))
+val_dataloader = dict(
+    dataset=dict(ann_file='refsyn+/instances.json', split_file='refsyn+/refs(unc).p'))
+test_dataloader = val_dataloader

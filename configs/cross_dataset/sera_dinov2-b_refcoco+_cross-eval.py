@@ -3,7 +3,7 @@
 # the test data changes (see sera_dinov2-b_refcoco_cross-eval.py). RefCOCO+
 # has no location words; RefCOCO's and RefCOCOg's sentences do.
 _base_ = '../sera/sera_dinov2-b_refcoco+.py'
-test_splits = [
+test_cfg = dict(splits=[
     dict(name='refcoco+_val', ann_file='refcoco+/instances.json',
          split_file='refcoco+/refs(unc).p', split='val'),
     dict(name='refcoco_val', ann_file='refcoco/instances.json',
@@ -12,4 +12,4 @@ test_splits = [
          split_file='refcocog/refs(umd).p', split='val'),
     dict(name='refcocog-google_val', ann_file='refcocog/instances.json',
          split_file='refcocog/refs(google).p', split='val'),
-]
+])

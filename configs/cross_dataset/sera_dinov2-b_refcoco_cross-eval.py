@@ -8,7 +8,7 @@
 # training images (with other sentences), so "zero-shot" is in the
 # expressions, not in the images.
 _base_ = '../sera/sera_dinov2-b_refcoco.py'
-test_splits = [
+test_cfg = dict(splits=[
     dict(name='refcoco_val', ann_file='refcoco/instances.json',
          split_file='refcoco/refs(unc).p', split='val'),
     dict(name='refcoco+_val', ann_file='refcoco+/instances.json',
@@ -17,4 +17,4 @@ test_splits = [
          split_file='refcocog/refs(umd).p', split='val'),
     dict(name='refcocog-google_val', ann_file='refcocog/instances.json',
          split_file='refcocog/refs(google).p', split='val'),
-]
+])

@@ -7,9 +7,7 @@ _base_ = [
     '../_base_/schedules/schedule_50e.py', '../_base_/default_runtime.py'
 ]
 model = dict(
-    # context_length: the data set's (17 tokens)
-    text_encoder=dict(context_length={{_base_.context_length}},
-                      adapter_cfg=dict(channels=384), adapter_indices=tuple(range(1, 12))),
+    text_encoder=dict(adapter_cfg=dict(channels=384), adapter_indices=tuple(range(1, 12))),
     backbone=dict(adapter_cfg=dict(channels=384), adapter_indices=tuple(range(1, 24))))
 # DETRIS concatenates the three training splits as they are (its tools/mix.py);
 # their images overlap the other sets' val/test images. Drop this line to

@@ -93,8 +93,8 @@ def build_test_pipeline(cfg: Config) -> Compose:
     there is no test dataloader). ``LoadImageFromFile`` becomes mmseg's
     ``LoadImageFromNDArray`` (the image is read by :func:`load_image`, so
     files and arrays take one path); ``LoadReferringMask`` is dropped (there
-    is no annotation). Everything else (letterbox, tokenisation, packing) is
-    the config's own.
+    is no annotation). Everything else (letterbox, packing) is the config's
+    own; the model's text encoder tokenises the sentence.
     """
     dataset = (cfg.get('test_dataloader') or {}).get('dataset')
     pipeline = dataset.get('pipeline') if isinstance(dataset, dict) else None
@@ -234,10 +234,10 @@ def inference_referring(
 ) -> Union[SegDataSample, List[SegDataSample]]:
     """Segments the object each sentence refers to in its image.
 
-    Runs the config's test pipeline (letterbox, tokenisation, packing) and
-    the model's ``test_step``; the model undoes the letterbox, so the masks
-    have each image's own size: for a file, the size a photo viewer shows
-    (see :func:`load_image`).
+    Runs the config's test pipeline (letterbox, packing) and the model's
+    ``test_step`` (which tokenises the sentence); the model undoes the
+    letterbox, so the masks have each image's own size: for a file, the size
+    a photo viewer shows (see :func:`load_image`).
 
     An image whose longer side exceeds ``max_side`` is shrunk first (area
     averaging, :func:`~.photo.shrink_for_model`), the model reads that copy,

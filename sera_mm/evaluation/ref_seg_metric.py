@@ -22,6 +22,10 @@ PREC_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 class RefSegMetric(BaseMetric):
     """Referring image segmentation metric at the original image size.
 
+    The masks scored are the model's own predictions, ``pred_sem_seg``
+    (as mmseg's ``IoUMetric``): the threshold that made them is the model's
+    ``test_cfg.threshold``, its one setting.
+
     The life-cycle is mmengine's: :meth:`process` is called once per batch
     and reduces every sentence to a few numbers (intersection, union, IoU and
     the sentence's identifiers), kept in ``self.results``; mmengine then
@@ -43,9 +47,6 @@ class RefSegMetric(BaseMetric):
     count neither in I nor in U.
 
     Args:
-        threshold (float): Probability threshold applied to
-            ``sigmoid(seg_logits)``; a pixel is foreground when the
-            probability is strictly greater. Defaults to 0.35.
         ignore_index (int, optional): Ground-truth value excluded from I and
             U; None to keep every pixel. Defaults to 255.
         output_dir (str, optional): Folder for one JSON record per sentence
@@ -64,7 +65,6 @@ class RefSegMetric(BaseMetric):
     """
 
     def __init__(self,
-                 threshold: float = 0.35,
                  ignore_index: Optional[int] = 255,
                  output_dir: Optional[str] = None,
                  output_name: Optional[str] = None,
@@ -75,10 +75,6 @@ class RefSegMetric(BaseMetric):
             collect_device=collect_device,
             prefix=prefix,
             collect_dir=collect_dir)
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(
-                f'RefSegMetric: threshold must lie in (0, 1), got {threshold}')
-        self.threshold = threshold
         self.ignore_index = ignore_index
         self.output_dir = output_dir
         self.output_name = output_name
@@ -93,10 +89,9 @@ class RefSegMetric(BaseMetric):
         Args:
             data_batch (Any): The batch from the dataloader (unused).
             data_samples (Sequence[dict | SegDataSample]): The model's
-                outputs. Each holds ``seg_logits.data`` (1 x H x W raw
-                logits) or ``pred_sem_seg.data`` (1 x H x W in {0, 1}), and
-                ``gt_sem_seg.data`` (1 x H x W), all at the original image
-                size, and the metainfo keys ``ref_id``, ``sent_id``,
+                outputs. Each holds ``pred_sem_seg.data`` (1 x H x W, nonzero
+                for the referent) and ``gt_sem_seg.data`` (1 x H x W), both
+                at the original image size, and the metainfo keys ``ref_id``, ``sent_id``,
                 ``text`` and ``img_path`` (missing ones are recorded as
                 None).
         """
@@ -208,20 +203,10 @@ class RefSegMetric(BaseMetric):
         return f'per_sentence_{tag or "results"}.jsonl'.replace('/', '_')
 
     def _prediction(self, sample: dict, name: str) -> Tensor:
-        """The H x W bool foreground mask of one sample.
-
-        ``seg_logits`` wins over ``pred_sem_seg`` when both are present, so
-        that ``threshold`` is what decides.
-        """
-        if 'seg_logits' in sample:
-            logits = self._field(sample, 'seg_logits', name)
-            logits = self._single_channel(logits, 'seg_logits', name)
-            return torch.sigmoid(logits.float()) > self.threshold
-        if 'pred_sem_seg' in sample:
-            pred = self._field(sample, 'pred_sem_seg', name)
-            return self._single_channel(pred, 'pred_sem_seg', name) > 0
-        raise KeyError(f'RefSegMetric: {name} has neither seg_logits nor '
-                       'pred_sem_seg')
+        """The H x W bool foreground mask of one sample: its
+        ``pred_sem_seg`` (the model's thresholded mask) > 0."""
+        pred = self._field(sample, 'pred_sem_seg', name)
+        return self._single_channel(pred, 'pred_sem_seg', name) > 0
 
     @staticmethod
     def _single_channel(t: Tensor, key: str, name: str) -> Tensor:

@@ -26,7 +26,7 @@ class ModelExpectation(NamedTuple):
     fusion_width: Optional[str] = None
     #: Whether the image adapters use the text padding mask.
     pad_mask: bool = False
-    #: Tokens the text encoder (and every TokenizeText) takes.
+    #: Tokens per sentence, the text encoder's (which tokenises).
     context_length: int = 17
     #: Whether the head has a Dice loss term.
     dice: bool = False
@@ -205,8 +205,8 @@ SYNTHETIC_CROSS_EXPECTATIONS = {
     'configs/cross_dataset/sera-tiny_synthetic-no-position_cross-eval.py': False,
 }
 
-#: mixed-data configs -> the context length of their text encoder (and of
-#: every TokenizeText); DETRIS's mixed config uses 17.
+#: mixed-data configs -> the context length of their text encoder; DETRIS's
+#: mixed config uses 17.
 MIXED_EXPECTATIONS = {
     'configs/mixed/sera_dinov2-b_refcoco-mixed.py': 17,
     'configs/detris/detris_dinov2-l_refcoco-mixed.py': 17,

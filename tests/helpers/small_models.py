@@ -18,7 +18,6 @@ from mmengine.config import Config, ConfigDict
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
-from sera_mm.datasets.transforms import TokenizeText
 from sera_mm.models.backbones import DINOv2
 from sera_mm.utils.pretrained import disable_pretrained
 from .configs import REPO
@@ -36,8 +35,7 @@ def _shrink(model: ConfigDict) -> None:
     text = model.text_encoder
     if text.get('text_cfg') is None:  # a named open_clip tower: its depth, vocabulary
         named = open_clip.get_model_config(text.model_name)
-        text.text_cfg = dict(context_length=text.context_length,
-                             vocab_size=named['text_cfg']['vocab_size'],
+        text.text_cfg = dict(vocab_size=named['text_cfg']['vocab_size'],
                              layers=named['text_cfg']['layers'])
         text.quick_gelu = bool(named.get('quick_gelu', False))
     text.text_cfg.update(width=WIDTH, heads=2)
@@ -53,7 +51,8 @@ def _shrink(model: ConfigDict) -> None:
         if backbone.adapter_cfg.get('router_text'):
             backbone.adapter_cfg.sentence_channels = WIDTH
     side = GRID * backbone.get('patch_size', 14)
-    model.data_preprocessor.size = (side, side)
+    # the configs' size_divisor=1 pads nothing; the toy input is side x side
+    model.data_preprocessor.update(size=(side, side), size_divisor=None)
     neck = model.neck
     neck.update(in_channels=[WIDTH] * len(neck.in_channels), channels=WIDTH,
                 text_channels=WIDTH, num_heads=2)
@@ -93,20 +92,18 @@ def _box_mask(size, index: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def make_batch(model_cfg: ConfigDict, batch_size: int, seed: int = 0):
-    """Normalised-looking images and data samples (tokens of sentences of
-    different lengths, soft box masks) for ``model_cfg``'s input size.
+    """Normalised-looking images and data samples (sentences of different
+    lengths, soft box masks) for ``model_cfg``'s input size.
 
     Returns:
         tuple: ``(inputs B x 3 x H x W, list of SegDataSample)``.
     """
     size = tuple(model_cfg.data_preprocessor['size'])
     generator = torch.Generator().manual_seed(seed)
-    tokenize = TokenizeText(context_length=model_cfg.text_encoder['context_length'])
     samples = []
     for i in range(batch_size):
-        sample = SegDataSample(metainfo=dict(img_shape=size, ori_shape=size))
-        sentence = _SENTENCES[i % len(_SENTENCES)]
-        sample.text_tokens = tokenize.transform(dict(text=sentence))['text_tokens']
+        sample = SegDataSample(metainfo=dict(img_shape=size, ori_shape=size,
+                                             text=_SENTENCES[i % len(_SENTENCES)]))
         sample.gt_sem_seg = PixelData(data=_box_mask(size, i, generator))
         samples.append(sample)
     return torch.randn(batch_size, 3, *size, generator=generator), samples

@@ -6,6 +6,7 @@ from mmengine.config import Config
 from mmengine.registry import Registry
 
 import sera_mm.registry as sera_registry
+from sera_mm.utils.config import READ_KEYS
 from helpers.config_expectations import MODEL_EXPECTATIONS
 from helpers.configs import REPO, config_files, iter_type_dicts
 
@@ -36,6 +37,29 @@ def test_config_loads(path):
         missing = [k for k in RUNNER_KEYS if k not in cfg]
         assert not missing, f'{path} lacks {missing}'
         assert cfg.default_scope == 'sera_mm'
+
+
+@pytest.mark.parametrize('path', ALL_CONFIGS)
+def test_no_variable_is_copied_into_several_keys(path):
+    """Every top-level key is one a run reads (no helper variable whose value
+    was copied into other keys when the file was read), so --cfg-options
+    KEY=VALUE changes what it names."""
+    cfg = Config.fromfile(osp.join(REPO, path))
+    assert set(cfg.keys()) <= READ_KEYS, \
+        f'{path}: top-level variables no run reads: {sorted(set(cfg.keys()) - READ_KEYS)}'
+
+
+@pytest.mark.parametrize('path', FULL_CONFIGS)
+def test_threshold_and_splits_are_set_in_one_key(path):
+    """The mask threshold is model.test_cfg's (the metric scores the model's
+    masks); the test splits are test_cfg.splits, a MultiSplitTestLoop's."""
+    cfg = Config.fromfile(osp.join(REPO, path))
+    assert 'threshold' in cfg.model.test_cfg
+    for key in ('val_evaluator', 'test_evaluator'):
+        metrics = cfg[key] if isinstance(cfg[key], list) else [cfg[key]]
+        assert [m['type'] for m in metrics] == ['RefSegMetric'], key
+        assert all('threshold' not in m for m in metrics), key
+    assert cfg.test_cfg.type == 'MultiSplitTestLoop' and cfg.test_cfg.splits
 
 
 def _registered(name: str) -> bool:

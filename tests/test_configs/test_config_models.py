@@ -14,7 +14,6 @@ from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 from torch import nn
 
-from sera_mm.datasets.transforms import TokenizeText
 from sera_mm.registry import MODELS
 from sera_mm.utils import disable_pretrained, param_report
 from helpers.config_expectations import MODEL_EXPECTATIONS, expected_configs
@@ -94,15 +93,15 @@ def check_variant(model: nn.Module, path: str) -> None:
 
 
 def check_context_length(model: nn.Module, path: str) -> None:
-    """Every TokenizeText of the config pads to the text encoder's length."""
+    """The sentence length has one setting, model.text_encoder.context_length:
+    the encoder tokenises with it, and no other key of the config (a pipeline
+    step, the tower's text_cfg) holds a context_length."""
     cfg = load(path).to_dict()
-    tokenizers = [(where, node) for where, node in iter_typed_nodes(cfg)
-                  if node['type'] == 'TokenizeText']
-    assert tokenizers, f'{path} tokenises nothing'
-    for where, node in tokenizers:
-        assert node['context_length'] == model.text_encoder.context_length, \
-            f'{path}: {where} pads to {node["context_length"]} tokens, the text ' \
-            f'encoder takes {model.text_encoder.context_length}'
+    others = [where for where, node in iter_typed_nodes(cfg)
+              if 'context_length' in node and where != 'model.text_encoder']
+    assert not others, f'{path}: context_length also set in {others}'
+    assert 'context_length' not in (cfg['model']['text_encoder'].get('text_cfg') or {})
+    assert model.text_encoder.tokenizer.context_length == model.text_encoder.context_length
 
 
 def check_detris_protocol(path: str) -> None:
@@ -217,12 +216,14 @@ def test_tiny_config_builds_and_runs(path):
     # trained from scratch: nothing is frozen
     assert count(model.parameters(), trainable_only=True) == count(model.parameters())
     cfg = load(path)
-    size = tuple(cfg.model.data_preprocessor['size'])
-    tokenize = TokenizeText(context_length=cfg.model.text_encoder['context_length'])
+    # the model's input size: its data set's Letterbox's
+    scale = {node['scale'] for _, node in iter_typed_nodes(cfg.to_dict())
+             if node['type'] == 'Letterbox'}
+    assert len(scale) == 1, scale
+    size = (scale.pop(), ) * 2
     samples = []
     for text in ('the red circle', 'the leftmost square'):
-        sample = SegDataSample(metainfo=dict(img_shape=size, ori_shape=size))
-        sample.text_tokens = tokenize.transform(dict(text=text))['text_tokens']
+        sample = SegDataSample(metainfo=dict(img_shape=size, ori_shape=size, text=text))
         # a soft training mask, as the affine letterbox makes them
         sample.gt_sem_seg = PixelData(data=torch.rand(1, *size))
         samples.append(sample)

@@ -57,7 +57,7 @@ def test_refcoco_cross_configs_change_the_test_data_only(path):
     for key in ('model', 'train_dataloader', 'val_dataloader', 'test_dataloader',
                 'optim_wrapper', 'param_scheduler', 'train_cfg'):
         assert cfg[key] == base[key], key
-    specs = normalize_splits(cfg.test_splits)
+    specs = normalize_splits(cfg.test_cfg.splits)
     targets = []
     for name, overrides in specs:
         pair = (overrides['ann_file'], overrides['split_file'])
@@ -73,6 +73,8 @@ def test_refcoco_cross_configs_change_the_test_data_only(path):
 
 @pytest.mark.parametrize('path', sorted(MIXED_EXPECTATIONS), ids=osp.basename)
 def test_mixed_config_uses_the_base_files_and_one_context_length(path):
+    """The mixed configs train on the three sets' base files, evaluate every
+    split of the four, and keep the model's 17 tokens (no data step sets one)."""
     cfg = Config.fromfile(osp.join(REPO, path))
     ds = cfg.train_dataloader.dataset
     assert ds.type == 'MixedRefCOCODataset'
@@ -82,20 +84,21 @@ def test_mixed_config_uses_the_base_files_and_one_context_length(path):
                                          'refcocog/refs(google).p')}
     assert {(s['ann_file'], s['split_file']) for s in ds.sources} == set(BASE_SETS)
     evaluated = {}
-    for name, o in normalize_splits(cfg.test_splits):
+    for name, o in normalize_splits(cfg.test_cfg.splits):
         evaluated.setdefault((o['ann_file'], o['split_file']), set()).add(o['split'])
     assert evaluated == BASE_SETS  # every evaluation split of every set
-    tokenizers = [t for p in (ds.pipeline, cfg.test_dataloader.dataset.pipeline)
-                  for t in p if t['type'] == 'TokenizeText']
-    assert {t['context_length'] for t in tokenizers} == \
-        {cfg.model.text_encoder.context_length} == {MIXED_EXPECTATIONS[path]}
+    assert ds.pipeline == Config.fromfile(osp.join(CONFIGS, '_base_', 'datasets', 'refcoco.py')
+                                          ).train_dataloader.dataset.pipeline
+    assert not [t for p in (ds.pipeline, cfg.test_dataloader.dataset.pipeline)
+                for t in p if 'context_length' in t]
+    assert cfg.model.text_encoder.context_length == MIXED_EXPECTATIONS[path]
 
 
 @pytest.mark.parametrize('path', SYNTHETIC_CROSS, ids=osp.basename)
 def test_synthetic_cross_configs_build_on_the_generated_set(path, synthetic_refer):
     cfg = Config.fromfile(osp.join(REPO, path))
     names = []
-    for name, overrides in normalize_splits(cfg.test_splits):
+    for name, overrides in normalize_splits(cfg.test_cfg.splits):
         loader = dataloader_for_split(cfg.test_dataloader, name, overrides)
         ds_cfg = dict(loader['dataset'], data_root=synthetic_refer + '/', pipeline=[])
         assert len(DATASETS.build(ds_cfg)) > 0, name

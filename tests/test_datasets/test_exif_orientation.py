@@ -46,9 +46,12 @@ def rotated_square(tmp_path):
     return root
 
 
-def _config_load_image() -> dict:
+def _config_load_image(test_mode: bool) -> dict:
+    """The image loading step of the base data config's training (or test)
+    pipeline."""
     cfg = Config.fromfile(osp.join(REPO, 'configs/_base_/datasets/refcoco.py'))
-    return dict(cfg.load_image)
+    loader = cfg.val_dataloader if test_mode else cfg.train_dataloader
+    return next(dict(t) for t in loader.dataset.pipeline if t.type == 'LoadImageFromFile')
 
 
 def _image_under_mask(root, load_image, test_mode):
@@ -64,7 +67,8 @@ def _image_under_mask(root, load_image, test_mode):
 
 @pytest.mark.parametrize('test_mode', [False, True])
 def test_image_and_mask_share_the_stored_orientation(rotated_square, test_mode):
-    inside, outside = _image_under_mask(rotated_square, _config_load_image(), test_mode)
+    inside, outside = _image_under_mask(rotated_square, _config_load_image(test_mode),
+                                        test_mode)
     assert inside > 200 and outside < 40, (inside, outside)
 
 

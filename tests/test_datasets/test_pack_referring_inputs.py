@@ -15,14 +15,12 @@ TEST_PIPELINE = [
     dict(type='LoadImageFromFile'),
     dict(type='Letterbox', scale=64),
     dict(type='LoadReferringMask'),
-    dict(type='TokenizeText', context_length=17),
     dict(type='PackReferringInputs'),
 ]
 TRAIN_PIPELINE = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadReferringMask'),
     dict(type='Letterbox', scale=64),
-    dict(type='TokenizeText', context_length=17),
     dict(type='PackReferringInputs'),
 ]
 META = {'img_path', 'ori_shape', 'img_shape', 'letterbox', 'text', 'ref_id',
@@ -54,10 +52,8 @@ def test_test_pipeline_keeps_gt_at_original_size(refer_root):
         assert gt.shape == (1, h, w)
         want = decode_segmentation(info['segmentation'], h, w)
         np.testing.assert_array_equal(gt[0].numpy(), want)
-        assert 'text_tokens' in sample.keys()
-        assert sample.text_tokens.shape == (17,)
-        moved = sample.to(torch.int32)  # .to() reaches the tokens
-        assert moved.text_tokens.dtype == torch.int32
+        # the sentence is packed as text: the model's text encoder tokenises it
+        assert sample.text == info['text'] and 'text' not in sample.keys()
 
 
 def test_train_pipeline_letterboxes_gt(refer_root, refer_tables):
@@ -78,17 +74,18 @@ def test_train_pipeline_letterboxes_gt(refer_root, refer_tables):
             (s['sent_id'], s['sent']) for s in ref['sentences']}
 
 
-def test_missing_tokens_is_named():
+def test_missing_sentence_is_named():
     t = TRANSFORMS.build(dict(type='PackReferringInputs'))
-    with pytest.raises(KeyError, match='TokenizeText'):
+    with pytest.raises(KeyError, match="needs 'text', the sentence"):
         t(dict(img=np.zeros((4, 4, 3), np.uint8)))
+    with pytest.raises(ValueError, match="lack 'text'"):
+        TRANSFORMS.build(dict(type='PackReferringInputs', meta_keys=('img_path', )))
 
 
 SOFT_TRAIN_PIPELINE = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadReferringMask'),
     dict(type='Letterbox', scale=64, mode='affine', soft_masks=True),
-    dict(type='TokenizeText', context_length=17),
     dict(type='PackReferringInputs'),
 ]
 
@@ -96,8 +93,7 @@ SOFT_TRAIN_PIPELINE = [
 def test_soft_masks_are_packed_as_float32():
     t = TRANSFORMS.build(dict(type='PackReferringInputs'))
     soft = np.array([[0., 0.25, 1.], [0.5, 1 / 255., 0.]], np.float32)
-    results = dict(img=np.zeros((2, 3, 3), np.uint8), gt_seg_map=soft,
-                   text_tokens=torch.zeros(5, dtype=torch.long))
+    results = dict(img=np.zeros((2, 3, 3), np.uint8), gt_seg_map=soft, text='a box')
     sample = t(results)['data_samples']
     gt = sample.gt_sem_seg.data
     assert gt.dtype == torch.float32 and gt.shape == (1, 2, 3)

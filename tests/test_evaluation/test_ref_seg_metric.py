@@ -1,4 +1,4 @@
-"""Tests of RefSegMetric: values, thresholds, records, evaluator path."""
+"""Tests of RefSegMetric: values, the model's masks, records, evaluator path."""
 import json
 import os
 import os.path as osp
@@ -115,23 +115,20 @@ def test_all_empty_unions_count_as_perfect():
     assert all(v == pytest.approx(100.0) for v in result.values())
 
 
-def test_threshold_applied_to_sigmoid_of_logits():
+def test_the_model_prediction_is_scored_not_the_logits():
+    """The metric scores ``pred_sem_seg``, the mask the model thresholded
+    with its own test_cfg.threshold; it applies no threshold of its own."""
     gt = np.array([[1, 1, 0, 0]])
     probs = np.array([[0.9, 0.34, 0.36, 0.1]])
     logits = np.log(probs / (1 - probs))
-    # pred_sem_seg says "all foreground"; seg_logits must win.
-    sample = make_sample(gt, pred=np.ones_like(gt), logits=logits)
-
-    metric = RefSegMetric(threshold=0.35)
-    metric.process(None, [sample])
-    # Foreground where p > 0.35: pixels 0 and 2. I = 1, U = 3.
-    assert metric.results[0]['intersection'] == 1
-    assert metric.results[0]['union'] == 3
-
-    metric = RefSegMetric(threshold=0.3)
+    # seg_logits alone would give pixels 0 and 2 at 0.35; the prediction is 0 and 1
+    sample = make_sample(gt, pred=np.array([[1, 1, 1, 0]]), logits=logits)
+    metric = RefSegMetric()
     metric.process(None, [sample])
     assert metric.results[0]['intersection'] == 2
     assert metric.results[0]['union'] == 3
+    with pytest.raises(TypeError, match='threshold'):
+        RefSegMetric(threshold=0.35)
 
 
 def test_ignore_index_excluded():
@@ -154,12 +151,10 @@ def test_shape_mismatch_names_the_sample():
         RefSegMetric().process(None, [sample])
 
 
-def test_missing_prediction_and_bad_threshold():
-    sample = make_sample(np.zeros((2, 2)), img_path='a.jpg')
-    with pytest.raises(KeyError, match='a.jpg'):
+def test_missing_prediction_is_named():
+    sample = make_sample(np.zeros((2, 2)), logits=np.zeros((2, 2)), img_path='a.jpg')
+    with pytest.raises(KeyError, match='a.jpg.*has no pred_sem_seg'):
         RefSegMetric().process(None, [sample])
-    with pytest.raises(ValueError, match='threshold'):
-        RefSegMetric(threshold=1.5)
 
 
 def test_per_sentence_records(tmp_path):
@@ -243,9 +238,8 @@ def test_through_evaluator_with_several_batches(tmp_path):
                 text=f'sentence {k}'))
             sample.gt_sem_seg = PixelData(
                 data=torch.from_numpy(gts[k][None].astype(np.int64)))
-            # Logits of +-4: sigmoid 0.98 / 0.02 around the threshold.
-            sample.seg_logits = PixelData(
-                data=torch.from_numpy(preds[k][None] * 8.0 - 4.0).float())
+            sample.pred_sem_seg = PixelData(
+                data=torch.from_numpy(preds[k][None].astype(np.int64)))
             batch.append(sample)
         evaluator.process(data_samples=batch, data_batch=None)
     result = evaluator.evaluate(10)

@@ -35,7 +35,7 @@ def test_pipeline_times_every_transform_of_the_train_pipeline(tmp_path, capsys):
     for clock in ('cpu', 'wall'):
         assert list(pipe['steps'][clock]) == [
             'get_data_info', 'LoadImageFromFile', 'LoadReferringMask', 'Letterbox',
-            'TokenizeText', 'PackReferringInputs']
+            'PackReferringInputs']
     lo, hi = pipe['image_sizes']['min'], pipe['image_sizes']['max']
     assert 150 <= min(lo) and max(hi) <= 170
     assert 'goal <= 10 ms' in capsys.readouterr().out

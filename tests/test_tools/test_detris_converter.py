@@ -9,6 +9,7 @@ import copy
 import os.path as osp
 import sys
 
+import open_clip
 import pytest
 import torch
 from mmengine.config import Config
@@ -23,6 +24,9 @@ from helpers.tool_runner import REPO, load_tool
 converter = load_tool('model_converters/detris2sera_mm.py')
 DETRIS_B = 'configs/detris/detris_dinov2-b_refcoco.py'
 TOL = 1e-4
+#: A sentence longer than 17 and 22 tokens (cut, EOT kept last), 3 words, 1, none.
+SENTENCES = ('the man in the dark red shirt standing on the far left side of the '
+             'picture next to a small tree and a bench', 'big blue car', 'dog', '')
 
 
 def _config_model(path: str, **overrides) -> torch.nn.Module:
@@ -62,21 +66,20 @@ def _tiny_model_cfg(arch: R.DetrisArch, **neck) -> dict:
     return cfg
 
 
-def _samples(tokens: torch.Tensor, size: int) -> list:
-    samples = []
-    for row in tokens:
-        sample = SegDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size)))
-        sample.text_tokens = row
-        samples.append(sample)
-    return samples
+def _samples(size: int) -> list:
+    return [SegDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
+                                        text=text)) for text in SENTENCES]
 
 
 def _compare(model: torch.nn.Module, reference: dict, arch: R.DetrisArch, size: int,
              seed: int = 0) -> float:
-    tokens = R.make_detris_tokens([arch.word_len - 2, 3, 1, 0], arch.word_len, seed=seed)
+    # DETRIS is fed CLIP's tokens (open_clip's tokenizer, cut to word_len with
+    # EOT last); sera_mm's model tokenises the sentences itself
+    tokens = open_clip.tokenize(list(SENTENCES), context_length=arch.word_len)
+    assert (tokens[0] != 0).all() and tokens[0, -1] == R.EOT_TOKEN  # the cut sentence
     images = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        ours = model.eval()(images, _samples(tokens, size), mode='tensor')
+        ours = model.eval()(images, _samples(size), mode='tensor')
     expected = R.detris_forward(reference, arch, images, tokens)
     assert ours.shape == expected.shape
     return (ours - expected).abs().max().item()

@@ -148,21 +148,18 @@ def count_parameters(model: nn.Module) -> Dict[str, float]:
 
 
 # -- inputs -------------------------------------------------------------------
-def _text_shape(model: nn.Module) -> Tuple[int, int]:
-    """(context length L, vocabulary size) of the model's text encoder."""
+def _context_length(model: nn.Module) -> int:
+    """Tokens per sentence (L) of the model's text encoder."""
     encoder = getattr(model, 'text_encoder', None)
     if encoder is None or not hasattr(encoder, 'context_length'):
         raise AttributeError(f'{type(model).__name__} has no text_encoder with a '
                              '`context_length`; the benchmark feeds sentences to it')
-    embedding = None
-    for module in encoder.modules():
-        if isinstance(module, nn.Embedding):
-            embedding = module
-            break
-    if embedding is None:
-        raise AttributeError(f'{type(encoder).__name__} has no token nn.Embedding to '
-                             'read the vocabulary size from')
-    return int(encoder.context_length), int(embedding.num_embeddings)
+    return int(encoder.context_length)
+
+
+#: Words of the synthetic sentences: each one CLIP token.
+_WORDS = ('the', 'man', 'woman', 'left', 'right', 'red', 'blue', 'big', 'small', 'on',
+          'in', 'of', 'with', 'shirt', 'dog', 'car', 'chair', 'top', 'near', 'white')
 
 
 def make_synthetic_batch(model: nn.Module, batch_size: int, img_size: int,
@@ -171,29 +168,27 @@ def make_synthetic_batch(model: nn.Module, batch_size: int, img_size: int,
 
     Each sample: a random image of an original size with aspect ratio 4:3,
     3:4, 1:1, ... (so the letterbox pads), a random rectangle as the
-    referent's mask and a random sentence ``[SOT, words, EOT, 0...]`` of 3 to
-    L tokens (SOT/EOT the two largest ids, as CLIP's). They go through
-    :class:`Letterbox` (``img_size``) and :class:`PackReferringInputs`, so
-    ``gt_sem_seg``, ``text_tokens`` and the metainfo (``letterbox``,
-    ``ori_shape``, ...) are the real ones.
+    referent's mask and a random sentence of 1 to L - 2 one-token words (so
+    with start and end, 3 to L tokens; the model's text encoder tokenises
+    it). They go through :class:`Letterbox` (``img_size``) and
+    :class:`PackReferringInputs`, so ``gt_sem_seg`` and the metainfo
+    (``text``, ``letterbox``, ``ori_shape``, ...) are the real ones.
 
     Returns:
         dict: ``inputs`` (list of 3 x S x S uint8 tensors) and
         ``data_samples`` (list of SegDataSample), S = ``img_size``.
     """
-    context, vocab = _text_shape(model)
-    return synthetic_samples(batch_size, img_size, context, vocab, seed)
+    return synthetic_samples(batch_size, img_size, _context_length(model), seed)
 
 
-def synthetic_samples(batch_size: int, img_size: int, context: int, vocab: int,
+def synthetic_samples(batch_size: int, img_size: int, context: int,
                       seed: int = 0) -> Dict[str, list]:
-    """:func:`make_synthetic_batch` for a text encoder of ``context``
-    tokens and a vocabulary of ``vocab`` ids (SOT and EOT the two largest)."""
+    """:func:`make_synthetic_batch` for a text encoder of ``context`` tokens."""
     from sera_mm.datasets.transforms.letterbox import Letterbox
     from sera_mm.datasets.transforms.pack_referring_inputs import PackReferringInputs
 
-    if context < 2:
-        raise ValueError(f'context_length={context}: no room for SOT and EOT')
+    if context < 3:
+        raise ValueError(f'context_length={context}: no room for SOT, a word and EOT')
     rng = np.random.default_rng(seed)
     letterbox, pack = Letterbox(scale=img_size), PackReferringInputs()
     aspects = (4 / 3, 3 / 4, 1.0, 16 / 9, 9 / 16)
@@ -206,13 +201,9 @@ def synthetic_samples(batch_size: int, img_size: int, context: int, vocab: int,
         mask = np.zeros((h, w), dtype=np.uint8)
         y0, x0 = rng.integers(0, h // 2), rng.integers(0, w // 2)
         mask[y0:y0 + h // 3, x0:x0 + w // 3] = 1
-        length = int(rng.integers(min(3, context), context + 1))
-        tokens = np.zeros(context, dtype=np.int64)
-        tokens[0], tokens[length - 1] = vocab - 2, vocab - 1
-        tokens[1:length - 1] = rng.integers(1, vocab - 2, length - 2)
+        words = rng.choice(_WORDS, int(rng.integers(1, context - 1)))
         results = dict(img=img, gt_seg_map=mask, seg_fields=['gt_seg_map'],
-                       img_shape=(h, w), ori_shape=(h, w),
-                       text_tokens=torch.from_numpy(tokens))
+                       img_shape=(h, w), ori_shape=(h, w), text=' '.join(words))
         packed = pack(letterbox(results))
         inputs.append(packed['inputs'])
         samples.append(packed['data_samples'])
@@ -1013,6 +1004,8 @@ def build_detris_case(root: str, yaml_path: str = 'config/refcoco/DETRIS_base.ya
     import tempfile
     from types import SimpleNamespace
 
+    from sera_mm.models.text_encoders import CLIPTokenizer
+
     yaml_file = yaml_path if osp.isabs(yaml_path) else osp.join(root, yaml_path)
     settings = read_detris_yaml(yaml_file)
     if settings.get('model_name', 'CLIP-b-16') != 'CLIP-b-16':
@@ -1029,13 +1022,13 @@ def build_detris_case(root: str, yaml_path: str = 'config/refcoco/DETRIS_base.ya
         model = segmenter.DETRIS(cfg)
     model = model.to(device).train()
 
-    samples = synthetic_samples(batch_size, img_size, int(settings['word_len']),
-                                _CLIP_B16['vocab_size'], seed)
+    samples = synthetic_samples(batch_size, img_size, int(settings['word_len']), seed)
     mean = torch.tensor(_DETRIS_MEAN).view(3, 1, 1)
     std = torch.tensor(_DETRIS_STD).view(3, 1, 1)
     img = torch.stack([(x.float() / 255. - mean) / std for x in samples['inputs']])
     mask = torch.stack([ds.gt_sem_seg.data.float() for ds in samples['data_samples']])
-    word = torch.stack([ds.text_tokens for ds in samples['data_samples']])
+    word = CLIPTokenizer(int(settings['word_len']))(
+        [ds.text for ds in samples['data_samples']])
     batch = dict(img=img.to(device), word=word.to(device), mask=mask.to(device))
     run_device = torch.device(device)
 

@@ -1,43 +1,26 @@
 # RefCOCO (UNC splits) in the layout mmdetection documents:
 #   data/coco/train2014/*.jpg
 #   data/coco/refcoco/{instances.json, refs(unc).p}
-dataset_type = 'RefCOCODataset'
-data_root = 'data/coco/'
-img_scale = 448
-# Tokens per sentence, 22 for RefCOCOg (umd): the one owner; the pipelines
-# and the text encoder (each model+data config) derive theirs from it.
-context_length = 17
-# CLIP mean colour in BGR (images are BGR until the data preprocessor)
-pad_val = (104.09373615, 116.7460125, 122.7709383)
-# DETRIS's letterbox: one affine warp (fractional scale and offsets, bicubic,
-# CLIP-mean border); training masks warped linearly, hence soft at the edges.
-# mode='resize' is sera_mm's bilinear resize + integer padding with binary
-# masks (docs/en/method.md, s. 6).
-train_letterbox = dict(type='Letterbox', scale=img_scale, pad_val=pad_val, mode='affine',
-                       soft_masks=True)
-test_letterbox = dict(type='Letterbox', scale=img_scale, pad_val=pad_val, mode='affine')
-
+# Every setting is written in the key that reads it (no variables copied into
+# several keys), so --cfg-options KEY=VALUE changes what it names, e.g.
+# train_dataloader.dataset.data_root=DIR (docs/en/configs.md). The other data
+# sets inherit this file and change their own keys.
+#
 # Images are read as stored, without their EXIF orientation: the annotation
 # files describe the stored pixels (instances.json's sizes are the stored
 # sizes, and COCO's and REFER's own viewers, pycocotools and skimage, do not
 # rotate), while OpenCV's default would turn a square image under its
 # unturned mask (a non-square one fails LoadReferringMask's size check).
-load_image = dict(type='LoadImageFromFile', color_type='color_ignore_orientation')
-train_pipeline = [
-    load_image,
-    dict(type='LoadReferringMask'),
-    train_letterbox,
-    dict(type='TokenizeText', context_length=context_length),
-    dict(type='PackReferringInputs'),
-]
-# the mask is decoded after the letterbox: metrics use the original size
-test_pipeline = [
-    load_image,
-    test_letterbox,
-    dict(type='LoadReferringMask'),
-    dict(type='TokenizeText', context_length=context_length),
-    dict(type='PackReferringInputs'),
-]
+#
+# DETRIS's letterbox to 448 x 448 (the model's input size): one affine warp
+# (fractional scale and offsets, bicubic, CLIP's mean colour as the border,
+# Letterbox's default pad_val); training masks warped linearly, hence soft at
+# the edges. mode='resize' is sera_mm's bilinear resize + integer padding
+# with binary masks (docs/en/method.md, s. 6).
+#
+# The sentence stays text: the model's text encoder tokenises it with its own
+# context_length (configs/_base_/models/).
+#
 # 16 per GPU: DETRIS's 32 samples per step on 2 GPUs (drop_last as DETRIS)
 train_dataloader = dict(
     batch_size=16,
@@ -46,29 +29,44 @@ train_dataloader = dict(
     drop_last=True,
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
+        type='RefCOCODataset',
+        data_root='data/coco/',
         ann_file='refcoco/instances.json',
         split_file='refcoco/refs(unc).p',
         split='train',
         data_prefix=dict(img_path='train2014/'),
-        pipeline=train_pipeline))
+        pipeline=[
+            dict(type='LoadImageFromFile', color_type='color_ignore_orientation'),
+            dict(type='LoadReferringMask'),
+            dict(type='Letterbox', scale=448, mode='affine', soft_masks=True),
+            dict(type='PackReferringInputs'),
+        ]))
 val_dataloader = dict(
     batch_size=16,
     num_workers=4,
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
+        type='RefCOCODataset',
+        data_root='data/coco/',
         ann_file='refcoco/instances.json',
         split_file='refcoco/refs(unc).p',
         split='val',
         test_mode=True,
         data_prefix=dict(img_path='train2014/'),
-        pipeline=test_pipeline))
+        # the mask is decoded after the letterbox: metrics use the original size
+        pipeline=[
+            dict(type='LoadImageFromFile', color_type='color_ignore_orientation'),
+            dict(type='Letterbox', scale=448, mode='affine'),
+            dict(type='LoadReferringMask'),
+            dict(type='PackReferringInputs'),
+        ]))
 test_dataloader = val_dataloader
-# val_evaluator/test_evaluator: in configs/_base_/models/ (the model's threshold)
-# tools/test.py evaluates each, one table; the one owner of the test splits
-# (a MultiSplitTestLoop without splits reads it)
-test_splits = ['val', 'testA', 'testB']
+# The metric scores the masks the model predicts (pred_sem_seg, thresholded
+# at the model's test_cfg.threshold, configs/_base_/models/).
+val_evaluator = dict(type='RefSegMetric')
+test_evaluator = val_evaluator
+# What tools/test.py evaluates, in one run with the model loaded once (one
+# table, a row per split): the one setting of the test splits;
+# tools/test.py --splits picks some of them.
+test_cfg = dict(type='MultiSplitTestLoop', splits=['val', 'testA', 'testB'])

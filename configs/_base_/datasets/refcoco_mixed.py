@@ -3,15 +3,17 @@
 # (MixedRefCOCODataset logs how many per set and why). Layout as refcoco.py:
 #   data/coco/train2014/*.jpg
 #   data/coco/{refcoco,refcoco+,refcocog}/{instances.json, refs(*).p}
-# 17 tokens, as DETRIS's mixed configuration (longer RefCOCOg sentences are cut)
+# Its models keep 17 tokens, as DETRIS's mixed configuration (longer RefCOCOg
+# sentences are cut).
 _base_ = './refcoco.py'
 train_dataloader = dict(
     dataset=dict(
         _delete_=True,
         type='MixedRefCOCODataset',
-        data_root={{_base_.data_root}},
-        data_prefix=dict(img_path='train2014/'),
-        pipeline={{_base_.train_pipeline}},
+        # RefCOCO's training set, inherited: its folder and pipeline
+        data_root={{_base_.train_dataloader.dataset.data_root}},
+        data_prefix={{_base_.train_dataloader.dataset.data_prefix}},
+        pipeline={{_base_.train_dataloader.dataset.pipeline}},
         sources=[
             dict(name='refcoco', ann_file='refcoco/instances.json',
                  split_file='refcoco/refs(unc).p'),
@@ -25,12 +27,10 @@ train_dataloader = dict(
             dict(name='refcocog-google', ann_file='refcocog/instances.json',
                  split_file='refcocog/refs(google).p', train=False),
         ]))
-_refcoco_val = dict(ann_file='refcoco/instances.json', split_file='refcoco/refs(unc).p',
-                    split='val')
-val_dataloader = dict(dataset=_refcoco_val)
-test_dataloader = dict(dataset=_refcoco_val)
-# tools/test.py evaluates all of them in one run (one table, a row each)
-test_splits = [
+# validated on RefCOCO val (the base's val_dataloader); tools/test.py
+# evaluates every evaluation split of the three sets in one run (one table, a
+# row each)
+test_cfg = dict(splits=[
     dict(name='refcoco_val', ann_file='refcoco/instances.json',
          split_file='refcoco/refs(unc).p', split='val'),
     dict(name='refcoco_testA', ann_file='refcoco/instances.json',
@@ -49,4 +49,4 @@ test_splits = [
          split_file='refcocog/refs(umd).p', split='test'),
     dict(name='refcocog-google_val', ann_file='refcocog/instances.json',
          split_file='refcocog/refs(google).p', split='val'),
-]
+])

@@ -4,23 +4,27 @@
 # in blocks 1,3,5,7,9,11; the levels after blocks 4 and 8 (raw) and 11 (after
 # the final norm); DETRIS's neck, decoder (FFN 512) and projector. Only the
 # adapters, neck, decoder and head train.
-data_preprocessor = dict(
-    type='mmseg.SegDataPreProcessor',
-    # CLIP's mean/std for the DINOv2 input too, as DETRIS
-    mean=[122.7709383, 116.7460125, 104.09373615],
-    std=[68.5005327, 66.6321579, 70.32316305],
-    bgr_to_rgb=True,
-    pad_val=0,
-    seg_pad_val=0,
-    size=(448, 448))
 model = dict(
     type='ReferringSegmentor',
-    data_preprocessor=data_preprocessor,
+    data_preprocessor=dict(
+        type='mmseg.SegDataPreProcessor',
+        # CLIP's mean/std for the DINOv2 input too, as DETRIS
+        mean=[122.7709383, 116.7460125, 104.09373615],
+        std=[68.5005327, 66.6321579, 70.32316305],
+        bgr_to_rgb=True,
+        pad_val=0,
+        seg_pad_val=0,
+        # The data set's Letterbox makes every image its scale x scale (the
+        # one setting of the input size): no padding to add. mmseg's
+        # stack_batch needs a size or a size_divisor; 1 pads nothing.
+        size_divisor=1),
     text_encoder=dict(
         type='OpenCLIPTextEncoder',
         model_name='ViT-B-16-quickgelu',  # OpenAI's weights need QuickGELU
-        # context_length: each config sets it from its data set's
-        # context_length (configs/_base_/datasets/), the one owner
+        # Tokens per sentence, the one setting of the sentence length: the
+        # encoder tokenises the sentences with it (17; the G-Ref umd configs
+        # set 22, DETRIS's word_len)
+        context_length=17,
         pretrained='pretrain/ViT-B-16.pt',
         frozen=True,
         adapter_cfg=dict(type='TextAdapter', channels=64),
@@ -58,13 +62,9 @@ model = dict(
     decode_head=dict(type='DynamicConvHead', in_channels=512, channels=256, text_channels=512),
     train_cfg=dict(),
     # DETRIS's post-processing: sigmoid, bicubic (corners aligned) to the
-    # input, the inverse letterbox warp, > 0.35
+    # input, the inverse letterbox warp, > 0.35. The threshold's one setting:
+    # the metric scores these masks (pred_sem_seg).
     test_cfg=dict(threshold=0.35, upsample=dict(mode='bicubic', align_corners=True)))
-# The masks are scored with the model's own threshold: test_cfg.threshold is
-# its one owner (a metric set to another value is refused,
-# sera_mm.engine.runner.check_shared_settings).
-val_evaluator = dict(type='RefSegMetric', threshold=model['test_cfg']['threshold'])
-test_evaluator = val_evaluator
 # DETRIS's recipe: 32 samples per step as 2 GPUs x 16 with SyncBN, fp16 autocast
 # with dynamic loss scaling (`tools/train.py --amp` reads amp_dtype)
 sync_bn = 'torch'

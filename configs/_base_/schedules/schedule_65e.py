@@ -9,4 +9,4 @@ param_scheduler = [
 ]
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=65, val_interval=1)
 val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
+# test_cfg: the data set's (configs/_base_/datasets/), a MultiSplitTestLoop

@@ -2,7 +2,6 @@
 from .letterbox import Letterbox, undo_letterbox
 from .load_referring_mask import LoadReferringMask, decode_segmentation
 from .pack_referring_inputs import PackReferringInputs
-from .tokenize_text import TokenizeText
 
 __all__ = ['Letterbox', 'undo_letterbox', 'LoadReferringMask',
-           'decode_segmentation', 'PackReferringInputs', 'TokenizeText']
+           'decode_segmentation', 'PackReferringInputs']

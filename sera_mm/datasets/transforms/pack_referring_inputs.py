@@ -19,30 +19,35 @@ class PackReferringInputs(PackSegInputs):
 
     Returns ``dict(inputs=C x H x W uint8 tensor, data_samples=SegDataSample)``
     where the data sample holds ``gt_sem_seg`` (1 x H x W, from
-    ``gt_seg_map``: letterboxed in training, original size in testing),
-    ``text_tokens`` (L,) as a data field (moved by ``.to(device)``) and the
-    metainfo named in ``meta_keys``.
+    ``gt_seg_map``: letterboxed in training, original size in testing) and
+    the metainfo named in ``meta_keys``, the sentence ``text`` among them
+    (the model's text encoder tokenises it).
 
     An integer or bool ``gt_seg_map`` becomes int64, as in mmseg. A floating
     one (the soft masks of ``Letterbox(mode='affine', soft_masks=True)``)
     becomes float32 with its values kept: mmseg's int64 cast would round
     every soft value down to 0 (or 1 on the object's interior).
 
-    Required keys: ``img``, ``text_tokens`` (from :class:`TokenizeText`).
+    Required keys: ``img``, ``text`` (the sentence, a str).
 
     Args:
-        meta_keys: keys copied to the metainfo when present. Defaults to the
-            image keys and text, ref_id, sent_id, ann_id, image_id, letterbox.
+        meta_keys: keys copied to the metainfo when present; must include
+            ``'text'``. Defaults to the image keys and text, ref_id,
+            sent_id, ann_id, image_id, letterbox.
     """
 
     def __init__(self, meta_keys: Sequence[str] = REFERRING_META_KEYS) -> None:
+        if 'text' not in meta_keys:
+            raise ValueError(f"PackReferringInputs: meta_keys {tuple(meta_keys)} lack 'text', "
+                             'the sentence the model reads; add it')
         super().__init__(meta_keys=tuple(meta_keys))
 
     def transform(self, results: Dict) -> Dict:
         """Called per sample; returns the packed dict."""
-        if 'text_tokens' not in results:
-            raise KeyError("PackReferringInputs needs 'text_tokens'; put "
-                           'TokenizeText before it in the pipeline')
+        if not isinstance(results.get('text'), str):
+            raise KeyError("PackReferringInputs needs 'text', the sentence (a str); got "
+                           f"{type(results.get('text')).__name__} (the dataset or the "
+                           'inference API provides it)')
         gt = results.get('gt_seg_map')
         soft = gt is not None and np.issubdtype(np.asarray(gt).dtype, np.floating)
         if soft:
@@ -54,6 +59,4 @@ class PackReferringInputs(PackSegInputs):
                 gt = gt[None]
             packed['data_samples'].gt_sem_seg = PixelData(
                 data=torch.from_numpy(np.ascontiguousarray(gt)))
-        packed['data_samples'].set_data(
-            dict(text_tokens=results['text_tokens']))
         return packed

@@ -4,8 +4,6 @@ from .checkpoint_match import (check_checkpoint_matches, check_state_dict_matche
 from .cpu_distributed import setup_cpu_distributed
 from .multi_split_test_loop import MultiSplitTestLoop
 from .results_table import COLUMNS, TABLE_JSON, TABLE_MD, write_table
-from .shared_settings import (SHARED_SETTINGS, SharedSettingError,
-                              check_shared_settings)
 from .split_spec import (dataloader_for_split, normalize_splits,
                          select_splits)
 
@@ -13,6 +11,5 @@ __all__ = [
     'MultiSplitTestLoop', 'check_checkpoint_matches', 'check_state_dict_matches',
     'load_state_dict_keys',
     'setup_cpu_distributed', 'COLUMNS', 'TABLE_JSON', 'TABLE_MD',
-    'write_table', 'dataloader_for_split', 'normalize_splits', 'select_splits',
-    'SHARED_SETTINGS', 'SharedSettingError', 'check_shared_settings'
+    'write_table', 'dataloader_for_split', 'normalize_splits', 'select_splits'
 ]

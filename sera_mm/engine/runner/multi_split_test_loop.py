@@ -51,10 +51,10 @@ class MultiSplitTestLoop(BaseLoop):
             copy whose dataset(s) get the split's overrides.
         evaluator (dict | list): The test evaluator config (metric dicts);
             built once per split.
-        splits (Sequence[str | dict], optional): Split names and/or named
-            dataset overrides (see :mod:`sera_mm.engine.runner.split_spec`).
-            Defaults to None: the config's ``test_splits``, their one owner
-            (``tools/test.py`` passes the ``--splits`` it picked).
+        splits (Sequence[str | dict]): Split names and/or named dataset
+            overrides (see :mod:`sera_mm.engine.runner.split_spec`), the one
+            setting of what a test evaluates (``configs/_base_/datasets/``
+            set it; ``tools/test.py --splits`` picks some of them).
         out_dir (str, optional): Folder of the table (``test_results.json``
             and ``.md``) and the default ``output_dir`` of RefSegMetrics that
             set none. Defaults to None: the runner's work dir.
@@ -65,7 +65,7 @@ class MultiSplitTestLoop(BaseLoop):
                  runner,
                  dataloader: Union[dict, DataLoader],
                  evaluator: Union[dict, list],
-                 splits: Optional[Sequence[SplitSpec]] = None,
+                 splits: Sequence[SplitSpec],
                  out_dir: Optional[str] = None,
                  fp16: bool = False) -> None:
         if not isinstance(dataloader, dict):
@@ -78,13 +78,6 @@ class MultiSplitTestLoop(BaseLoop):
             raise TypeError(
                 'MultiSplitTestLoop builds one evaluator per split from the '
                 f'test_evaluator config; got {type(evaluator).__name__}')
-        cfg = getattr(runner, 'cfg', None) or {}
-        if splits is None:
-            splits = cfg.get('test_splits')
-            if not splits:
-                raise ValueError(
-                    'MultiSplitTestLoop: no splits given and the config has '
-                    'no test_splits')
         self.split_names: List[str] = []
         self.split_name: Optional[str] = None  # the split being run
         self.dataloaders: Dict[str, DataLoader] = {}

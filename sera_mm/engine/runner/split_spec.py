@@ -2,13 +2,14 @@
 
 A *split spec* is either a split name (``'testA'``), which replaces the
 ``split`` of the test dataset config, or a dict with a ``name`` and the
-dataset keys to replace, for evaluating other data sets in the same run::
+dataset keys to replace, for evaluating other data sets in the same run.
+The specs live in one place, the ``splits`` of the test loop::
 
-    test_splits = [
+    test_cfg = dict(type='MultiSplitTestLoop', splits=[
         'val',
         dict(name='refcoco+_val', ann_file='refcoco+/instances.json',
              split_file='refcoco+/refs(unc).p', split='val'),
-    ]
+    ])
 """
 import copy
 import re
@@ -23,7 +24,7 @@ _NAME_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+\-]*$')
 
 
 def normalize_splits(splits: Sequence[SplitSpec],
-                     where: str = 'test_splits') -> List[Tuple[str, dict]]:
+                     where: str = 'test_cfg.splits') -> List[Tuple[str, dict]]:
     """Checks split specs and returns ``[(name, dataset overrides)]``.
 
     Args:
@@ -69,10 +70,11 @@ def normalize_splits(splits: Sequence[SplitSpec],
 
 def select_splits(available: Optional[Sequence[SplitSpec]],
                   wanted: Sequence[str]) -> List[SplitSpec]:
-    """Resolves ``--splits`` against the config's ``test_splits``.
+    """Resolves ``tools/test.py --splits`` against the config's
+    ``test_cfg.splits``.
 
     Args:
-        available: the config's ``test_splits`` (may be None).
+        available: the config's ``test_cfg.splits`` (may be None).
         wanted: names given on the command line.
 
     Returns:

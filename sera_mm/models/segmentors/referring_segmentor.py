@@ -62,9 +62,10 @@ def resolve_test_cfg(test_cfg: Optional[dict]) -> dict:
 class ReferringSegmentor(BaseSegmentor):
     """Segments the object a sentence refers to (docs/en/method.md, s. 1-6).
 
-    The tokens in each data sample's ``text_tokens`` go through the text
-    encoder; the image goes through the backbone (which may read the text
-    features, for the SERA-Adapters); the neck fuses the levels and gates
+    The sentence in each data sample's ``text`` (metainfo) is tokenised and
+    encoded by the text encoder, which owns the sentence length; the image
+    goes through the backbone (which may read the text features, for the
+    SERA-Adapters); the neck fuses the levels and gates
     them with the sentence, the decoder lets pixels attend to words, and the
     head predicts 1-channel mask logits at 4x the patch grid.
 
@@ -75,7 +76,8 @@ class ReferringSegmentor(BaseSegmentor):
     routing results, detached, for statistics hooks.
 
     Args:
-        text_encoder (dict): Text encoder config; maps B x L tokens to
+        text_encoder (dict): Text encoder config; ``tokenize(sentences)``
+            gives B x L token ids, ``forward(tokens)`` maps them to
             :class:`TextFeatures`.
         backbone (dict): Image encoder config; ``forward(inputs, text)``
             returns a tuple of B x D x h x w maps.
@@ -130,11 +132,14 @@ class ReferringSegmentor(BaseSegmentor):
 
     # -- feature path -----------------------------------------------------
     def encode_text(self, data_samples: SampleList) -> TextFeatures:
-        """Stacks each sample's ``text_tokens`` (L) and encodes them."""
-        if not data_samples or 'text_tokens' not in data_samples[0]:
-            raise KeyError('ReferringSegmentor: every data sample needs a `text_tokens` '
-                           'field (added by the tokenising transform)')
-        tokens = torch.stack([ds.text_tokens for ds in data_samples])
+        """Tokenises each sample's sentence (metainfo ``text``) with the text
+        encoder and encodes them; called once per forward, in every mode."""
+        missing = [i for i, ds in enumerate(data_samples) if 'text' not in ds.metainfo]
+        if missing:
+            raise KeyError(f'ReferringSegmentor: data samples {missing} have no `text` '
+                           'metainfo (the sentence); pack it with PackReferringInputs, '
+                           "whose meta_keys include 'text'")
+        tokens = self.text_encoder.tokenize([ds.text for ds in data_samples])
         return self.text_encoder(tokens)
 
     def extract_feat(self, inputs: Tensor,
@@ -168,8 +173,8 @@ class ReferringSegmentor(BaseSegmentor):
     def _forward(self, inputs: Tensor, data_samples: Optional[SampleList] = None) -> Tensor:
         """Tensor mode: mask logits at the head's resolution, B x 1 x H' x W'."""
         if data_samples is None:
-            raise ValueError('ReferringSegmentor: data_samples with `text_tokens` are '
-                             'needed in every mode')
+            raise ValueError('ReferringSegmentor: data_samples with the sentence '
+                             '(`text` metainfo) are needed in every mode')
         text = self.encode_text(data_samples)
         x, _ = self.extract_feat(inputs, text)
         return self.decode_head(x, text)
@@ -180,8 +185,8 @@ class ReferringSegmentor(BaseSegmentor):
 
         Args:
             inputs (Tensor): B x 3 x H x W normalised images.
-            data_samples (list[SegDataSample]): With ``text_tokens`` and
-                ``gt_sem_seg`` (1 x H x W, at the input size).
+            data_samples (list[SegDataSample]): With ``text`` (metainfo)
+                and ``gt_sem_seg`` (1 x H x W, at the input size).
 
         Returns:
             dict[str, Tensor]: Losses (keys ``loss_*``) and logged statistics.

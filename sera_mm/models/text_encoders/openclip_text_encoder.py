@@ -14,6 +14,7 @@ from sera_mm.models.utils.structures import TextFeatures
 from sera_mm.registry import MODELS
 from sera_mm.utils.pretrained import pretrained_file
 from .clip_checkpoint import OPENAI_TORCHSCRIPT, read_clip_text_state_dict
+from .clip_tokenizer import CLIPTokenizer
 
 #: How the padding mask of the words is made: 'after_eot' marks the
 #: positions after the end-of-text token; 'zero_token' marks the positions
@@ -30,6 +31,12 @@ class OpenCLIPTextEncoder(BaseModule):
     are sliced to the first ``context_length`` and the causal mask is built
     at that size. With a causal mask, the features of the first L positions
     do not depend on later ones, so they equal CLIP's at context 77.
+
+    The encoder owns the sentence length: :meth:`tokenize` turns sentences
+    into ``context_length`` CLIP tokens (:class:`CLIPTokenizer`, built here
+    with the same ``context_length``), which the segmentor then passes to
+    :meth:`forward`; :meth:`forward` also takes token ids directly (an
+    exported graph is fed ids).
 
     Text adapters (``adapter_cfg``, DETRIS's :class:`TextAdapter`) sit in the
     blocks of ``adapter_indices``: after the block's attention, ``a = A(x)``
@@ -61,8 +68,9 @@ class OpenCLIPTextEncoder(BaseModule):
             ``embed_dim``. Defaults to None.
         embed_dim (int, optional): Width of the sentence feature (the text
             projection's output). Required with ``text_cfg``.
-        context_length (int): L, tokens per sentence (17 or 22 in RIS).
-            Defaults to 17.
+        context_length (int): L, tokens per sentence (17 or 22 in RIS), the
+            one setting of the sentence length: the tokeniser truncates to
+            it and the tower's positions are sliced to it. Defaults to 17.
         quick_gelu (bool, optional): QuickGELU activations. None: as
             ``model_name`` says (GELU with ``text_cfg``); an explicit value
             must agree with ``model_name``. Defaults to None.
@@ -124,9 +132,17 @@ class OpenCLIPTextEncoder(BaseModule):
         if text_cfg.get('hf_model_name'):
             raise ValueError(f'{model_name}: Hugging Face text towers are not supported')
         full_context = text_cfg.get('context_length', 77)
-        if not 0 < context_length <= full_context:
-            raise ValueError(f'context_length={context_length} must be in '
-                             f'[1, {full_context}] (the config\'s context)')
+        if not 2 <= context_length <= full_context:
+            raise ValueError(f'OpenCLIPTextEncoder: context_length={context_length} must '
+                             f'be in [2, {full_context}] (start and end tokens; the '
+                             "text tower's positions)")
+        self.tokenizer = CLIPTokenizer(context_length)
+        vocab_size = text_cfg.get('vocab_size', 49408)
+        if vocab_size <= self.tokenizer.eot_token_id:
+            raise ValueError(f'OpenCLIPTextEncoder: text_cfg vocab_size={vocab_size} is '
+                             "smaller than CLIP's BPE vocabulary "
+                             f'({self.tokenizer.eot_token_id + 1} ids) it tokenises with; '
+                             'set vocab_size=49408')
         text_cfg['context_length'] = context_length
         text_cfg['output_tokens'] = True
         self.model_name = model_name
@@ -221,8 +237,19 @@ class OpenCLIPTextEncoder(BaseModule):
             self.text.requires_grad_(False)
         return self
 
+    def tokenize(self, texts: Sequence[str]) -> Tensor:
+        """Tokenises sentences for :meth:`forward`; called by the segmentor
+        once per batch.
+
+        Returns:
+            Tensor: B x ``context_length`` int64 token ids, on the device of
+            the tower's token embedding.
+        """
+        return self.tokenizer(texts).to(self.text.token_embedding.weight.device)
+
     def forward(self, tokens: Tensor) -> TextFeatures:
-        """Encodes tokenised sentences; called by the segmentor.
+        """Encodes tokenised sentences; called by the segmentor with the
+        ids of :meth:`tokenize` (an exported graph takes ids as its input).
 
         Args:
             tokens (Tensor): B x L token ids, L <= ``context_length``, each

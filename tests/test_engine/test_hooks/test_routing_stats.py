@@ -9,7 +9,6 @@ from mmseg.structures import SegDataSample
 from torch import nn
 
 import sera_mm
-from sera_mm.datasets.transforms import TokenizeText
 from sera_mm.engine.hooks import ModelRoutingStatistics, RoutingStatistics
 from sera_mm.models.utils import RoutingResult
 from sera_mm.registry import MODELS
@@ -102,23 +101,18 @@ def tiny_segmentor() -> nn.Module:
     return model.eval()
 
 
-def tokenized_samples(texts) -> list:
-    tokenize = TokenizeText(
-        context_length=Config.fromfile(TINY_CONFIG).model.text_encoder.context_length)
-    samples = []
-    for text in texts:
-        sample = SegDataSample()
-        sample.text_tokens = tokenize.transform(dict(text=text))['text_tokens']
-        samples.append(sample)
-    return samples
+def sentence_samples(texts) -> list:
+    return [SegDataSample(metainfo=dict(text=text)) for text in texts]
 
 
 def test_model_routing_statistics_exact_values(tiny_segmentor):
     model = tiny_segmentor
     stats = ModelRoutingStatistics(model)
     assert not stats.empty
-    samples = tokenized_samples(['the red circle', 'the bigger triangle'])
-    size = Config.fromfile(TINY_CONFIG).model.data_preprocessor['size']
+    samples = sentence_samples(['the red circle', 'the bigger triangle'])
+    pipeline = Config.fromfile(TINY_CONFIG).test_dataloader.dataset.pipeline
+    scale = next(t.scale for t in pipeline if t.type == 'Letterbox')
+    size = (scale, scale)  # the model's input: the test Letterbox's
     with torch.no_grad():
         for _ in range(2):
             model(torch.randn(2, 3, *size), samples, mode='tensor')

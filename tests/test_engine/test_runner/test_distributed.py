@@ -125,7 +125,7 @@ def test_two_process_test_equals_one_process(dist_trained, synthetic_refer,
     proc1 = run([sys.executable, osp.join(REPO, 'tools', 'test.py'),
                  osp.join(REPO, CONFIG), ckpt, '--work-dir', one, '--cfg-options',
                  *data_options(synthetic_refer),
-                 'test_splits=' + ','.join(SPLITS)],
+                 'test_cfg.splits=[' + ','.join(SPLITS) + ']'],
                 cwd=str(tmp_path))
     assert proc1.returncode == 0, explain(proc1)
 

@@ -97,7 +97,7 @@ class RecordHook(Hook):
         self.calls.append('after_test')
 
 
-def make_runner(work_dir, splits, metric=None, out_dir=None, cfg=None):
+def make_runner(work_dir, splits, metric=None, out_dir=None):
     metric = metric or dict(type='RefSegMetric')
     hook = RecordHook()
     loop = dict(type='MultiSplitTestLoop', out_dir=out_dir)
@@ -114,8 +114,7 @@ def make_runner(work_dir, splits, metric=None, out_dir=None, cfg=None):
         test_evaluator=metric,
         test_cfg=loop,
         custom_hooks=[hook],
-        default_scope='sera_mm',
-        cfg=cfg)
+        default_scope='sera_mm')
     return runner, hook
 
 
@@ -173,18 +172,21 @@ def test_a_bad_split_fails_before_the_model_runs(tmp_path):
     assert hook.calls == []
 
 
-def test_without_splits_the_loop_reads_test_splits(tmp_path):
-    """test_splits is the one owner of the splits: a loop given none runs
-    the config's, in the config's order."""
-    runner, hook = make_runner(tmp_path, None, cfg=dict(test_splits=['b', 'a']))
+def test_the_splits_run_in_their_order(tmp_path):
+    runner, hook = make_runner(tmp_path, ['b', 'a'])
     metrics = runner.test()
     assert [c[1] for c in hook.calls if c[0] == 'epoch'] == ['b', 'a']
     assert metrics['a/mIoU'] == pytest.approx(expected_row('a')['mIoU'])
 
 
-def test_without_splits_or_test_splits_the_loop_says_so(tmp_path):
-    runner, hook = make_runner(tmp_path, None, cfg=dict())
-    with pytest.raises(ValueError, match='no splits given and the config has no test_splits'):
+def test_the_loop_requires_its_splits(tmp_path):
+    """test_cfg.splits is the one setting of the splits: a loop without
+    them is refused (it reads no other key of the config)."""
+    runner, hook = make_runner(tmp_path, None)
+    with pytest.raises(TypeError, match='splits'):
+        runner.test()
+    runner, hook = make_runner(tmp_path, [])
+    with pytest.raises(ValueError, match='test_cfg.splits must be a non-empty list'):
         runner.test()
     assert hook.calls == []
 

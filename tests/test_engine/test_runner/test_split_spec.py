@@ -1,4 +1,4 @@
-"""A bad ``test_splits`` list is refused, naming the entry at fault
+"""A bad ``test_cfg.splits`` list is refused, naming the entry at fault
 (sera_mm/engine/runner/split_spec.py)."""
 import pytest
 
@@ -8,13 +8,13 @@ from sera_mm.engine.runner import normalize_splits
 @pytest.mark.parametrize('splits, words', [
     ([], ['non-empty']),
     ('val', ['non-empty']),
-    (['val', dict(split='val')], ["test_splits[1]", "'name'"]),
+    (['val', dict(split='val')], ["test_cfg.splits[1]", "'name'"]),
     (['val', 'val'], ["'val'", 'twice']),
     ([dict(name='a b', split='val')], ["'a b'"]),
     ([dict(name='x')], ["'x'", 'overrides no']),
-    ([3], ['test_splits[0]']),
+    ([3], ['test_cfg.splits[0]']),
 ])
-def test_bad_test_splits(splits, words):
+def test_bad_splits(splits, words):
     with pytest.raises(ValueError) as e:
         normalize_splits(splits)
     for word in words:

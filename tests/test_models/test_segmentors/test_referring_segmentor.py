@@ -16,9 +16,6 @@ SIZE = 32  # input side; patch 8 -> 4 x 4 grid -> 16 x 16 logits
 CONTEXT = 7
 
 
-SOT, EOT = 49406, 49407
-
-
 def model_cfg(with_fusion=True, dice=False, top_k=2):
     """A tiny SERA: CLIP text tower (1 layer, width 64), DINOv2 (2 layers,
     width 64, patch 8), SERA-Fusion on both levels, C = 32."""
@@ -59,11 +56,10 @@ def letterbox_meta(ori_shape, size=SIZE):
                 resized_shape=(rh, rw), ori_shape=(h, w))
 
 
-def make_sample(tokens, ori_shape, gt=None):
+def make_sample(text, ori_shape, gt=None):
     ds = SegDataSample()
     ds.set_metainfo(dict(ori_shape=ori_shape, img_shape=(SIZE, SIZE),
-                         letterbox=letterbox_meta(ori_shape)))
-    ds.text_tokens = torch.tensor(tokens + [0] * (CONTEXT - len(tokens)))
+                         letterbox=letterbox_meta(ori_shape), text=text))
     if gt is not None:
         ds.gt_sem_seg = PixelData(data=gt)
     return ds
@@ -76,8 +72,8 @@ def train_batch():
             for _ in range(2)]
     gt = torch.zeros(1, SIZE, SIZE, dtype=torch.uint8)
     gt[..., :SIZE // 2] = 1
-    samples = [make_sample([SOT, 5, 9, EOT], (20, 30), gt.clone()),
-               make_sample([SOT, 7, EOT], (30, 20), gt.clone())]
+    samples = [make_sample('the left half', (20, 30), gt.clone()),
+               make_sample('left', (30, 20), gt.clone())]
     return dict(inputs=imgs, data_samples=samples)
 
 
@@ -144,7 +140,7 @@ def test_predict_undoes_the_letterbox(at_input_size, extra):
     logits = torch.full((len(oris), 1, side, side), -10.)
     samples = []
     for i, ori in enumerate(oris):
-        ds = make_sample([SOT, EOT], ori)
+        ds = make_sample('', ori)
         ds.set_metainfo(dict(padding_size=[0, extra, 0, extra]))
         left, top, _, _ = ds.metainfo['letterbox']['pad']
         rh, rw = ds.metainfo['letterbox']['resized_shape']
@@ -162,7 +158,7 @@ def test_predict_maps_a_known_region_back_to_the_original_pixels():
     """A box in the original image, letterboxed by hand, comes back in place."""
     model = build().eval()
     ori = (16, 32)  # scale 1, pad 8 rows above and below
-    ds = make_sample([SOT, EOT], ori)
+    ds = make_sample('', ori)
     assert ds.metainfo['letterbox']['pad'] == (0, 8, 0, 8)
     logit = torch.full((1, 1, SIZE, SIZE), -10.)
     logit[..., 8 + 3:8 + 9, 5:20] = 10.
@@ -194,20 +190,34 @@ def test_training_steps_reduce_the_loss_on_a_fixed_batch():
     assert history[-1] < 0.8 * history[0], history
 
 
-def test_text_tokens_are_required():
+def test_the_text_encoder_tokenises_the_sentences_at_its_context_length():
+    """encode_text reads each sample's ``text`` and tokenises it with the
+    encoder's own context length (CONTEXT, not CLIP's 77 nor the tower's 17)."""
+    import open_clip
+    model = build().eval()
+    samples = train_batch()['data_samples']
+    with torch.no_grad():
+        text = model.encode_text(samples)
+        ref = model.text_encoder(open_clip.tokenize(['the left half', 'left'],
+                                                    context_length=CONTEXT))
+    assert text.words.shape[:2] == (2, CONTEXT)
+    torch.testing.assert_close(text.words, ref.words)
+    torch.testing.assert_close(text.sentence, ref.sentence)
+
+
+def test_the_sentence_is_required():
     model = build().eval()
     batch = train_batch()
-    for ds in batch['data_samples']:
-        del ds.text_tokens
+    del batch['data_samples'][1].text
     data = model.data_preprocessor(batch)
-    with pytest.raises(KeyError, match='text_tokens'):
+    with pytest.raises(KeyError, match=r'data samples \[1\] have no `text`'):
         model(**data, mode='tensor')
     with pytest.raises(KeyError, match='unknown test_cfg'):
         MODELS.build(dict(model_cfg(), test_cfg=dict(thr=0.5)))
 
 
 def test_mmseg_data_preprocessor_is_enough():
-    """SegDataPreProcessor moves ``text_tokens`` with the sample, stacks the
+    """SegDataPreProcessor keeps the sentence with the sample, stacks the
     masks in training and normalises BGR uint8 images as RGB with CLIP's
     mean and std: no sera_mm preprocessor class is needed."""
     model = build()
@@ -217,7 +227,7 @@ def test_mmseg_data_preprocessor_is_enough():
     expected = (torch.tensor([30., 20., 10.]) - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
     torch.testing.assert_close(data['inputs'][0, :, 0, 0], expected)
     sample = data['data_samples'][0]
-    assert sample.text_tokens.dtype == torch.long and sample.text_tokens.shape == (CONTEXT,)
+    assert sample.text == 'the left half'
     assert torch.stack([ds.gt_sem_seg.data for ds in data['data_samples']]).shape == \
         (2, 1, SIZE, SIZE)
 

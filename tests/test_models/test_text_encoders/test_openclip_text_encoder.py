@@ -179,6 +179,28 @@ def test_too_long_tokens_are_refused():
         encoder(torch.zeros(2, 18, dtype=torch.long))
 
 
+def test_the_encoder_tokenises_at_its_own_context_length():
+    """The one setting of the sentence length: tokenize() pads or cuts to
+    the encoder's context_length, with open_clip's ids."""
+    for length in (17, 22):
+        encoder = OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM,
+                                      context_length=length)
+        tokens = encoder.tokenize(SENTENCES)
+        assert torch.equal(tokens, _tokens(length))
+        assert encoder(tokens).words.shape == (len(SENTENCES), length, 64)
+    short = OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, context_length=3)
+    assert short.tokenize(SENTENCES)[:, -1].tolist() == [49407] * 3  # cut, EOT kept
+
+
+def test_bad_context_length_or_vocabulary_is_refused_at_build():
+    with pytest.raises(ValueError, match=r'context_length=1 must be in \[2, 77\]'):
+        OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, context_length=1)
+    with pytest.raises(ValueError, match=r'context_length=78 must be in \[2, 77\]'):
+        OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, context_length=78)
+    with pytest.raises(ValueError, match='vocab_size=1000.*49408'):
+        OpenCLIPTextEncoder(text_cfg=dict(TINY_TEXT, vocab_size=1000), embed_dim=EMBED_DIM)
+
+
 def test_frozen_encoder_stays_frozen_and_builds_no_graph():
     encoder = OpenCLIPTextEncoder(text_cfg=TINY_TEXT, embed_dim=EMBED_DIM, frozen=True)
     encoder.requires_grad_(True)
