@@ -18,8 +18,9 @@ Examples::
 
 Needs the optional requirements (``pip install -c requirements/constraints.txt
 -r requirements/webui.txt``, or ``make webui-deps``); the sera_mm package
-itself never imports Gradio. The model is loaded once, at start-up; requests
-wait in Gradio's queue and run one at a time (one model, one device).
+itself never imports Gradio. The model is loaded once, at start-up; up to
+:data:`CONCURRENT_REQUESTS` requests run on it at once (a forward keeps
+nothing on the model), the others wait in Gradio's queue.
 Photos are read by :func:`sera_mm.apis.load_image` (EXIF orientation,
 grayscale, transparency, large photos: see :mod:`sera_mm.apis.photo`) and
 segmented by :func:`sera_mm.apis.inference_referring`, the paths of
@@ -27,6 +28,7 @@ segmented by :func:`sera_mm.apis.inference_referring`, the paths of
 says otherwise; Gradio's public share links are never opened.
 """
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -35,6 +37,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -47,6 +50,9 @@ DEFAULT_EXAMPLES = osp.join(REPO, 'data', 'synthetic')
 MAX_SENTENCES = 6
 #: Request folders (overlays, masks) kept on disk; older ones are removed.
 KEEP_REQUESTS = 16
+#: Requests the model serves at once: on a CPU one forward already uses every
+#: core, a second lets a short request pass a long one.
+CONCURRENT_REQUESTS = 2
 #: Element ids of the page (the browser test and the screenshot use them).
 IDS = dict(photo='photo', sentences='sentences', threshold='threshold', run='run',
            overlays='overlays', status='status', masks='masks', routing_plot='routing-plot',
@@ -141,11 +147,11 @@ class Segmenter:
         self.threshold = default_threshold(model)
         self.routed = has_routers(model)
         self.visualizer = ReferringVisualizer(name=f'sera_webui_{id(self)}', alpha=alpha)
-        self._count = 0
+        self._count = itertools.count(1)  # next() is atomic: requests run in threads
+        self._draw_lock = threading.Lock()  # the visualiser holds the picture it draws
 
     def _request_dir(self) -> str:
-        self._count += 1
-        path = osp.join(self.out_dir, f'request_{self._count:06d}')
+        path = osp.join(self.out_dir, f'request_{next(self._count):06d}')
         os.makedirs(path, exist_ok=True)
         old = sorted(d for d in os.listdir(self.out_dir) if d.startswith('request_'))
         for name in old[:-KEEP_REQUESTS]:
@@ -195,7 +201,8 @@ class Segmenter:
         overlays, masks, shares = [], [], []
         for i, (sentence, result) in enumerate(zip(sentences, results), start=1):
             mask = result.pred_sem_seg.data[0].cpu().numpy().astype(bool)
-            drawn = self.visualizer.draw_referring(rgb, mask, sentence)
+            with self._draw_lock:
+                drawn = self.visualizer.draw_referring(rgb, mask, sentence)
             assert drawn.shape[:2] == image.shape[:2]
             stem = f'{i}_{_slug(sentence)}'
             overlay_path = osp.join(folder, f'overlay_{stem}.png')
@@ -428,10 +435,11 @@ def build_app(segmenter: Segmenter, examples: Sequence[Sequence[str]] = (),
                 routing = gr.Markdown(value='' if segmenter.routed else NO_ROUTING,
                                       elem_id=IDS['routing_text'])
         outputs = [overlays, status, masks, plot, routing]
-        # one queue for the model (both triggers), one request at a time;
-        # the progress (and an error's badge) on the overlays only
+        # one queue for the model (both triggers); the progress (and an
+        # error's badge) on the overlays only
         common = dict(fn=run, inputs=[photo, sentences, threshold], outputs=outputs,
-                      concurrency_limit=1, concurrency_id='model', show_progress_on=[overlays])
+                      concurrency_limit=CONCURRENT_REQUESTS, concurrency_id='model',
+                      show_progress_on=[overlays])
         button.click(api_name='segment', **common)
         sentences.submit(api_name=False, **common)  # Shift+Enter in the text box
     return app
@@ -465,8 +473,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         subtitle = (f'Model `{osp.basename(args.config)}` with `{osp.basename(args.checkpoint)}` '
                     f'on {args.device}: {kind}.')
         app = build_app(segmenter, examples, subtitle=subtitle)
-        # one model on one device: requests run one at a time, the others wait
-        app.queue(default_concurrency_limit=1, max_size=32)
+        app.queue(max_size=32)
         logger.info('model loaded; serving on http://%s:%d', args.host, args.port)
         # Gradio serves uploads and its own outputs; of this disk, only the
         # examples' image folder besides

@@ -291,9 +291,10 @@ def inference_referring(
         batch.append(data)
     with torch.no_grad():
         results = model.test_step(pseudo_collate(batch))
-        if return_routing:
-            for i, result in enumerate(results):
-                result.set_field(sample_routing(model, i), 'routing', field_type='data')
+        for result in results:  # the model's routing field, as plain values or not at all
+            routing = result.pop('routing', None)
+            if return_routing:
+                result.set_field(sample_routing(model, routing), 'routing', field_type='data')
         thr = default_threshold(model) if threshold is None else float(threshold)
         for result, full_shape in zip(results, full_shapes):
             if full_shape is not None:

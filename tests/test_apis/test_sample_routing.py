@@ -1,12 +1,15 @@
 """sera_mm.apis.sample_routing and inference_referring(return_routing=True):
-what the SERA routers chose for one sentence."""
+what the SERA routers chose for one sentence, also with requests in threads."""
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import torch
 
 from sera_mm.apis import has_routers, inference_referring, init_model, sample_routing
+from sera_mm.models.utils import RoutingResult
 from helpers.forced_routing import ForcedRouter, roll_experts
 from helpers.paths import REPO
 
@@ -77,16 +80,38 @@ def test_routing_is_none_for_detris():
     torch.manual_seed(0)
     detris = init_model(DETRIS_TINY)
     assert not has_routers(detris)
-    assert sample_routing(detris) is None
+    assert sample_routing(detris, None) is None
     result = inference_referring(detris, _images()[0], 'the red circle', return_routing=True)
     assert result.routing is None
 
 
-def test_errors_before_a_forward_and_outside_the_batch(tiny_model_files, sera):
-    torch.manual_seed(0)
-    fresh = init_model(tiny_model_files[0])
-    with pytest.raises(RuntimeError, match='has not run a forward yet'):
-        sample_routing(fresh)
-    inference_referring(sera, _images()[0], 'the red circle')
-    with pytest.raises(RuntimeError, match='sample 3 is outside the last batch of 1'):
-        sample_routing(sera, 3)
+def test_sample_routing_needs_the_routing_of_a_prediction(sera):
+    with pytest.raises(ValueError, match=r"expected the routing of \['fusion.level0'.* got None"):
+        sample_routing(sera, None)
+    other = {'fusion.level0': RoutingResult(torch.zeros(4), torch.zeros(4))}
+    with pytest.raises(ValueError, match=r"got \['fusion.level0'\]; pass the `routing` field"):
+        sample_routing(sera, other)
+
+
+def test_concurrent_requests_get_each_their_own_routing(sera):
+    """Two threads segment at the same time on one model, three times; each
+    gets the routing its request gives when run alone."""
+    requests = list(zip(_images(), ['the red circle', 'the small square on the left']))
+
+    def request(i: int) -> dict:
+        return inference_referring(sera, *requests[i], return_routing=True).routing
+
+    alone = [request(0), request(1)]
+    assert alone[0] != alone[1]
+    # the weights up to rounding (another thread may split the work otherwise)
+    expected = [{group: [dict(e, weights=pytest.approx(e['weights'])) for e in entries]
+                 for group, entries in routing.items()} for routing in alone]
+    start = threading.Barrier(2, timeout=60)
+
+    def together(i: int) -> dict:
+        start.wait()
+        return request(i)
+
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(3):
+            assert [f.result() for f in [pool.submit(together, i) for i in range(2)]] == expected

@@ -233,7 +233,9 @@ def test_tiny_config_builds_and_runs(path):
     check_context_length(model, path)
     check_detris_protocol(path)
     num_fusions = len(model.neck.fusions) if model.neck.fusions is not None else 0
-    assert len(model.last_routings) == num_fusions
+    routed = {k[len('routing/'):].rsplit('.', 2)[0] for k in losses if k.startswith('routing/')}
+    assert routed == set(model.router_experts())
+    assert len([r for r in routed if r.startswith('fusion.')]) == num_fusions
     assert ('loss_moe' in losses) == (num_fusions > 0)
     total = sum(v for k, v in losses.items() if k.startswith('loss'))
     assert torch.isfinite(total)

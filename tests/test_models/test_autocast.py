@@ -32,8 +32,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from sera_mm.models.adapters import SERAAdapter
 from sera_mm.models.fusion import SERAFusion
+from sera_mm.models.routers import NoisyTopKRouter, SoftRouter
 from sera_mm.registry import MODELS
 from helpers.config_expectations import MODEL_EXPECTATIONS
 from helpers.configs import config_files
@@ -131,23 +131,25 @@ def _run(model: nn.Module, state: dict, inputs: Tensor, samples: list,
     model.zero_grad(set_to_none=True)
     router_dtypes, fusion_dtypes = set(), set()
 
+    routed = []  # what the routers returned, in call order
+
     def record_fusion(module, args, output):
         fusion_dtypes.add((args[0].dtype, output[0].dtype))
 
     hooks = [m.register_forward_hook(record_fusion) for m in model.modules()
              if isinstance(m, SERAFusion)]
+    hooks += [m.register_forward_hook(lambda module, args, output: routed.append(output))
+              for m in model.modules() if isinstance(m, (NoisyTopKRouter, SoftRouter))]
 
     def autocast():
         return torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32)
 
     def selection() -> List[Tensor]:
-        routings = list(model.last_routings)
-        router_dtypes.update((r.logits.dtype, r.weights.dtype) for r in routings)
-        for module in model.modules():
-            if isinstance(module, SERAAdapter):
-                r = module.last_routing
-                router_dtypes.add((r.logits.dtype, r.weights.dtype))
-        return [r.indices for r in routings if r.indices is not None]
+        """The Top-k selections of the forward since the last call."""
+        router_dtypes.update((r.logits.dtype, r.weights.dtype) for r in routed)
+        indices = [r.indices for r in routed if r.indices is not None]
+        routed.clear()
+        return indices
 
     try:
         model.train()

@@ -15,6 +15,7 @@ import os
 import os.path as osp
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -300,3 +301,22 @@ def test_segmenter_requests(webui, tiny_model_files, phone_photo, tmp_path):
     out = detris(photo, 'portrait.jpg', 'the red circle')
     assert out['routings'] is None
     assert webui.routing_markdown(out['sentences'], None) == webui.NO_ROUTING
+
+
+def test_segmenter_serves_two_requests_at_once(webui, tiny_model_files, phone_photo, tmp_path):
+    """Two requests in threads, as Gradio runs them: each gets its own
+    folder, and the masks and routing it gets when run alone."""
+    from sera_mm.apis import init_model
+    segmenter = webui.Segmenter(init_model(*tiny_model_files[:2]), str(tmp_path))
+    photo, _ = phone_photo
+    texts = ['the red circle', 'the square on the left']
+    alone = [segmenter(photo, 'p.jpg', text) for text in texts]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda text: segmenter(photo, 'p.jpg', text), texts))
+    assert len({osp.dirname(out['masks'][0]) for out in alone + together}) == 4
+    for one, both in zip(alone, together):
+        assert np.array_equal(np.asarray(Image.open(one['masks'][0])),
+                              np.asarray(Image.open(both['masks'][0])))
+        assert both['routings'] == [{group: [dict(e, weights=pytest.approx(e['weights']))
+                                             for e in entries]
+                                     for group, entries in one['routings'][0].items()}]

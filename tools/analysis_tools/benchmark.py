@@ -517,11 +517,28 @@ def _ratio(value: Optional[float], reference: Optional[float]) -> Optional[float
     return value / reference if value is not None and reference else None
 
 
-def routing_counts(model: nn.Module) -> Optional[List[int]]:
-    """Samples routed to each expert in the last forward, summed over the
-    model's Top-k routers (``last_routings`` with indices); None without."""
-    routings = [r for r in getattr(model, 'last_routings', []) or []
-                if getattr(r, 'indices', None) is not None]
+@contextlib.contextmanager
+def recorded_routing(model: nn.Module) -> Iterator[list]:
+    """Collects, while open, the Top-k routing results (those with indices)
+    that the neck of a ``ReferringSegmentor`` returns, forward after forward;
+    nothing for other models."""
+    seen: list = []
+
+    def record(module: nn.Module, args: tuple, output: tuple) -> None:
+        seen.extend(r for r in output[1] if r.indices is not None)
+
+    routed = hasattr(model, 'router_experts')
+    handle = model.neck.register_forward_hook(record) if routed else None
+    try:
+        yield seen
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def routing_counts(routings: Sequence) -> Optional[List[int]]:
+    """Samples routed to each expert, summed over Top-k ``routings`` (from
+    :func:`recorded_routing`); None for none."""
     if not routings:
         return None
     counts = np.zeros(max(r.weights.shape[1] for r in routings), dtype=np.int64)
@@ -689,8 +706,9 @@ def run_benchmark(cases: Sequence[BenchmarkCase],
         shift = rnd % len(cases)
         last: Dict[str, float] = {}
         for case in list(cases[shift:]) + list(cases[:shift]):
-            t_train = _timed(lambda: case.train(amp), device)
-            counts = routing_counts(case.model)
+            with recorded_routing(case.model) as seen:
+                t_train = _timed(lambda: case.train(amp), device)
+            counts = routing_counts(seen)
             t_fwd = _timed(lambda: case.forward(amp, forward_mode), device)
             last[case.name] = t_train
             if rnd < warmup:
@@ -718,8 +736,9 @@ def run_benchmark(cases: Sequence[BenchmarkCase],
         for mode, step in (
                 ('train', lambda: case.train(amp)),
                 ('forward', lambda: case.forward(amp, forward_mode))):
-            acc[mode] = _account(step, device, memory, flops)
-            acc[mode]['routing'] = routing_counts(case.model)
+            with recorded_routing(case.model) as seen:
+                acc[mode] = _account(step, device, memory, flops)
+            acc[mode]['routing'] = routing_counts(seen)
         if log is not None and flops:
             log(f"counted {case.name}: fwd+bwd {_gflop(acc['train']['flops'])} GFLOP, "
                 f"fwd {_gflop(acc['forward']['flops'])} GFLOP")

@@ -79,7 +79,8 @@ def split_dataloader_cfg(cfg, split: str, batch_size: Optional[int] = None,
 
 
 def collect(model, dataloader, max_batches: Optional[int] = None) -> dict:
-    """Runs ``model.test_step`` over ``dataloader`` and summarises the routing.
+    """Runs ``model.test_step`` over ``dataloader`` and summarises the routing
+    its predictions carry.
 
     Returns:
         dict: ``samples`` (sentences seen), ``fusion`` ``{'level<i>': {expert:
@@ -98,8 +99,7 @@ def collect(model, dataloader, max_batches: Optional[int] = None) -> dict:
         for i, batch in enumerate(dataloader):
             if max_batches is not None and i >= max_batches:
                 break
-            model.test_step(batch)
-            stats.update()
+            stats.update(model.test_step(batch))
             samples += len(batch['data_samples'])
     summary = stats.summary()
     fusion = OrderedDict((k.split('.', 1)[1], v) for k, v in summary.items()

@@ -1,35 +1,25 @@
 """Accumulators of routing decisions: what the routers chose, and how much."""
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-
-from sera_mm.models.utils import RoutingResult
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, 'module', model)
+from torch import Tensor
 
 
-def fusion_expert_names(model: nn.Module) -> List[List[str]]:
-    """Expert names of every SERA-Fusion level of ``model`` (empty list without fusion)."""
-    neck = getattr(_unwrap(model), 'neck', None)
-    fusions = getattr(neck, 'fusions', None) or []
-    return [list(f.expert_names) for f in fusions]
-
-
-def sera_adapters(model: nn.Module) -> 'OrderedDict[str, nn.Module]':
-    """The modules of ``model`` that keep a soft routing in ``last_routing``, by name."""
-    return OrderedDict((name, m) for name, m in _unwrap(model).named_modules()
-                       if hasattr(m, 'last_routing'))
+def router_experts(model: nn.Module) -> Dict[str, Tuple[str, ...]]:
+    """Expert names of each router of ``model`` (DDP-wrapped or not), by the
+    name its routing has in the model's outputs; empty without routers
+    (:meth:`~sera_mm.models.ReferringSegmentor.router_experts`)."""
+    model = getattr(model, 'module', model)
+    return model.router_experts() if hasattr(model, 'router_experts') else {}
 
 
 class RoutingStatistics:
     """Running per-expert statistics of a sequence of routing decisions.
 
-    :meth:`update` is called once per batch with one :class:`RoutingResult`
-    per router; :meth:`summary` returns, per router and expert, the selection
+    :meth:`update` is called once per batch with the mixing weights of each
+    router; :meth:`summary` returns, per router and expert, the selection
     frequency (share of samples whose weight for the expert is > 0), the mean
     weight over all samples (0 where not selected; sums to 1 over experts)
     and the standard deviation of that weight.
@@ -49,13 +39,13 @@ class RoutingStatistics:
         self.weight_sum = [torch.zeros(len(n), dtype=torch.float64) for n in self.names]
         self.weight_sq = [torch.zeros(len(n), dtype=torch.float64) for n in self.names]
 
-    def update(self, routings: Sequence[RoutingResult]) -> None:
-        """Adds one batch; ``routings[i]`` belongs to router ``i``."""
-        if len(routings) != len(self.names):
-            raise ValueError(f'RoutingStatistics: got {len(routings)} routing results for '
-                             f'{len(self.names)} routers')
-        for i, routing in enumerate(routings):
-            w = routing.weights.detach().to('cpu', torch.float64)
+    def update(self, weights: Sequence[Tensor]) -> None:
+        """Adds one batch; ``weights[i]`` (B x E) are router ``i``'s."""
+        if len(weights) != len(self.names):
+            raise ValueError(f'RoutingStatistics: got the weights of {len(weights)} routers, '
+                             f'expected {len(self.names)}')
+        for i, w in enumerate(weights):
+            w = w.detach().to('cpu', torch.float64)
             if w.shape[1] != len(self.names[i]):
                 raise ValueError(f'RoutingStatistics: router {i} has {w.shape[1]} weights '
                                  f'for experts {self.names[i]}')
@@ -79,46 +69,33 @@ class RoutingStatistics:
 
 
 class ModelRoutingStatistics:
-    """Routing statistics of a whole ``ReferringSegmentor``.
+    """Routing statistics of a whole ``ReferringSegmentor`` over predictions.
 
-    Reads, after each forward, the segmentor's ``last_routings`` (one per
-    SERA-Fusion level) and the ``last_routing`` of every SERA-Adapter.
+    Reads the ``routing`` field of the data samples its ``predict`` (the
+    ``val_step`` or ``test_step``) returned.
 
     Args:
         model (nn.Module): The segmentor (DDP-wrapped or not).
     """
 
-    ADAPTER_EXPERTS: Tuple[str, str] = ('spatial', 'boundary')
-
     def __init__(self, model: nn.Module) -> None:
-        self.model = _unwrap(model)
-        self.fusion = RoutingStatistics(fusion_expert_names(self.model))
-        self.adapter_modules = sera_adapters(self.model)
-        self.adapter = RoutingStatistics([self.ADAPTER_EXPERTS] * len(self.adapter_modules))
+        self.experts = router_experts(model)
+        self.stats = RoutingStatistics(list(self.experts.values()))
 
     @property
     def empty(self) -> bool:
         """True when the model has no router to watch."""
-        return not self.fusion.names and not self.adapter.names
+        return not self.experts
 
     def reset(self) -> None:
-        self.fusion.reset()
-        self.adapter.reset()
+        self.stats.reset()
 
-    def update(self) -> None:
-        """Reads the routing the model's last forward left behind."""
-        if self.fusion.names:
-            self.fusion.update(self.model.last_routings)
-        routings: List[Optional[RoutingResult]] = [
-            m.last_routing for m in self.adapter_modules.values()]
-        if routings and all(r is not None for r in routings):
-            self.adapter.update(routings)
+    def update(self, data_samples: Sequence) -> None:
+        """Adds a batch of predictions (SegDataSamples with ``routing``)."""
+        if not self.empty and data_samples:
+            self.stats.update([torch.stack([ds.routing[name].weights for ds in data_samples])
+                               for name in self.experts])
 
     def summary(self) -> Dict[str, Dict[str, Dict[str, float]]]:
         """Returns ``{'fusion.level0': {expert: stats}, ..., '<adapter name>': ...}``."""
-        out = OrderedDict()
-        for i, stats in enumerate(self.fusion.summary()):
-            out[f'fusion.level{i}'] = stats
-        for name, stats in zip(self.adapter_modules, self.adapter.summary()):
-            out[name] = stats
-        return out
+        return OrderedDict(zip(self.experts, self.stats.summary()))

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from sera_mm.models.utils import TextFeatures
+from sera_mm.models.utils import RoutingResult, TextFeatures
 from sera_mm.registry import MODELS
 from .dense_branches import DenseBranchesMixin
 
@@ -155,7 +155,8 @@ class DenseAligner(DenseBranchesMixin, BaseModule):
             self._init_default()
         self._init_out()
 
-    def refine(self, f_ms: Tensor, x0_patches: Tensor, text: TextFeatures) -> Tensor:
+    def refine(self, f_ms: Tensor, x0_patches: Tensor,
+               text: TextFeatures) -> Tuple[Tensor, Optional[RoutingResult]]:
         """What runs between the multi-scale block and the cross-attention.
 
         The identity in DenseAligner; SERA-Adapter mixes its experts here.
@@ -166,12 +167,13 @@ class DenseAligner(DenseBranchesMixin, BaseModule):
             text (TextFeatures): The text features.
 
         Returns:
-            Tensor: B x d x H x W.
+            tuple: F_c (B x d x H x W) and the routing result that made it
+            (None here).
         """
-        return f_ms
+        return f_ms, None
 
     def forward(self, h: Tensor, text: TextFeatures, hw: Tuple[int, int],
-                num_prefix_tokens: int) -> Tensor:
+                num_prefix_tokens: int) -> Tuple[Tensor, Optional[RoutingResult]]:
         """Computes A(H, T); called by the block on LN2's output.
 
         Args:
@@ -183,20 +185,21 @@ class DenseAligner(DenseBranchesMixin, BaseModule):
             num_prefix_tokens (int): cls + register tokens before the patches.
 
         Returns:
-            Tensor: B x N x D, the adapter output (before the block's scale).
+            tuple: The adapter output (B x N x D, before the block's scale)
+            and :meth:`refine`'s routing result.
         """
         self._check_inputs(h, text, hw, num_prefix_tokens)
         b = h.shape[0]
         x0 = F.relu(self.D_fc1(h))
         x0_patches = x0[:, num_prefix_tokens:]
         grid = x0_patches.transpose(1, 2).reshape(b, self.channels, *hw)
-        f_c = self.refine(self._dense_branches(grid) + grid, x0_patches, text)
+        f_c, routing = self.refine(self._dense_branches(grid) + grid, x0_patches, text)
         queries = f_c.flatten(2).transpose(1, 2)
         attended = self.cross(queries, text.words,
                               text.pad_mask if self.use_pad_mask else None)
         if self.cross_residual:
             attended = queries + attended
-        return self.D_fc2(torch.cat([x0[:, :num_prefix_tokens], attended], dim=1) + x0)
+        return self.D_fc2(torch.cat([x0[:, :num_prefix_tokens], attended], dim=1) + x0), routing
 
     def _check_inputs(self, h: Tensor, text: Optional[TextFeatures], hw: Tuple[int, int],
                       num_prefix_tokens: int) -> None:

@@ -1,5 +1,5 @@
 """SERA-Adapter: DenseAligner with two experts mixed by a soft router."""
-from typing import Optional
+from typing import Tuple
 
 import torch
 import torch.nn as nn
@@ -27,9 +27,8 @@ class SERAAdapter(DenseAligner):
 
     Everything else is DenseAligner's, with its parameter names, so a DETRIS
     checkpoint initialises every part but ``spatial_dw``, ``boundary_dw``,
-    ``router`` (and ``sentence_proj``). After each forward,
-    ``last_routing`` holds the soft router's result, detached, for
-    statistics hooks.
+    ``router`` (and ``sentence_proj``). The soft router's result comes
+    out of :meth:`refine` and the forward with the tokens.
 
     Args:
         alpha_b (float): Boundary expert scale. Defaults to 0.1.
@@ -47,6 +46,8 @@ class SERAAdapter(DenseAligner):
             ``num_heads``, ``attn_drop``, ``use_pad_mask``,
             ``cross_residual``, ``zero_init_out``, ``init_cfg``).
     """
+
+    expert_names = ('spatial', 'boundary')  # the columns of w
 
     def __init__(self,
                  alpha_b: float = 0.1,
@@ -71,7 +72,6 @@ class SERAAdapter(DenseAligner):
                                       norm_cfg=norm_cfg, act_cfg=act_cfg)
         self.sentence_proj = nn.Linear(sentence_channels, channels) if router_text else None
         self.router = SoftRouter(2 * channels if router_text else channels, num_experts=2)
-        self.last_routing: Optional[RoutingResult] = None
         self._init_laplacian()
 
     def _init_laplacian(self) -> None:
@@ -86,7 +86,8 @@ class SERAAdapter(DenseAligner):
         super().init_weights()
         self._init_laplacian()
 
-    def refine(self, f_ms: Tensor, x0_patches: Tensor, text: TextFeatures) -> Tensor:
+    def refine(self, f_ms: Tensor, x0_patches: Tensor,
+               text: TextFeatures) -> Tuple[Tensor, RoutingResult]:
         """Mixes the spatial and boundary experts into F_ms.
 
         Args:
@@ -96,7 +97,7 @@ class SERAAdapter(DenseAligner):
             text (TextFeatures): ``sentence`` is read with ``router_text``.
 
         Returns:
-            Tensor: F_c, B x d x H x W.
+            tuple: F_c (B x d x H x W) and the soft router's result.
         """
         b = f_ms.shape[0]
         e_s = f_ms + self.alpha_s * self.spatial_dw(f_ms)
@@ -108,11 +109,9 @@ class SERAAdapter(DenseAligner):
                                  'B x sentence_channels')
             g = torch.cat([g, self.sentence_proj(text.sentence)], dim=1)
         routing = self.router(g)
-        self.last_routing = RoutingResult(routing.logits.detach(),
-                                          routing.weights.detach(), None)
         # the router's float32 weights in the features' dtype (under autocast
         # F_c stays in the dtype of F_ms, as in DenseAligner)
         weights = routing.weights.to(f_ms.dtype)
         w_s = weights[:, 0].view(b, 1, 1, 1)
         w_b = weights[:, 1].view(b, 1, 1, 1)
-        return f_ms + self.lambda_s * w_s * e_s + self.lambda_b * w_b * e_b
+        return f_ms + self.lambda_s * w_s * e_s + self.lambda_b * w_b * e_b, routing

@@ -9,7 +9,7 @@ from mmengine.model import ModuleDict, ModuleList
 from mmpretrain.models.backbones import VisionTransformer
 from torch import Tensor, nn
 
-from sera_mm.models.utils.structures import TextFeatures
+from sera_mm.models.utils.structures import RoutingResult, TextFeatures
 from sera_mm.registry import MODELS
 from sera_mm.utils.pretrained import pretrained_file
 from .dinov2_checkpoint import OFFICIAL_LAYOUT, read_dinov2_checkpoint
@@ -37,7 +37,7 @@ class DINOv2(VisionTransformer):
     checkpoint=PATH)`` in the official or the converted key layout and
     applies ``trainable``; :meth:`train` re-applies ``trainable`` so that no
     frozen parameter becomes trainable again; :meth:`forward` returns patch
-    maps of the blocks in ``out_indices``.
+    maps of the blocks in ``out_indices`` and the adapters' routing results.
 
     Args:
         arch (str | dict): 'small' / 's', 'base' / 'b', 'large' / 'l', or a
@@ -333,7 +333,8 @@ class DINOv2(VisionTransformer):
                   f'({self.pos_embed_mode} mode)', logger='current')
 
     # ------------------------------------------------------------ forward
-    def forward(self, x: Tensor, text: Optional[TextFeatures] = None) -> Tuple[Tensor, ...]:
+    def forward(self, x: Tensor, text: Optional[TextFeatures] = None
+                ) -> Tuple[Tuple[Tensor, ...], Dict[str, RoutingResult]]:
         """Encodes images; called by the segmentor.
 
         Args:
@@ -343,11 +344,13 @@ class DINOv2(VisionTransformer):
             text (TextFeatures, optional): Handed to the adapters.
 
         Returns:
-            tuple[Tensor]: One map B x D x H/14 x W/14 per ``out_indices``
-            entry, in that order, cls and register tokens stripped: the
-            raw output of that block, except the last block's, which is
-            taken after the final LayerNorm (timm's
-            ``get_intermediate_layers(norm=False)`` for the others).
+            tuple: The levels, one map B x D x H/14 x W/14 per
+            ``out_indices`` entry, in that order, cls and register tokens
+            stripped: the raw output of that block, except the last block's,
+            which is taken after the final LayerNorm (timm's
+            ``get_intermediate_layers(norm=False)`` for the others); and the
+            routing result of each adapter that routes (SERA-Adapter), by
+            block index (``'1'``, the key in ``adapters``).
         """
         self._check_input(x)
         batch = x.shape[0]
@@ -363,16 +366,19 @@ class DINOv2(VisionTransformer):
                                 tokens[:, 1:]], dim=1)
 
         maps: Dict[int, Tensor] = {}
+        routings: Dict[str, RoutingResult] = {}
         for i, layer in enumerate(self.layers):
             adapter = self.adapters[str(i)] if str(i) in self.adapters else None
-            tokens = layer(tokens, adapter=adapter, text=text, hw=hw,
-                           num_prefix_tokens=self.num_prefix_tokens,
-                           adapter_scale=self.adapter_scale)
+            tokens, routing = layer(tokens, adapter=adapter, text=text, hw=hw,
+                                    num_prefix_tokens=self.num_prefix_tokens,
+                                    adapter_scale=self.adapter_scale)
+            if routing is not None:
+                routings[str(i)] = routing
             if i == self.num_layers - 1:
                 tokens = self.ln1(tokens)
             if i in self.out_indices:
                 maps[i] = self._to_map(tokens, hw)
-        return tuple(maps[i] for i in self.out_indices)
+        return tuple(maps[i] for i in self.out_indices), routings
 
     def _check_input(self, x: Tensor) -> None:
         """Raises on a wrong image tensor, naming its shape."""

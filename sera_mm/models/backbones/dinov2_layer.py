@@ -7,7 +7,7 @@ from mmpretrain.models.backbones.vision_transformer import \
 from mmpretrain.models.utils import SwiGLUFFN
 from torch import Tensor, nn
 
-from sera_mm.models.utils.structures import TextFeatures
+from sera_mm.models.utils.structures import RoutingResult, TextFeatures
 
 
 class DINOv2Layer(TransformerEncoderLayer):
@@ -37,14 +37,15 @@ class DINOv2Layer(TransformerEncoderLayer):
                 text: Optional[TextFeatures] = None,
                 hw: Optional[Tuple[int, int]] = None,
                 num_prefix_tokens: int = 1,
-                adapter_scale: float = 1.0) -> Tensor:
+                adapter_scale: float = 1.0) -> Tuple[Tensor, Optional[RoutingResult]]:
         """Runs the block; called by :class:`DINOv2` once per layer.
 
         Args:
             x (Tensor): Tokens, B x N x D (prefix tokens, then the H*W patch
                 tokens in row-major order).
             adapter (nn.Module, optional): ``adapter(h, text, hw,
-                num_prefix_tokens) -> B x N x D``. Defaults to None.
+                num_prefix_tokens) -> (B x N x D, routing result or None)``.
+                Defaults to None.
             text (TextFeatures, optional): Passed to the adapter.
             hw (tuple[int, int], optional): The patch grid (H, W), passed to
                 the adapter.
@@ -54,18 +55,19 @@ class DINOv2Layer(TransformerEncoderLayer):
                 branch. Defaults to 1.0.
 
         Returns:
-            Tensor: B x N x D.
+            tuple: The tokens (B x N x D) and the adapter's routing result
+            (None without one).
         """
         if adapter is None:
-            return super().forward(x)
+            return super().forward(x), None
         x = x + self.attn(self.ln1(x))
         h = self.ln2(x)
-        adapted = adapter(h, text, hw, num_prefix_tokens)
+        adapted, routing = adapter(h, text, hw, num_prefix_tokens)
         if adapted.shape != h.shape:
             raise ValueError(f'{type(adapter).__name__} returned shape '
                              f'{tuple(adapted.shape)}, expected {tuple(h.shape)}')
         out = self.ffn.gamma2(self._ffn_branch(h) + adapter_scale * adapted)
-        return x + self.ffn.dropout_layer(out)
+        return x + self.ffn.dropout_layer(out), routing
 
     def _ffn_branch(self, h: Tensor) -> Tensor:
         """The FFN's output before its layer scale, drop path and residual."""

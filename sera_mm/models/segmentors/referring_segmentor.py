@@ -72,15 +72,18 @@ class ReferringSegmentor(BaseSegmentor):
     ``loss`` returns the head's losses plus the MoE regularisation of the
     neck's routers; ``predict`` follows the RIS protocol: sigmoid, resize to
     the letterboxed input, undo the letterbox to the original size,
-    threshold. After each forward, :attr:`last_routings` holds the neck's
-    routing results, detached, for statistics hooks.
+    threshold. What the routers chose comes out with the results, never
+    kept on the model (requests may run concurrently): ``loss`` adds each
+    expert's usage in the batch, ``predict`` gives each sample a
+    ``routing`` field (router names: :meth:`router_experts`).
 
     Args:
         text_encoder (dict): Text encoder config; ``tokenize(sentences)``
             gives B x L token ids, ``forward(tokens)`` maps them to
             :class:`TextFeatures`.
         backbone (dict): Image encoder config; ``forward(inputs, text)``
-            returns a tuple of B x D x h x w maps.
+            returns a tuple of B x D x h x w maps and a dict of its
+            adapters' routing results by block.
         neck (dict): Neck config; ``forward(feats, text)`` returns
             ``(B x C x h x w, list of RoutingResult)``.
         decoder (dict): Decoder config; ``forward(x, text)`` keeps the shape.
@@ -128,7 +131,6 @@ class ReferringSegmentor(BaseSegmentor):
         # The fallback resize to ``ori_shape`` (no letterbox meta) is
         # bilinear with half-pixel centres, as undo_letterbox's 'resize'.
         self.align_corners = False
-        self.last_routings: List[RoutingResult] = []
 
     # -- feature path -----------------------------------------------------
     def encode_text(self, data_samples: SampleList) -> TextFeatures:
@@ -143,21 +145,29 @@ class ReferringSegmentor(BaseSegmentor):
         return self.text_encoder(tokens)
 
     def extract_feat(self, inputs: Tensor,
-                     text: TextFeatures) -> Tuple[Tensor, List[RoutingResult]]:
+                     text: TextFeatures) -> Tuple[Tensor, Dict[str, RoutingResult]]:
         """Backbone, neck and decoder.
 
         Returns:
-            tuple: The decoder output (B x C x h x w) and the neck's routing
-            results; the latter are also kept, detached, in
-            :attr:`last_routings`.
+            tuple: The decoder output (B x C x h x w) and every router's
+            result, named as in :meth:`router_experts`.
         """
-        feats = self.backbone(inputs, text)
-        x, routings = self.neck(feats, text)
-        self.last_routings = [
-            RoutingResult(*(t.detach() if t is not None else None for t in r))
-            for r in routings
-        ]
+        levels, adapter_routings = self.backbone(inputs, text)
+        x, fusion_routings = self.neck(levels, text)
+        routings = {f'fusion.level{i}': r for i, r in enumerate(fusion_routings)}
+        routings.update((f'backbone.adapters.{k}', r) for k, r in adapter_routings.items())
         return self.decoder(x, text), routings
+
+    def router_experts(self) -> Dict[str, Tuple[str, ...]]:
+        """The expert names of each router, by the name its routing has in
+        the outputs: ``fusion.level<i>`` per SERA-Fusion level, then
+        ``backbone.adapters.<block>`` per SERA-Adapter; empty for DETRIS."""
+        experts = {f'fusion.level{i}': tuple(f.expert_names)
+                   for i, f in enumerate(getattr(self.neck, 'fusions', None) or [])}
+        experts.update((f'backbone.adapters.{k}', tuple(a.expert_names))
+                       for k, a in getattr(self.backbone, 'adapters', {}).items()
+                       if hasattr(a, 'expert_names'))
+        return experts
 
     def encode_decode(self, inputs: Tensor, batch_data_samples: SampleList) -> Tensor:
         """Mask logits resized to the input size, B x 1 x H x W.
@@ -189,27 +199,39 @@ class ReferringSegmentor(BaseSegmentor):
                 and ``gt_sem_seg`` (1 x H x W, at the input size).
 
         Returns:
-            dict[str, Tensor]: Losses (keys ``loss_*``) and logged statistics.
+            dict[str, Tensor]: Losses (keys ``loss_*``) and logged statistics,
+            among them, per router and expert, the share of the batch routed
+            to it and its mean weight (``routing/<router>.<expert>.freq`` and
+            ``.weight``, detached).
         """
         text = self.encode_text(data_samples)
         x, routings = self.extract_feat(inputs, text)
         gt_masks = torch.stack([ds.gt_sem_seg.data for ds in data_samples])
         losses = dict(self.decode_head.loss(x, text, gt_masks))
-        if self.moe_loss is not None and routings:
-            losses.update(self.moe_loss(routings))
+        fusion = [r for name, r in routings.items() if name.startswith('fusion.')]
+        if self.moe_loss is not None and fusion:
+            losses.update(self.moe_loss(fusion))
+        experts = self.router_experts()
+        for name, routing in routings.items():
+            weights = routing.weights.detach().float()
+            freq, mean = (weights > 0).float().mean(0), weights.mean(0)
+            for e, expert in enumerate(experts[name]):
+                losses[f'routing/{name}.{expert}.freq'] = freq[e]
+                losses[f'routing/{name}.{expert}.weight'] = mean[e]
         return losses
 
     def predict(self, inputs: Tensor, data_samples: SampleList) -> SampleList:
-        """Predict mode: fills ``seg_logits`` and ``pred_sem_seg`` per sample.
-
-        Both are 1 x h0 x w0 at each sample's original size (see
-        :meth:`postprocess_result`).
-        """
-        logits = self._forward(inputs, data_samples)
-        return self.postprocess_result(logits, data_samples, inputs.shape[-2:])
+        """Predict mode: fills ``seg_logits``, ``pred_sem_seg`` and, with
+        routers, ``routing`` per sample (see :meth:`postprocess_result`)."""
+        text = self.encode_text(data_samples)
+        x, routings = self.extract_feat(inputs, text)
+        return self.postprocess_result(self.decode_head(x, text), data_samples,
+                                       inputs.shape[-2:], routings)
 
     def postprocess_result(self, seg_logits: Tensor, data_samples: SampleList,
-                           input_shape: Optional[Sequence[int]] = None) -> SampleList:
+                           input_shape: Optional[Sequence[int]] = None,
+                           routings: Optional[Dict[str, RoutingResult]] = None
+                           ) -> SampleList:
         """Maps the head's logits to masks at each original image size.
 
         Called by :meth:`predict`. Per docs/en/method.md, s. 6: sigmoid; resize to the
@@ -234,10 +256,14 @@ class ReferringSegmentor(BaseSegmentor):
                 place.
             input_shape (Sequence[int], optional): The batch input size
                 H x W. Defaults to the logits' size.
+            routings (dict[str, RoutingResult], optional): The batch's
+                routing results (:meth:`extract_feat`). Defaults to None.
 
         Returns:
             list[SegDataSample]: ``data_samples``, each with ``seg_logits``
-            (float) and ``pred_sem_seg`` (long, 0/1), both 1 x h0 x w0.
+            (float) and ``pred_sem_seg`` (long, 0/1), both 1 x h0 x w0, and,
+            given ``routings``, ``routing``: its own row of each router's
+            result (detached), by router name.
         """
         assert seg_logits.dim() == 4 and seg_logits.shape[1] == 1, \
             f'ReferringSegmentor: expected B x 1 x H x W logits, got {tuple(seg_logits.shape)}'
@@ -248,7 +274,7 @@ class ReferringSegmentor(BaseSegmentor):
         if input_shape is not None and probs.shape[-2:] != tuple(input_shape):
             probs = F.interpolate(probs, tuple(input_shape), **self.test_cfg['upsample'])
         height, width = probs.shape[-2:]
-        for prob, data_sample in zip(probs, data_samples):
+        for i, (prob, data_sample) in enumerate(zip(probs, data_samples)):
             meta = data_sample.metainfo
             pad_left, pad_right, pad_top, pad_bottom = meta.get('padding_size', (0, 0, 0, 0))
             prob = prob[:, pad_top:height - pad_bottom, pad_left:width - pad_right]
@@ -261,4 +287,8 @@ class ReferringSegmentor(BaseSegmentor):
                 seg_logits=PixelData(data=torch.logit(prob, eps=1e-6)),
                 pred_sem_seg=PixelData(
                     data=(prob > self.test_cfg['threshold']).long())))
+            if routings:
+                data_sample.routing = {
+                    name: RoutingResult(*(None if t is None else t[i].detach() for t in r))
+                    for name, r in routings.items()}
         return data_samples

@@ -10,7 +10,6 @@ from torch import nn
 
 import sera_mm
 from sera_mm.engine.hooks import ModelRoutingStatistics, RoutingStatistics
-from sera_mm.models.utils import RoutingResult
 from sera_mm.registry import MODELS
 from helpers.forced_routing import ForcedRouter, roll_experts
 from helpers.paths import TINY_CONFIG
@@ -27,9 +26,8 @@ FREQ_A, WEIGHT_A = [0.5, 0.75, 0.5], [0.4375, 0.25, 0.3125]
 FREQ_B, WEIGHT_B = [1.0, 0.75], [0.46875, 0.53125]
 
 
-def routing(weights) -> RoutingResult:
-    w = torch.tensor(weights, dtype=torch.float32, requires_grad=True)
-    return RoutingResult(logits=torch.zeros_like(w), weights=w, indices=None)
+def table(weights) -> torch.Tensor:
+    return torch.tensor(weights, dtype=torch.float32, requires_grad=True)
 
 
 def population_std(batches, expert: int) -> float:
@@ -39,7 +37,7 @@ def population_std(batches, expert: int) -> float:
 def test_routing_statistics_exact_values():
     stats = RoutingStatistics([('a0', 'a1', 'a2'), ('b0', 'b1')])
     for a, b in zip(ROUTER_A, ROUTER_B):
-        stats.update([routing(a), routing(b)])
+        stats.update([table(a), table(b)])
     summary = stats.summary()
     assert [list(s) for s in summary] == [['a0', 'a1', 'a2'], ['b0', 'b1']]
     assert [summary[0][n]['freq'] for n in ('a0', 'a1', 'a2')] == FREQ_A
@@ -56,11 +54,11 @@ def test_routing_statistics_exact_values():
 
 def test_routing_statistics_reset_forgets():
     stats = RoutingStatistics([('a0', 'a1', 'a2')])
-    stats.update([routing(ROUTER_A[0])])
+    stats.update([table(ROUTER_A[0])])
     stats.reset()
     assert all(v == dict(freq=0.0, weight=0.0, weight_std=0.0)
                for v in stats.summary()[0].values())
-    stats.update([routing(ROUTER_A[1])])
+    stats.update([table(ROUTER_A[1])])
     summary = stats.summary()[0]
     assert [summary[n]['freq'] for n in ('a0', 'a1', 'a2')] == [0.5, 0.5, 0.5]
     assert [summary[n]['weight'] for n in ('a0', 'a1', 'a2')] == [0.5, 0.125, 0.375]
@@ -68,10 +66,10 @@ def test_routing_statistics_reset_forgets():
 
 def test_routing_statistics_rejects_mismatched_input():
     stats = RoutingStatistics([('a0', 'a1', 'a2'), ('b0', 'b1')])
-    with pytest.raises(ValueError, match='got 1 routing results for 2 routers'):
-        stats.update([routing(ROUTER_A[0])])
+    with pytest.raises(ValueError, match='got the weights of 1 routers, expected 2'):
+        stats.update([table(ROUTER_A[0])])
     with pytest.raises(ValueError, match='router 1 has 3 weights'):
-        stats.update([routing(ROUTER_A[0]), routing(ROUTER_A[1])])
+        stats.update([table(ROUTER_A[0]), table(ROUTER_A[1])])
 
 
 # -- a whole segmentor ------------------------------------------------------
@@ -113,10 +111,11 @@ def test_model_routing_statistics_exact_values(tiny_segmentor):
     pipeline = Config.fromfile(TINY_CONFIG).test_dataloader.dataset.pipeline
     scale = next(t.scale for t in pipeline if t.type == 'Letterbox')
     size = (scale, scale)  # the model's input: the test Letterbox's
+    for sample in samples:
+        sample.set_metainfo(dict(ori_shape=size))
     with torch.no_grad():
         for _ in range(2):
-            model(torch.randn(2, 3, *size), samples, mode='tensor')
-            stats.update()
+            stats.update(model(torch.randn(2, 3, *size), samples, mode='predict'))
     summary = stats.summary()
     levels = len(model.neck.fusions)
     adapters = [f'backbone.adapters.{k}' for k in model.backbone.adapters]
@@ -140,4 +139,4 @@ def test_model_routing_statistics_exact_values(tiny_segmentor):
 def test_model_without_routers_is_empty():
     stats = ModelRoutingStatistics(nn.Sequential(nn.Linear(2, 2)))
     assert stats.empty and stats.summary() == {}
-    stats.update()  # nothing to read, nothing fails
+    stats.update([SegDataSample()])  # nothing to read, nothing fails

@@ -7,6 +7,7 @@ import torch
 from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
+from mmseg.structures import SegDataSample
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -38,44 +39,39 @@ ADAPTER_34 = ([0.75, 1.0], [0.28125, 0.71875])
 ADAPTER_23 = ([1.0, 1.0], [0.5, 0.5])
 
 
-class SoftRoutedStub(nn.Module):
-    """Looks like a SERA-Adapter to the statistics: keeps ``last_routing``."""
-
-    def __init__(self, schedule) -> None:
-        super().__init__()
-        self.router = ForcedRouter(schedule, top_k=False)
-        self.last_routing = None
-
-    def forward(self, x: torch.Tensor) -> None:
-        r = self.router(x)
-        self.last_routing = RoutingResult(r.logits.detach(), r.weights.detach(), None)
-
-
 class ToyRoutedModel(BaseModel):
-    """Two real SERA-Fusion levels with forced routers and one soft router,
-    wired like ReferringSegmentor (``neck.fusions``, ``last_routings``)."""
+    """Two real SERA-Fusion levels with forced routers and one forced soft
+    router, whose routing comes out as ReferringSegmentor's does: each
+    expert's usage in the losses, a ``routing`` field per prediction."""
 
-    def __init__(self, level0=LEVEL0, adapter=ADAPTER) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.neck = nn.Module()
         self.neck.fusions = nn.ModuleList(SERAFusion(8) for _ in range(2))
         for level, fusion in enumerate(self.neck.fusions):
-            fusion.router = ForcedRouter(roll_experts(level0, level), top_k=True)
-        self.adapter = SoftRoutedStub(adapter)
-        self.last_routings = []
+            fusion.router = ForcedRouter(roll_experts(LEVEL0, level), top_k=True)
+        self.adapter = ForcedRouter(ADAPTER, top_k=False)
+
+    def router_experts(self) -> dict:
+        return {'fusion.level0': EXPERTS, 'fusion.level1': EXPERTS,
+                'adapter': ['spatial', 'boundary']}
 
     def forward(self, inputs, data_samples=None, mode='tensor'):
-        self.adapter(inputs)
-        outs, routings = [], []
-        for fusion in self.neck.fusions:
-            out, r = fusion(inputs)
+        outs, routings = [], dict(adapter=self.adapter(inputs))
+        for level, fusion in enumerate(self.neck.fusions):
+            out, routings[f'fusion.level{level}'] = fusion(inputs)
             outs.append(out)
-            routings.append(RoutingResult(r.logits.detach(), r.weights.detach(),
-                                          r.indices.detach()))
-        self.last_routings = routings
         if mode == 'loss':
-            return dict(loss=sum(o.square().mean() for o in outs))
-        return outs
+            losses = dict(loss=sum(o.square().mean() for o in outs))
+            for name, experts in self.router_experts().items():
+                w = routings[name].weights.detach()
+                for e, expert in enumerate(experts):
+                    losses[f'routing/{name}.{expert}.freq'] = (w[:, e] > 0).float().mean()
+                    losses[f'routing/{name}.{expert}.weight'] = w[:, e].mean()
+            return losses
+        rows = [{name: RoutingResult(*(None if t is None else t[i] for t in r))
+                 for name, r in routings.items()} for i in range(len(inputs))]
+        return [SegDataSample(routing=row) for row in rows]
 
 
 class ToyDataset(Dataset):
@@ -150,16 +146,16 @@ def test_hook_eval_epoch_uses_only_eval_batches(mode):
                              message_hub=MessageHub.get_instance(f'routing_hook_{mode}'))
     x = torch.randn(2, 8, 4, 4)
     hook.before_train(runner)
-    model(x, mode='loss')
-    hook.after_train_iter(runner, 0)
+    outputs = model(x, mode='loss')
+    hook.after_train_iter(runner, 0, outputs=outputs)
+    assert list(outputs) == ['loss']  # the hook took the routing usage
     assert not [k for k in runner.message_hub.log_scalars if '/routing/' in k]
 
     getattr(hook, f'before_{mode}_epoch')(runner)
     model.eval()
     with torch.no_grad():
         for i in range(2):
-            model(x)
-            getattr(hook, f'after_{mode}_iter')(runner, i)
+            getattr(hook, f'after_{mode}_iter')(runner, i, outputs=model(x, mode='predict'))
     getattr(hook, f'after_{mode}_epoch')(runner, metrics={})
 
     expected = expected_scalars(mode, WINDOW_23, ADAPTER_23)

@@ -61,8 +61,8 @@ def test_dense_aligner_equals_detris_formula(hw):
     torch.manual_seed(0)
     adapter = _aligner().eval()
     h, text = _inputs(hw=hw)
-    out = adapter(h, text, hw, P)
-    assert out.shape == h.shape
+    out, routing = adapter(h, text, hw, P)
+    assert out.shape == h.shape and routing is None  # DenseAligner does not route
     assert torch.allclose(out, _reference(h, text.words, adapter.state_dict(), hw), atol=1e-5)
 
 
@@ -89,9 +89,9 @@ def test_dense_aligner_ignores_the_padding_only_with_use_pad_mask():
     words[:, -1] += 10 * torch.randn(2, C_T)
     changed = text._replace(words=words)
     detris = _aligner().eval()
-    assert (detris(h, text, HW, P) - detris(h, changed, HW, P)).abs().max() > 1e-4
+    assert (detris(h, text, HW, P)[0] - detris(h, changed, HW, P)[0]).abs().max() > 1e-4
     masked = _aligner(use_pad_mask=True).eval()
-    assert torch.allclose(masked(h, text, HW, P), masked(h, changed, HW, P), atol=1e-6)
+    assert torch.allclose(masked(h, text, HW, P)[0], masked(h, changed, HW, P)[0], atol=1e-6)
 
 
 def test_cross_residual_adds_the_queries():
@@ -100,7 +100,7 @@ def test_cross_residual_adds_the_queries():
     residual = _aligner(cross_residual=True).eval()
     residual.load_state_dict(plain.state_dict())
     h, text = _inputs()
-    diff = residual(h, text, HW, P) - plain(h, text, HW, P)
+    diff = residual(h, text, HW, P)[0] - plain(h, text, HW, P)[0]
     # the difference is D_fc2's weight applied to F_ms on the patch tokens only
     assert torch.equal(diff[:, :P], torch.zeros_like(diff[:, :P]))
     assert diff[:, P:].abs().max() > 1e-4
@@ -111,7 +111,7 @@ def test_zero_init_out_gives_zeros_and_still_learns():
     adapter = DenseAligner(D, DA, C_T, 16, 4, zero_init_out=True)
     adapter.init_weights()
     h, text = _inputs()
-    out = adapter(h, text, HW, P)
+    out, _ = adapter(h, text, HW, P)
     assert torch.equal(out, torch.zeros_like(out))
     out.sum().backward()
     assert adapter.D_fc2.weight.grad.abs().sum() > 0

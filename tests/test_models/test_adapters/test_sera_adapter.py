@@ -49,11 +49,11 @@ def test_without_experts_sera_adapter_is_dense_aligner():
     sera = _adapter(lambda_s=0., lambda_b=0.).eval()
     sera.load_state_dict(detris.state_dict(), strict=False)
     h, text = _inputs()
-    assert torch.allclose(sera(h, text, HW, P), detris(h, text, HW, P), atol=1e-6)
+    assert torch.allclose(sera(h, text, HW, P)[0], detris(h, text, HW, P)[0], atol=1e-6)
     # with the experts on, the output moves
     with_experts = _adapter().eval()
     with_experts.load_state_dict(sera.state_dict())
-    assert (with_experts(h, text, HW, P) - detris(h, text, HW, P)).abs().max() > 1e-5
+    assert (with_experts(h, text, HW, P)[0] - detris(h, text, HW, P)[0]).abs().max() > 1e-5
 
 
 def test_refine_is_the_routed_expert_mixture():
@@ -62,13 +62,13 @@ def test_refine_is_the_routed_expert_mixture():
     f_ms = torch.randn(2, DA, *HW)
     x0 = torch.randn(2, HW[0] * HW[1], DA)
     text = _inputs()[1]
-    f_c = adapter.refine(f_ms, x0, text)
+    f_c, routing = adapter.refine(f_ms, x0, text)
     w = adapter.router.fc(x0.mean(1)).softmax(1)
     e_s = f_ms + 0.1 * adapter.spatial_dw(f_ms)
     e_b = f_ms + 0.1 * adapter.boundary_dw(f_ms)
     expected = f_ms + w[:, 0, None, None, None] * e_s + w[:, 1, None, None, None] * e_b
     assert torch.allclose(f_c, expected, atol=1e-6)
-    assert torch.allclose(adapter.last_routing.weights, w)
+    assert torch.allclose(routing.weights, w)
 
 
 def test_init_weights_keeps_laplacian():
@@ -79,15 +79,17 @@ def test_init_weights_keeps_laplacian():
     assert adapter.boundary_dw.conv.weight.requires_grad
 
 
-def test_last_routing_is_a_detached_soft_routing():
+def test_forward_returns_the_soft_routing_and_keeps_none():
     torch.manual_seed(0)
     adapter = _adapter().train()
+    state = dict(vars(adapter))
     h, text = _inputs(batch=3)
-    adapter(h, text, HW, P)
-    routing = adapter.last_routing
+    out, routing = adapter(h, text, HW, P)
+    assert out.shape == h.shape
     assert isinstance(routing, RoutingResult) and routing.indices is None
-    assert routing.weights.shape == (3, 2) and not routing.weights.requires_grad
+    assert routing.weights.shape == (3, 2)
     assert torch.allclose(routing.weights.sum(dim=1), torch.ones(3))
+    assert vars(adapter) == state  # nothing of the forward is kept on the module
     # g is the mean of the projected patch tokens (visual-only routing)
     g = adapter.D_fc1(h)[:, P:].relu().mean(dim=1)
     assert torch.allclose(routing.weights, adapter.router.fc(g).softmax(dim=1), atol=1e-6)
@@ -98,19 +100,17 @@ def test_router_text_makes_routing_depend_on_the_sentence():
     h, text = _inputs()
     other = text._replace(sentence=torch.randn(2, C_S))
     adapter = _unit_scale(_adapter(router_text=True)).eval()
-    adapter(h, text, HW, P)
-    first = adapter.last_routing.weights
-    adapter(h, other, HW, P)
-    assert (first - adapter.last_routing.weights).abs().max() > 1e-4
+    first = adapter(h, text, HW, P)[1].weights
+    assert (first - adapter(h, other, HW, P)[1].weights).abs().max() > 1e-4
     plain = _adapter().eval()  # the paper's router does not read the sentence
-    assert torch.equal(plain(h, text, HW, P), plain(h, other, HW, P))
+    assert torch.equal(plain(h, text, HW, P)[0], plain(h, other, HW, P)[0])
 
 
 def test_experts_and_router_get_gradients():
     torch.manual_seed(0)
     adapter = _adapter().train()
     h, text = _inputs()
-    adapter(h, text, HW, P).square().sum().backward()
+    adapter(h, text, HW, P)[0].square().sum().backward()
     for module in (adapter.spatial_dw, adapter.boundary_dw, adapter.router):
         grads = [p.grad for p in module.parameters()]
         assert all(g is not None and g.abs().sum() > 0 for g in grads), module

@@ -83,7 +83,7 @@ def test_converter_cli_output_loads_identically(official_file, tmp_path, monkeyp
     from_converted = _pretrained(dst)
     x = _image()
     with torch.no_grad():
-        for a, b in zip(from_official(x), from_converted(x)):
+        for a, b in zip(from_official(x)[0], from_converted(x)[0]):
             assert torch.equal(a, b)
 
 
@@ -128,7 +128,7 @@ def test_pos_embed_resized_at_load_like_on_the_fly(official_file, monkeypatch):
     assert any('resized from a 37x37 to a 32x32 grid' in m for m in logs)
     x = _image(1, 448, 448)
     with torch.no_grad():
-        for a, b in zip(at_448(x), at_518(x)):
+        for a, b in zip(at_448(x)[0], at_518(x)[0]):
             assert torch.equal(a, b)
 
 
@@ -167,10 +167,10 @@ def test_pos_embed_mode_reaches_the_forward(official_file):
     detris = _pretrained(official_file, pos_embed_mode='detris')
     x = _image(1, 448, 448)
     with torch.no_grad():
-        assert (official(x)[0] - detris(x)[0]).abs().max() > 1e-4
+        assert (official(x)[0][0] - detris(x)[0][0]).abs().max() > 1e-4
     at_518 = _image(1, 518, 518)  # the stored grid: both use it as it is
     with torch.no_grad():
-        assert torch.equal(official(at_518)[0], detris(at_518)[0])
+        assert torch.equal(official(at_518)[0][0], detris(at_518)[0][0])
     with pytest.raises(ValueError, match="pos_embed_mode='dinov2'"):
         DINOv2(arch=TINY, pos_embed_mode='dinov2')
 
@@ -193,9 +193,9 @@ def test_giant_arch_has_the_official_shapes():
 # ------------------------------------------------------------------ forward
 def test_forward_shapes_order_and_layout(official_file):
     model = _pretrained(official_file, out_indices=(2, -3))
-    outs = model(_image(2, 56, 70))
-    assert [o.shape for o in outs] == [(2, 32, 4, 5)] * 2
-    all_maps = _pretrained(official_file)(_image(2, 56, 70))
+    outs, routings = model(_image(2, 56, 70))
+    assert [o.shape for o in outs] == [(2, 32, 4, 5)] * 2 and routings == {}
+    all_maps, _ = _pretrained(official_file)(_image(2, 56, 70))
     assert torch.equal(outs[0], all_maps[2]) and torch.equal(outs[1], all_maps[0])
 
 
@@ -214,7 +214,7 @@ def test_layer_without_adapter_is_the_pretrained_block_bit_for_bit():
     ours = DINOv2Layer(**kwargs)
     ours.load_state_dict(plain.state_dict())
     x = torch.randn(2, 9, 32)
-    assert torch.equal(ours(x), plain(x))
+    assert torch.equal(ours(x)[0], plain(x)) and ours(x)[1] is None
 
 
 @pytest.mark.parametrize('ffn_type', ['origin', 'swiglu_fused'])
@@ -230,16 +230,16 @@ def test_adapted_layer_formula(ffn_type):
     torch.nn.init.normal_(adapter.D_fc2.weight)
     text = _text(2)
     x = torch.randn(2, 1 + 4 + 6, 32)
-    got = layer(x, adapter=adapter, text=text, hw=(2, 3), num_prefix_tokens=5,
-                adapter_scale=0.2)
+    got, _ = layer(x, adapter=adapter, text=text, hw=(2, 3), num_prefix_tokens=5,
+                   adapter_scale=0.2)
     x1 = x + layer.attn(layer.ln1(x))
     h = layer.ln2(x1)
     # the FFN alone, from its own forward: (residual + ls2 * MLP) - residual
     mlp = (layer.ffn(h, identity=torch.zeros_like(h))) / layer.ffn.gamma2.weight
-    branch = mlp + 0.2 * adapter(h, text, (2, 3), 5)
+    branch = mlp + 0.2 * adapter(h, text, (2, 3), 5)[0]
     expected = x1 + layer.ffn.gamma2.weight * branch
     assert torch.allclose(got, expected, atol=1e-6)
-    assert not torch.allclose(got, layer(x), atol=1e-3)
+    assert not torch.allclose(got, layer(x)[0], atol=1e-3)
 
 
 @pytest.mark.parametrize('arch', ['tiny', 'tiny_swiglu'])
@@ -252,14 +252,27 @@ def test_zero_init_adapters_keep_outputs_and_get_gradients(tmp_path, arch):
     assert adapted.adapters['0'].in_channels == TINY['embed_dims']
     x, text = _image(), _text(2)
     with torch.no_grad():
-        expected = plain(x)
-    outs = adapted(x, text)
+        expected, _ = plain(x)
+    outs, routings = adapted(x, text)
+    assert routings == {}  # DenseAligners do not route
     for a, b in zip(outs, expected):
         assert torch.equal(a, b)
     sum(o.square().sum() for o in outs).backward()
     for adapter in adapted.adapters.values():
         assert adapter.D_fc2.weight.grad is not None
         assert adapter.D_fc2.weight.grad.abs().sum() > 0
+
+
+def test_sera_adapters_return_their_routing_by_block(official_file):
+    adapted = _pretrained(official_file, adapter_indices=(0, 2), adapter_cfg=dict(
+        ADAPTER, type='SERAAdapter', sentence_channels=16))
+    state = dict(vars(adapted))
+    _, routings = adapted(_image(), _text(2))
+    assert list(routings) == ['0', '2']
+    for routing in routings.values():
+        assert routing.weights.shape == (2, 2) and routing.indices is None
+        assert torch.allclose(routing.weights.sum(1), torch.ones(2))
+    assert vars(adapted) == state  # nothing of the forward is kept on the module
 
 
 def test_adapter_needs_text(official_file):

@@ -55,7 +55,7 @@ def _compare(ours, ref, height: int, width: int, out_indices) -> None:
     """Runs both once on a random image; asserts every map within TOL."""
     x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(height + width))
     with torch.no_grad():
-        outs = ours(x)
+        outs, _ = ours(x)
         final, inters = ref.forward_intermediates(x, indices=list(out_indices), norm=False)
     grid = (height // 14, width // 14)
     assert len(outs) == len(out_indices)

@@ -85,24 +85,33 @@ def build(**kwargs):
 
 
 # --- tests --------------------------------------------------------------------
-def test_loss_mode_returns_head_and_moe_losses_and_keeps_routings():
+def test_loss_mode_returns_head_and_moe_losses_and_routing_usage():
     model = build(dice=True)
+    state = dict(vars(model))
     data = model.data_preprocessor(train_batch(), training=True)
     assert data['inputs'].shape == (2, 3, SIZE, SIZE)
     losses = model(**data, mode='loss')
     assert {k for k in losses if k.startswith('loss')} == {'loss_bce', 'loss_dice', 'loss_moe'}
     assert 'moe_z' in losses
     assert all(torch.isfinite(v).all() for v in losses.values())
-    assert len(model.last_routings) == 2
-    assert all(not r.logits.requires_grad and r.logits.shape == (2, 4)
-               for r in model.last_routings)
+    experts = model.router_experts()
+    assert list(experts) == ['fusion.level0', 'fusion.level1']
+    usage = {k: v for k, v in losses.items() if k.startswith('routing/')}
+    assert set(usage) == {f'routing/{router}.{e}.{stat}' for router, names in experts.items()
+                          for e in names for stat in ('freq', 'weight')}
+    assert all(v.dim() == 0 and not v.requires_grad for v in usage.values())
+    for router, names in experts.items():  # Top-2: two experts per sample, weights sum to 1
+        assert sum(float(usage[f'routing/{router}.{e}.freq']) for e in names) == 2
+        assert sum(float(usage[f'routing/{router}.{e}.weight']) for e in names) == \
+            pytest.approx(1)
+    assert vars(model) == state  # the forward keeps nothing on the model
 
 
 def test_loss_mode_without_fusion_has_no_moe_loss():
     model = build(with_fusion=False)
     data = model.data_preprocessor(train_batch(), training=True)
     assert set(model(**data, mode='loss')) == {'loss_bce'}
-    assert model.last_routings == []
+    assert model.router_experts() == {}
 
 
 def test_tensor_mode_gives_head_resolution_logits():
@@ -126,6 +135,22 @@ def test_predict_gives_masks_at_each_original_size():
         assert set(ds.pred_sem_seg.data.unique().tolist()) <= {0, 1}
         torch.testing.assert_close(ds.pred_sem_seg.data,
                                    (ds.seg_logits.data.sigmoid() > 0.35).long())
+
+
+def test_predict_gives_each_sample_its_own_routing():
+    model = build().eval()
+    with torch.no_grad():
+        pair = model.test_step(train_batch())
+        alone = [model.test_step({k: v[i:i + 1] for k, v in train_batch().items()})[0]
+                 for i in range(2)]
+    for both, one in zip(pair, alone):
+        assert list(both.routing) == ['fusion.level0', 'fusion.level1']
+        for name, routing in both.routing.items():
+            assert routing.weights.shape == (4, ) and routing.indices.shape == (2, )
+            torch.testing.assert_close(routing.weights, one.routing[name].weights)
+            assert torch.equal(routing.indices, one.routing[name].indices)
+    assert not torch.equal(pair[0].routing['fusion.level0'].weights,
+                           pair[1].routing['fusion.level0'].weights)
 
 
 @pytest.mark.parametrize('at_input_size', [True, False])
