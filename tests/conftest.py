@@ -2,6 +2,9 @@
 import pytest
 import torch
 
+# first, before any test module imports mmseg: on mmcv-lite (the torch 2.11
+# suite, docs/en/environment.md) importing sera_mm provides mmcv.ops' pure ops
+import sera_mm  # noqa: F401
 from helpers.paths import TINY_CONFIG
 
 #: Images per split of the ``synthetic_refer`` fixture.

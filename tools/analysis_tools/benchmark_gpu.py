@@ -1,42 +1,50 @@
 """Measure a GPU in one command: training throughput, MFU, memory, time split.
 
-Meant for a CUDA machine with nothing but this repository and its install
-(no data set, no pretrained weights); ``tools/analysis_tools/benchmark_gpu.sh``
-calls it. In order, each leg timed and recorded even when a later one fails:
+Meant for a CUDA machine with nothing but this repository (no data set, no
+pretrained weights); ``tools/analysis_tools/benchmark_gpu.sh`` calls it,
+after installing the OpenMMLab stack from carried wheels where it is
+missing (tools/analysis_tools/device_bootstrap.py). Sized to a 15-minute
+loan: at most 8 minutes on one H100 from the shell script's start (the
+install included, ``--budget-s``), the legs in order of importance, each
+timed and recorded even when a later one fails or is skipped:
 
 1. ``data``: the synthetic REFER set (tools/dataset_converters/
    generate_synthetic.py), images of 448-560 px a side, letterboxed to 448
    by the configs' pipelines.
 2. ``loader``: the training data loader alone (the configs' pipeline, the
    workers of the training legs): samples/s, against the training steps'.
-3. ``train:<config>``: a few hundred real training iterations of DETRIS-B and
-   SERA-B through tools/train.py (``--amp bfloat16``, batch 16, Adam as the
-   configs, constant learning rate, no validation, no checkpoints;
-   pretrained weights switched off with sera_mm.utils.disable_pretrained on
-   a dumped copy of the config): samples/s after the warm-up iterations
+3. ``models`` and ``flops``: both models built once (ViT-B, 448 px, kept
+   for step 5); FLOPs of one training step per sample
+   (torch.utils.flop_counter, fused attention counted) at the first
+   training batch size: the MFU of every training leg.
+4. ``train:<config>:b<N>``: real training iterations of SERA-B and DETRIS-B
+   through tools/train.py (``--amp bfloat16``, Adam as the configs, constant
+   learning rate, no validation, no checkpoints; pretrained weights switched
+   off with sera_mm.utils.disable_pretrained on a dumped copy of the
+   config) at batch 16, then 32: samples/s after the warm-up iterations
    (mmengine's logged iteration times), data-wait share, peak memory, MFU.
-4. ``benchmark:b<N>``: tools/analysis_tools/benchmark.py's measurement at
+5. ``benchmark:b<N>``: tools/analysis_tools/benchmark.py's measurement at
    batch 16 and 32 (forward+backward without the optimiser, and forward;
-   bf16 autocast; interleaved rounds): samples/s, peak memory, FLOPs per
-   sample (torch.utils.flop_counter, fused attention counted), MFU.
-5. ``profile``: the GPU time of one training step split over encoders,
-   adapters, fusion, neck, decoder, head and loss (batch 16).
+   bf16 autocast; interleaved rounds), and ``profile``: the GPU time of one
+   training step split over encoders, adapters, fusion, neck, decoder, head
+   and loss (batch 16).
 6. ``compile``: SERA's training leg again with mmengine's ``compile=True``
-   (torch.compile of the train step), when the time budget leaves room:
-   speed-up over the eager leg, or the reason it failed.
+   (torch.compile of the train step): speed-up over the eager leg.
 
-MFU = training FLOPs per sample (step 4, the training batch size) x samples/s
-/ the GPU's dense bf16 peak (benchmark.GPU_BF16_PEAK_TFLOPS by device name,
-or --peak-tflops). Writes ``<out-dir>/benchmark_gpu.json`` and
-``<out-dir>/benchmark_gpu.md`` (atomically, after every leg), and prints the
-Markdown. Budget: about 6 minutes on one H100/H200 (--budget-s; a leg that
-would start after it is skipped and marked so).
+MFU = training FLOPs per sample (step 3) x samples/s / the GPU's dense bf16
+peak (benchmark.GPU_BF16_PEAK_TFLOPS by device name, or --peak-tflops).
+Writes ``<out-dir>/benchmark_gpu.json`` and ``<out-dir>/benchmark_gpu.md``
+(atomically, after every leg, MFU included), and prints the Markdown. A leg
+that would start when less than its need is left of the budget is skipped
+and marked so; a training leg that runs past it is stopped and summarised
+from the iterations it logged.
 
 ``--dry-run`` runs every leg on the CPU at toy size (the tiny synthetic
-configs, 112 px, a few iterations; fp32 training, as mmengine's
-AmpOptimWrapper needs CUDA, and the benchmark legs under the CPU's bf16
-autocast) so that the first GPU run does not fail on a typo; it is what
-tests/test_tools/test_benchmark_gpu.py runs.
+configs, 112 px, batch 2 and 4, a few iterations; fp32 training, as
+mmengine's AmpOptimWrapper needs CUDA, and the benchmark legs under the
+CPU's bf16 autocast) so that the first GPU run does not fail on a typo;
+tests/test_tools/test_benchmark_gpu.py runs it in the project's venv and
+tests/test_tools/test_device_bootstrap.py on a bare one.
 
 Examples::
 
@@ -51,6 +59,7 @@ import os
 import os.path as osp
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -69,20 +78,27 @@ CONFIGS = OrderedDict([
     ('sera', ('configs/sera/sera_dinov2-b_refcoco.py',
               'configs/synthetic/sera-tiny_synthetic.py')),
 ])
-#: Settings of a GPU run and of a dry run.
+#: The order of the training legs at each batch size (the paper's model first).
+TRAIN_ORDER = ('sera', 'detris')
+#: Settings of a GPU run and of a dry run. The GPU budget counts from the
+#: shell script's start (SERA_BENCH_T0), the install included: 8 minutes
+#: less a margin for the report and the machine's hand-over.
 PRESETS = dict(
-    gpu=dict(img_size=448, image_range=(448, 560), num_images=160, train_batch=16,
-             iters=300, log_interval=10, skip_iters=50, workers=8, batch_sizes=(16, 32),
-             repeats=8, warmup=3, loader_batches=40, compile_iters=150, amp=True,
-             bench_amp=True, device='cuda', budget_s=360.0),
-    dry=dict(img_size=112, image_range=(96, 160), num_images=8, train_batch=4,
+    gpu=dict(img_size=448, image_range=(448, 560), num_images=160, train_batches=(16, 32),
+             iters=200, log_interval=10, skip_iters=40, workers=8, batch_sizes=(16, 32),
+             repeats=6, warmup=2, loader_batches=40, compile_iters=150, amp=True,
+             bench_amp=True, device='cuda', budget_s=450.0),
+    dry=dict(img_size=112, image_range=(96, 160), num_images=8, train_batches=(2, 4),
              iters=6, log_interval=2, skip_iters=2, workers=1, batch_sizes=(2, 4),
              repeats=2, warmup=1, loader_batches=3, compile_iters=4, amp=False,
              bench_amp=True, device='cpu', budget_s=None),
 )
-#: Reserve of the budget for the legs after the training legs (benchmark,
-#: profile, report), in seconds of a GPU run.
-BENCHMARK_RESERVE_S = 100.0
+#: Seconds of budget a leg needs to start (a GPU run's estimates: a
+#: tools/train.py leg spends about 20 s starting up).
+NEEDS_S = dict(flops=30.0, train=45.0, benchmark=20.0, profile=15.0, compile=120.0)
+#: Seconds of budget kept for writing the report when a training leg is
+#: stopped at the budget.
+REPORT_RESERVE_S = 10.0
 
 
 def _load_benchmark():
@@ -104,20 +120,23 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--peak-tflops', type=float,
                         help="the GPU's dense bf16 peak (default: by device name from "
                         "benchmark.py's GPU_BF16_PEAK_TFLOPS)")
-    parser.add_argument('--iters', type=int, help='training iterations per config')
-    parser.add_argument('--train-batch', type=int, help='batch of the training legs')
+    parser.add_argument('--iters', type=int, help='training iterations per leg')
+    parser.add_argument('--train-batches', type=int, nargs='+',
+                        help='batch sizes of the training legs (GPU default 16 32)')
     parser.add_argument('--batch-sizes', type=int, nargs='+',
                         help='batch sizes of the benchmark legs')
     parser.add_argument('--workers', type=int, help='data loader workers')
     parser.add_argument('--num-images', type=int, help='synthetic training images')
     parser.add_argument('--budget-s', type=float,
-                        help='time budget of the whole run (GPU default 360 s; legs that '
-                        'would start after it are skipped)')
+                        help='time budget of the whole run, from the shell script\'s start '
+                        '(GPU default 450 s; a leg that would start with less than it '
+                        'needs left is skipped)')
     parser.add_argument('--compile', dest='compile', action='store_true', default=None,
                         help='run the torch.compile leg (default: on a GPU, off in a dry run)')
     parser.add_argument('--no-compile', dest='compile', action='store_false')
     parser.add_argument('--skip', nargs='+', default=[],
-                        choices=['loader', 'train', 'benchmark', 'profile', 'compile'],
+                        choices=['loader', 'flops', 'train', 'benchmark', 'profile',
+                                 'compile'],
                         help='legs to leave out')
     parser.add_argument('--detris-root', metavar='PATH',
                         help="also time DETRIS's own code (a checkout) in the benchmark "
@@ -128,11 +147,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def settings_of(args: argparse.Namespace) -> Dict[str, Any]:
     """The preset of the run with the command line's overrides."""
     s = dict(PRESETS['dry' if args.dry_run else 'gpu'])
-    for key in ('iters', 'train_batch', 'workers', 'num_images', 'budget_s'):
+    for key in ('iters', 'workers', 'num_images', 'budget_s'):
         if getattr(args, key) is not None:
             s[key] = getattr(args, key)
     if args.batch_sizes:
         s['batch_sizes'] = tuple(args.batch_sizes)
+    if args.train_batches:
+        s['train_batches'] = tuple(args.train_batches)
     s['compile'] = (not args.dry_run) if args.compile is None else args.compile
     s['skip'] = list(args.skip) + ([] if s['compile'] else ['compile'])
     s['dry_run'] = args.dry_run
@@ -147,14 +168,18 @@ class Report:
 
     def __init__(self, out_dir: str, settings: Dict[str, Any]):
         self.out_dir = out_dir
-        self.start = time.perf_counter()
+        # the budget counts from the shell script's start (the install included)
+        t0 = os.environ.get('SERA_BENCH_T0')
+        before = max(0.0, time.time() - float(t0)) if t0 else 0.0
+        self.start = time.perf_counter() - before
         self.budget_s = settings['budget_s']
         self.data: Dict[str, Any] = OrderedDict(
             settings={k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()},
-            environment={}, legs=[], data=None, loader=None, train={}, benchmark={},
-            profile={}, compile=None, mfu=None)
+            environment={}, legs=[], data=None, loader=None, flops=None, train={},
+            benchmark={}, profile={}, compile=None, mfu=None, before_s=before)
 
     def elapsed(self) -> float:
+        """Seconds since the shell script started (or this report was made)."""
         return time.perf_counter() - self.start
 
     def left(self) -> float:
@@ -186,8 +211,11 @@ class Report:
         return result
 
     def save(self) -> None:
+        """Writes the JSON and the Markdown (after every leg), with the MFU
+        of the legs that have both their samples/s and the FLOPs."""
         from sera_mm.utils import atomic_write_json, atomic_write_text
         self.data['total_seconds'] = self.elapsed()
+        self.data['mfu'] = compute_mfu(self.data)
         atomic_write_json(osp.join(self.out_dir, 'benchmark_gpu.json'), self.data, indent=2)
         atomic_write_text(osp.join(self.out_dir, 'benchmark_gpu.md'), format_markdown(self.data))
 
@@ -203,9 +231,20 @@ def environment(settings: Dict[str, Any], peak_tflops: Optional[float]) -> Dict[
         platform.processor() or platform.machine())
     table_peak = bm.gpu_bf16_peak_tflops(name) if cuda else None
     peak = peak_tflops if peak_tflops is not None else table_peak
+    import mmcv
+    import mmengine
+    import mmpretrain
+    import mmseg
+    import open_clip
+
+    from sera_mm.mmcv_lite import has_compiled_ops
     return OrderedDict(
         device=settings['device'], device_name=name, torch=torch.__version__,
         cuda=torch.version.cuda, python=platform.python_version(),
+        stack=OrderedDict(mmcv=mmcv.__version__, mmcv_compiled_ops=has_compiled_ops(),
+                          mmengine=mmengine.__version__, mmseg=mmseg.__version__,
+                          mmpretrain=mmpretrain.__version__, open_clip=open_clip.__version__,
+                          site=os.environ.get('SERA_DEVICE_SITE')),
         cpu_count=os.cpu_count(),
         bf16=bool(cuda and torch.cuda.is_bf16_supported()),
         capability=list(torch.cuda.get_device_capability(0)) if cuda else None,
@@ -233,11 +272,11 @@ def generate_data(settings: Dict[str, Any], root: str) -> Dict[str, Any]:
 
 
 def train_config(config: str, settings: Dict[str, Any], data_root: str, work_dir: str,
-                 iters: int, compile: bool = False) -> Dict[str, Any]:
+                 iters: int, batch: int, compile: bool = False) -> Dict[str, Any]:
     """Dumps a training config for one leg and returns its facts.
 
     The config's model and training recipe, with: the data on the synthetic
-    set, batch ``train_batch``, ``iters`` iterations (IterBasedTrainLoop),
+    set, batch ``batch``, ``iters`` iterations (IterBasedTrainLoop),
     constant learning rate, no validation or test, no checkpoints, logs
     every ``log_interval`` iterations (mean time over that window), an
     infinite sampler, one process (no SyncBN), pretrained references
@@ -252,7 +291,7 @@ def train_config(config: str, settings: Dict[str, Any], data_root: str, work_dir
         ds.update(data_root=data_root.rstrip('/') + '/', ann_file='refsyn/instances.json',
                   split_file='refsyn/refs(unc).p', data_prefix=dict(img_path='images/'),
                   split='train')
-    loader.batch_size = settings['train_batch']
+    loader.batch_size = batch
     loader.num_workers = settings['workers']
     loader.persistent_workers = settings['workers'] > 0
     loader.drop_last = True
@@ -277,7 +316,7 @@ def train_config(config: str, settings: Dict[str, Any], data_root: str, work_dir
     os.makedirs(work_dir, exist_ok=True)
     path = osp.join(work_dir, 'train_config.py')
     cfg.dump(path)
-    return dict(path=path, disabled_pretrained=disabled, iters=iters)
+    return dict(path=path, disabled_pretrained=disabled, iters=iters, batch=batch)
 
 
 def _tool_env(settings: Dict[str, Any]) -> Dict[str, str]:
@@ -319,33 +358,49 @@ def summarise_training(records: List[Dict[str, Any]], batch: int, skip_iters: in
 
 
 def run_training(name: str, config: str, settings: Dict[str, Any], data_root: str,
-                 out_dir: str, iters: int, compile: bool = False,
+                 out_dir: str, iters: int, batch: int, compile: bool = False,
                  timeout: Optional[float] = None) -> Dict[str, Any]:
-    """One training leg through tools/train.py."""
-    work_dir = osp.join(out_dir, f'train_{name}' + ('_compile' if compile else ''))
+    """One training leg through tools/train.py.
+
+    Past ``timeout`` seconds the run is stopped (its process group: the
+    loader's workers too) and summarised from the windows it logged, marked
+    ``stopped_at_budget``; without a logged window after the warm-up it
+    fails.
+    """
+    work_dir = osp.join(out_dir, f'train_{name}_b{batch}' + ('_compile' if compile else ''))
     shutil.rmtree(work_dir, ignore_errors=True)  # this leg's earlier run, if any
-    facts = train_config(config, settings, data_root, work_dir, iters, compile)
+    facts = train_config(config, settings, data_root, work_dir, iters, batch, compile)
     cmd = [sys.executable, 'tools/train.py', facts['path'], '--work-dir', work_dir]
     if settings['amp']:
         cmd += ['--amp', 'bfloat16']
     log_path = osp.join(work_dir, 'train_stdout.log')
     start = time.perf_counter()
+    stopped = False
     with open(log_path, 'w') as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=_tool_env(settings), stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            proc = subprocess.run(cmd, cwd=REPO, env=_tool_env(settings), stdout=log,
-                                  stderr=subprocess.STDOUT, timeout=timeout)
+            returncode = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise RuntimeError(f'tools/train.py ran past {timeout:.0f} s (log: {log_path})')
+            stopped = True
+            os.killpg(proc.pid, signal.SIGKILL)
+            returncode = proc.wait()
     wall = time.perf_counter() - start
-    if proc.returncode:
+    if returncode and not stopped:
         with open(log_path) as f:
             tail = f.read()[-3000:]
-        raise RuntimeError(f'tools/train.py exited with {proc.returncode} '
+        raise RuntimeError(f'tools/train.py exited with {returncode} '
                            f'(log: {log_path}):\n{tail}')
-    summary = summarise_training(read_scalars(work_dir), settings['train_batch'],
-                                 settings['skip_iters'], wall)
+    try:
+        summary = summarise_training(read_scalars(work_dir), batch, settings['skip_iters'], wall)
+    except (FileNotFoundError, ValueError) as exc:
+        if stopped:
+            raise RuntimeError(f'tools/train.py stopped at the budget after {wall:.0f} s, '
+                               f'before a logged window past the warm-up ({exc}; log: '
+                               f'{log_path})')
+        raise
     summary.update(config=config, command=' '.join(cmd[1:]), amp='bf16' if settings['amp']
-                   else None, batch=settings['train_batch'], compile=compile,
+                   else None, batch=batch, compile=compile, stopped_at_budget=stopped,
                    disabled_pretrained=facts['disabled_pretrained'], log=log_path)
     return summary
 
@@ -359,8 +414,9 @@ def measure_loader(config: str, settings: Dict[str, Any], data_root: str,
     from sera_mm import register_all_modules
     from sera_mm.utils.config import load_config
     register_all_modules(init_default_scope=False)
+    batch_size = settings['train_batches'][0]
     facts = train_config(config, settings, data_root, osp.join(out_dir, 'loader'),
-                         settings['iters'])
+                         settings['iters'], batch_size)
     cfg = load_config(facts['path'])
     init_default_scope(cfg.get('default_scope') or 'sera_mm')
     loader = Runner.build_dataloader(cfg.train_dataloader, seed=0)
@@ -380,7 +436,7 @@ def measure_loader(config: str, settings: Dict[str, Any], data_root: str,
     seconds = time.perf_counter() - start
     del it, loader
     return OrderedDict(config=config, workers=settings['workers'],
-                       batch=settings['train_batch'], batches=batches, samples=samples,
+                       batch=batch_size, batches=batches, samples=samples,
                        seconds=seconds, samples_per_s=samples / seconds)
 
 
@@ -396,6 +452,24 @@ class BenchmarkModels:
             model, disabled = self.bm.build_benchmark_model(
                 config, img_size=settings['img_size'], device=settings['device'])
             self.cases.append(self.bm.BenchmarkCase(name, model, disabled, config))
+
+    def count_flops(self, batch: int) -> Dict[str, Any]:
+        """FLOPs of one training step (and forward pass) per sample, counted
+        once per model at ``batch`` (untimed: torch.utils.flop_counter)."""
+        s, bm = self.settings, self.bm
+        for case in self.cases:
+            case.batch = bm.make_synthetic_batch(case.model, batch, s['img_size'], seed=0)
+        report = bm.run_benchmark(self.cases, amp=s['bench_amp'], memory=False, flops=True,
+                                  timing=False, log=lambda line: print(line, flush=True))
+        out = OrderedDict(batch=batch, method=report['settings']['flops_method'])
+        for r in report['results']:
+            out[r['name']] = OrderedDict(
+                train_flops_per_sample=r['flops']['train'] / batch,
+                forward_flops_per_sample=r['flops']['forward'] / batch)
+        for case in self.cases:
+            case.model.zero_grad(set_to_none=True)
+        self._free()
+        return out
 
     def run(self, batch: int, peak_tflops: Optional[float]) -> Dict[str, Any]:
         s, bm = self.settings, self.bm
@@ -443,27 +517,36 @@ class BenchmarkModels:
 
 
 def compute_mfu(data: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """MFU of the training legs: FLOPs per training sample (the benchmark
-    leg at the training batch size) x samples/s / peak."""
+    """MFU of the training legs: FLOPs per training sample (the ``flops``
+    leg, else the benchmark leg at the same batch) x samples/s / peak.
+    Adds ``flops_per_sample``, ``tflops_per_s`` and ``mfu`` to each leg;
+    returns them by leg, or None before any FLOPs are known."""
     peak = data['environment'].get('peak_tflops')
-    batch = data['settings']['train_batch']
-    bench = data['benchmark'].get(f'b{batch}')
-    if bench is None:
-        return None
-    per_sample = {r['name']: r['throughput']['train_flops_per_sample'] for r in bench['results']}
-    out = OrderedDict(peak_tflops=peak, flops_per_sample_from=f'benchmark b{batch}')
-    for name, leg in list(data['train'].items()) + (
-            [('sera (compile)', data['compile'])] if data.get('compile') else []):
-        base = name.split(' ')[0]
-        flops = per_sample.get(base)
-        if not leg or flops is None:
+    legs = list(data['train'].items()) + (
+        [('sera (compile)', data['compile'])] if data.get('compile') else [])
+    out = OrderedDict(peak_tflops=peak)
+    for key, leg in legs:
+        if not leg:
+            continue
+        name = key.split(' ')[0]
+        flops, source = None, None
+        if data.get('flops') and data['flops'].get(name):
+            flops = data['flops'][name]['train_flops_per_sample']
+            source = f"flops leg, batch {data['flops']['batch']}"
+        else:
+            bench = data['benchmark'].get(f"b{leg['batch']}")
+            per_sample = {r['name']: r['throughput']['train_flops_per_sample']
+                          for r in bench['results']} if bench else {}
+            if per_sample.get(name) is not None:
+                flops, source = per_sample[name], f"benchmark b{leg['batch']}"
+        if flops is None:
             continue
         rate = flops * leg['samples_per_s']
         leg['flops_per_sample'] = flops
         leg['tflops_per_s'] = rate / 1e12
         leg['mfu'] = rate / (peak * 1e12) if peak else None
-        out[name] = dict(tflops_per_s=rate / 1e12, mfu=leg['mfu'])
-    return out
+        out[key] = dict(tflops_per_s=rate / 1e12, mfu=leg['mfu'], flops_from=source)
+    return out if len(out) > 1 else None
 
 
 # -- Markdown ---------------------------------------------------------------------------
@@ -480,21 +563,32 @@ def format_markdown(data: Dict[str, Any]) -> str:
                  f"{env.get('torch', '?')}, CUDA {env.get('cuda')}, bf16 peak "
                  f"{_f(env.get('peak_tflops'), 'g')} TFLOP/s ({env.get('peak_source')}); "
                  f"{'DRY RUN (CPU, toy models)' if s['dry_run'] else 'ViT-B at 448 px'}; "
-                 f"total {_f(data.get('total_seconds'), '.0f')} s.")
+                 f"total {_f(data.get('total_seconds'), '.0f')} s "
+                 f"(install and start-up before the legs: {_f(data.get('before_s'), '.0f')} s).")
+    stack = env.get('stack')
+    if stack:
+        lines.append(f"mmcv {stack['mmcv']} ("
+                     f"{'compiled ops' if stack['mmcv_compiled_ops'] else 'lite: no compiled ops'}"
+                     f"), mmengine {stack['mmengine']}, mmseg {stack['mmseg']}, mmpretrain "
+                     f"{stack['mmpretrain']}, open_clip {stack['open_clip']}.")
     lines += ['', '## Training (tools/train.py)', '',
-              f"batch {s['train_batch']}, {s['iters']} iterations, "
+              f"{s['iters']} iterations per leg, "
               f"{'bf16 AMP' if s['amp'] else 'fp32'}, {s['workers']} loader workers; "
-              f"throughput after the first {s['skip_iters']} iterations", '',
-              '| config | samples/s | step ms | data wait % | peak memory MiB | '
+              f"throughput after the first {s['skip_iters']} iterations; FLOPs per sample "
+              f"from the flops leg", '',
+              '| config | batch | samples/s | step ms | data wait % | peak memory MiB | '
               'GFLOP/sample | TFLOP/s | MFU % | wall s |',
-              '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+              '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
     legs = list(data['train'].items())
     if data.get('compile'):
         legs.append(('sera (compile)', data['compile']))
     for name, t in legs:
         if not t:
             continue
-        lines.append(f"| {name} | {_f(t['samples_per_s'])} | {_f(t['step_ms'], '.0f')} | "
+        lines.append(f"| {name.split(' ')[0]}"
+                     f"{' (stopped at the budget)' if t.get('stopped_at_budget') else ''}"
+                     f"{' (compile)' if t.get('compile') else ''} | {t['batch']} | "
+                     f"{_f(t['samples_per_s'])} | {_f(t['step_ms'], '.0f')} | "
                      f"{_f(t['data_wait_share'], '.1f', 100)} | "
                      f"{_f(t['peak_memory_mib'], '.0f')} | "
                      f"{_f(t.get('flops_per_sample'), '.1f', 1e-9)} | "
@@ -549,7 +643,8 @@ def format_markdown(data: Dict[str, Any]) -> str:
         for name, t in data['train'].items():
             if t:
                 lines.append(f"- {name}: step {_f(t['samples_per_s'])} samples/s, loader / "
-                             f"step = {_f(ld['samples_per_s'] / t['samples_per_s'], '.2f')}")
+                             f"step = {_f(ld['samples_per_s'] / t['samples_per_s'], '.2f')}, "
+                             f"data wait {_f(t['data_wait_share'], '.1f', 100)} % of the step")
     lines += ['', '## Legs', '', '| leg | status | s | note |', '|---|---|---:|---|']
     for leg in data['legs']:
         note = (leg['error'] or '').splitlines()[0][:160] if leg['error'] else ''
@@ -580,49 +675,54 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     configs = settings['configs']
 
+    def budget_timeout() -> Optional[float]:
+        left = report.left()
+        return None if left == float('inf') else max(10.0, left - REPORT_RESERVE_S)
+
     if 'loader' not in skip:
         data['loader'] = report.leg('loader', lambda: measure_loader(
             configs['sera'], settings, data_root, out_dir))
+    models = None
+    if not {'flops', 'benchmark', 'profile'} <= set(skip):
+        models = report.leg('models', lambda: BenchmarkModels(settings, args.detris_root),
+                            needs_s=NEEDS_S['flops'])
+        if models is not None and 'flops' not in skip:
+            data['flops'] = report.leg('flops', lambda: models.count_flops(
+                settings['train_batches'][0]))
     if 'train' not in skip:
-        for name, config in configs.items():
-            reserve = 0.0 if settings['budget_s'] is None else BENCHMARK_RESERVE_S
-            data['train'][name] = report.leg(
-                f'train:{name}', lambda: run_training(
-                    name, config, settings, data_root, out_dir, settings['iters'],
-                    timeout=None if report.left() == float('inf')
-                    else max(30.0, report.left() - reserve)),
-                needs_s=reserve + 30.0)
-    if 'benchmark' not in skip or 'profile' not in skip:
-        models = report.leg('benchmark:build', lambda: BenchmarkModels(settings,
-                                                                       args.detris_root),
-                            needs_s=20.0)
-        if models is not None:
-            peak = env.get('peak_tflops')
-            if 'benchmark' not in skip:
-                for batch in settings['batch_sizes']:
-                    result = report.leg(f'benchmark:b{batch}', lambda: models.run(batch, peak),
-                                        needs_s=20.0)
-                    if result is not None:
-                        data['benchmark'][f'b{batch}'] = result
-            if 'profile' not in skip:
-                data['profile'] = report.leg('profile', lambda: models.profile(
-                    settings['batch_sizes'][0]), needs_s=15.0) or {}
-            models.close()
+        for batch in settings['train_batches']:
+            for name in TRAIN_ORDER:
+                data['train'][f'{name} b{batch}'] = report.leg(
+                    f'train:{name}:b{batch}', lambda: run_training(
+                        name, configs[name], settings, data_root, out_dir, settings['iters'],
+                        batch, timeout=budget_timeout()),
+                    needs_s=NEEDS_S['train'])
+    if models is not None:
+        peak = env.get('peak_tflops')
+        if 'benchmark' not in skip:
+            for batch in settings['batch_sizes']:
+                result = report.leg(f'benchmark:b{batch}', lambda: models.run(batch, peak),
+                                    needs_s=NEEDS_S['benchmark'])
+                if result is not None:
+                    data['benchmark'][f'b{batch}'] = result
+        if 'profile' not in skip:
+            data['profile'] = report.leg('profile', lambda: models.profile(
+                settings['batch_sizes'][0]), needs_s=NEEDS_S['profile']) or {}
+        models.close()
     if 'compile' not in skip:
-        iters = settings['compile_iters']
+        batch = settings['train_batches'][0]
         data['compile'] = report.leg('compile:sera', lambda: run_training(
-            'sera', configs['sera'], settings, data_root, out_dir, iters, compile=True,
-            timeout=None if report.left() == float('inf') else max(30.0, report.left())),
-            needs_s=60.0)
-        eager = data['train'].get('sera')
+            'sera', configs['sera'], settings, data_root, out_dir, settings['compile_iters'],
+            batch, compile=True, timeout=budget_timeout()), needs_s=NEEDS_S['compile'])
+        eager = data['train'].get(f'sera b{batch}')
         if data['compile'] and eager:
             data['compile_speedup'] = data['compile']['samples_per_s'] / eager['samples_per_s']
-    data['mfu'] = compute_mfu(data)
     report.save()
     print(format_markdown(data))
     print(f"wrote {osp.join(out_dir, 'benchmark_gpu.json')} and benchmark_gpu.md")
-    required = {'environment', 'data'} | {f'train:{n}' for n in configs
-                                          if 'train' not in skip}
+    required = {'environment', 'data'} | {
+        f'train:{n}:b{b}' for n in TRAIN_ORDER for b in settings['train_batches']
+        if 'train' not in skip}
     failed = [leg['name'] for leg in data['legs']
               if leg['status'] == 'failed' and (leg['name'] in required
                                                 or leg['name'].startswith('benchmark'))]

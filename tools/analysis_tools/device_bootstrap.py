@@ -58,6 +58,8 @@ from sera_mm import register_all_modules
 from sera_mm.mmcv_lite import has_compiled_ops
 register_all_modules()
 import cv2, mmcv, mmengine, mmpretrain.models, mmseg, mmseg.models, open_clip, torch
+from mmengine.utils.dl_utils import collect_env
+collect_env()  # what the Runner logs first (distutils on Python 3.12: setuptools' hack)
 print('[bootstrap] check: torch', torch.__version__, '| mmcv', mmcv.__version__,
       '(compiled ops)' if has_compiled_ops() else '(lite: no compiled ops)',
       '| mmengine', mmengine.__version__, '| mmseg', mmseg.__version__,
