@@ -9,8 +9,10 @@ DEMO_CONFIG ?= configs/synthetic/sera-tiny_synthetic.py
 DEMO_CKPT ?= work_dirs/demo/epoch_6.pth
 WEBUI_PORT ?= 7860
 WEBUI_STAMP := $(VENV)/.sera_mm-webui
+# Python 3.12 with the GPU machines' torch 2.11.0 and torchvision 0.26.0
+TORCH_VENV ?= .venv-torch2.11
 
-.PHONY: install demo test webui webui-deps test-deps
+.PHONY: install demo test webui webui-deps test-deps device-wheels test-torch2.11
 
 install:
 	bash tools/install.sh
@@ -44,7 +46,14 @@ test-deps: webui-deps
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; \
 	fi
 
-test: install test-deps
+# What a bare GPU machine installs with no package index (.device/wheels, which
+# a device command carries, and .device/base-wheels: OpenCV and SciPy, for a
+# machine without them), and $(TORCH_VENV), a venv holding only torch and
+# torchvision, where tests/test_tools/test_device_bootstrap.py tries them.
+device-wheels:
+	bash tools/analysis_tools/prepare_device.sh --torch-venv $(TORCH_VENV)
+
+test: install test-deps device-wheels
 	$(PY) -m pytest tests -q -n 2 -p no:cacheprovider
 
 # The web demo on the CPU with the demo checkpoint (trained by `make demo`
@@ -52,3 +61,16 @@ test: install test-deps
 webui: webui-deps
 	@[ -f $(DEMO_CKPT) ] || $(MAKE) demo
 	$(PY) tools/webui.py $(DEMO_CONFIG) $(DEMO_CKPT) --device cpu --port $(WEBUI_PORT)
+
+# The suite on the GPU machines' versions (docs/en/environment.md): Python
+# 3.12, torch 2.11.0, torchvision 0.26.0, and mmcv-lite with the rest of the
+# carried wheels, installed by the bootstrap with no index; pytest and the web
+# demo's packages from PyPI.
+test-torch2.11: device-wheels
+	$(TORCH_VENV)/bin/python tools/analysis_tools/device_bootstrap.py --check
+	$(TORCH_VENV)/bin/python -m pip install -q --disable-pip-version-check \
+	  -r requirements/tests.txt -r requirements/webui.txt
+	$(TORCH_VENV)/bin/python -m pip install -q --disable-pip-version-check \
+	  --no-build-isolation --no-deps -e .
+	PATH=$(abspath $(TORCH_VENV))/bin:$$PATH $(TORCH_VENV)/bin/python -m pytest tests \
+	  -q -n 2 -p no:cacheprovider
