@@ -21,8 +21,9 @@ from helpers.paths import REPO
 
 #: The top-level folders of the repository whose paths the docs name.
 REPO_FOLDERS = ('configs', 'docs', 'sera_mm', 'tests', 'tools')
-#: Made by an install (setup.py links or copies configs/ and tools/ there).
-CREATED = ('sera_mm/.mim/', )
+#: Made by an install (setup.py links or copies configs/ and tools/ there)
+#: or by a documented command (custom2refer.py --config-out in custom_data.md).
+CREATED = ('sera_mm/.mim/', 'configs/custom/')
 # A path starts at a word boundary that is not inside a longer path
 # (work_dirs/x/configs/..., ../docs/..., $A/...) and runs over path
 # characters, {a,b} groups and <placeholders>; trailing dots end

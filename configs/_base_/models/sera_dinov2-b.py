@@ -29,3 +29,6 @@ sync_bn = None
 # picked get zero gradients, without running), so DDP need not search the
 # autograd graph for unused parameters.
 model_wrapper_cfg = dict(type='MMDistributedDataParallel', find_unused_parameters=False)
+# The routing usage the model returns with its losses is averaged over 50
+# iterations (the logger's interval) instead of logged per batch.
+custom_hooks = [dict(type='RoutingStatsHook', interval=50)]
