@@ -1,12 +1,11 @@
 """Reading configs: the one loader of the tools and the APIs, the check
-that ``--cfg-options`` name keys a run reads, and the walks over a
-config's typed dicts and over the leaf datasets of a (wrapped) dataset
-config."""
+that ``--cfg-options`` name keys a run reads, and the walk over the leaf
+datasets of a (wrapped) dataset config."""
 import argparse
 import copy
 import os.path as osp
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Iterator, Optional, Union
 
 from mmengine.config import Config
 
@@ -133,22 +132,3 @@ def leaf_datasets(dataset_cfg: Any) -> Iterator[dict]:
         yield from leaf_datasets(dataset_cfg['dataset'])
     else:
         yield dataset_cfg
-
-
-def typed_nodes(node: Any, path: str = '') -> Iterator[Tuple[str, Mapping]]:
-    """Yields ``(dotted key, dict)`` of every dict with a ``type`` key in a
-    nested config (dicts, lists and tuples), parents first.
-
-    Args:
-        node: A config or a part of one.
-        path (str): Dotted key of ``node`` (``''`` for a whole config), the
-            prefix of the yielded keys, e.g. ``'model.neck.fusion_cfg'``.
-    """
-    if isinstance(node, Mapping):
-        if 'type' in node:
-            yield path, node
-        for key, value in node.items():
-            yield from typed_nodes(value, f'{path}.{key}' if path else str(key))
-    elif isinstance(node, (list, tuple)):
-        for i, value in enumerate(node):
-            yield from typed_nodes(value, f'{path}[{i}]')

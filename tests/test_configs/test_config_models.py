@@ -15,9 +15,12 @@ from mmseg.structures import SegDataSample
 from torch import nn
 
 from sera_mm.registry import MODELS
-from sera_mm.utils import disable_pretrained, param_report
+from sera_mm.utils import disable_pretrained
 from helpers.config_expectations import MODEL_EXPECTATIONS, expected_configs
 from helpers.configs import REPO, config_files, is_full_size, iter_typed_nodes
+from helpers.tool_runner import load_tool
+
+param_report = load_tool('analysis_tools/param_report.py').param_report
 
 DETRIS_B = 'configs/detris/detris_dinov2-b_refcoco.py'
 SERA_MAIN = 'configs/sera/sera_dinov2-b_refcoco.py'

@@ -47,6 +47,7 @@ import argparse
 import contextlib
 import copy
 import functools
+import importlib.util
 import itertools
 import logging
 import os.path as osp
@@ -55,6 +56,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -64,9 +66,21 @@ from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from torch import nn
 
-from sera_mm.utils import atomic_write_json, param_report
+from sera_mm.utils import atomic_write_json
 from sera_mm.utils.config import load_config
 from sera_mm.utils.pretrained import disable_pretrained
+
+
+def _load_neighbour(name: str) -> ModuleType:
+    """tools/analysis_tools/<name>.py as a module (tools are scripts)."""
+    spec = importlib.util.spec_from_file_location(
+        f'{name}_tool', osp.join(osp.dirname(osp.abspath(__file__)), f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+param_report = _load_neighbour('param_report').param_report
 
 #: How peak memory is measured, per device type (see :func:`measure_peak_memory`).
 MEMORY_METHODS = {
@@ -142,7 +156,7 @@ def build_benchmark_model(config: str,
 
 def count_parameters(model: nn.Module) -> Dict[str, float]:
     """Returns ``dict(total, trainable, trainable_share)``, the ``total`` row
-    of :func:`sera_mm.utils.param_report` (shared tensors count once)."""
+    of param_report.py's :func:`param_report` (shared tensors count once)."""
     total = param_report(model, expand=())[-1]
     return {k: total[k] for k in ('total', 'trainable', 'trainable_share')}
 

@@ -11,10 +11,22 @@ Example:
         --expand backbone text_encoder
 """
 import argparse
+import importlib.util
+import os.path as osp
+from types import ModuleType
 from typing import List, Optional
 
 from mmengine.config import DictAction
 from mmengine.registry import init_default_scope
+
+
+def _load_param_report() -> ModuleType:
+    """tools/analysis_tools/param_report.py as a module (tools are scripts)."""
+    spec = importlib.util.spec_from_file_location(
+        'param_report_tool', osp.join(osp.dirname(osp.abspath(__file__)), 'param_report.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -38,8 +50,9 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     args = parse_args(argv)
     from sera_mm import register_all_modules
     from sera_mm.registry import MODELS
-    from sera_mm.utils import atomic_write_json, format_param_report, param_report
+    from sera_mm.utils import atomic_write_json
     from sera_mm.utils.config import load_config
+    report = _load_param_report()
 
     register_all_modules(init_default_scope=False)
     cfg = load_config(args.config, args.cfg_options)
@@ -50,10 +63,10 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     # Pretrained weights (init_cfg) are not loaded: init_weights() is not
     # called, and the counts do not depend on the values.
     model = MODELS.build(cfg.model)
-    rows = param_report(model, expand=args.expand)
+    rows = report.param_report(model, expand=args.expand)
     print(f'Parameters of {cfg.model.get("type", type(model).__name__)} '
           f'({args.config}):')
-    print(format_param_report(rows))
+    print(report.format_param_report(rows))
     if args.json:
         atomic_write_json(args.json, rows, indent=2)
         print(f'Saved the rows to {args.json}')

@@ -1,11 +1,14 @@
-"""Tests of param_report on hand-made modules with known counts."""
+"""tools/analysis_tools/param_report.py on hand-made modules with known counts."""
 import json
 
 import pytest
 import torch
 from torch import nn
 
-from sera_mm.utils import format_param_report, param_report
+from helpers.tool_runner import load_tool
+
+_tool = load_tool('analysis_tools/param_report.py')
+param_report, format_param_report = _tool.param_report, _tool.format_param_report
 
 
 class ToyBackbone(nn.Module):
