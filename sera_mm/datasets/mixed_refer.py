@@ -16,20 +16,16 @@ class MixedRefCOCODataset(ConcatDataset):
     """The union of the train splits of several REFER sets, minus every
     referent whose image is in an evaluation split of any of them.
 
-    The REFER sets share COCO's train2014 images but split them differently:
-    RefCOCO and RefCOCO+ share the unc partition, RefCOCOg (umd) has its own,
-    so about a tenth of RefCOCOg's training images are RefCOCO val / testA /
-    testB images and the other way round. Training on the plain union would
-    train on images the model is then evaluated on. Here every source's
-    ``split_file`` is read, the image ids of all its refs outside its
-    training split are collected (the *held-out images*), and each training
-    source keeps only the referents on other images.
-
-    Each source is a :class:`~sera_mm.datasets.RefCOCODataset` (so every
-    input check, the per-fetch sentence draw and the pipeline are its
-    own), concatenated with mmengine's :class:`ConcatDataset`. After loading,
-    :attr:`removal_report` says per source how many referents were removed
-    and why (the held-out splits the image is in); the same is logged.
+    The REFER sets split COCO's train2014 images differently (RefCOCO and
+    RefCOCO+ share the unc partition, RefCOCOg has its own), so about a tenth
+    of RefCOCOg's training images are RefCOCO val / testA / testB images and
+    the other way round. Here the images of every source's refs outside its
+    training split are held out, and each training source, a
+    :class:`~sera_mm.datasets.RefCOCODataset` (its checks, sentence draw and
+    pipeline), keeps only the referents on other images; the sources are
+    concatenated by mmengine's :class:`ConcatDataset`. :attr:`removal_report`
+    (also logged) says per source how many referents were removed and why
+    (the held-out splits of the image).
 
     Args:
         sources (Sequence[dict]): One dict per REFER set: ``name`` (unique,

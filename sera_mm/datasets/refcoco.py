@@ -31,12 +31,9 @@ MAX_IMAGE_SIDE = 65535
 
 @contextlib.contextmanager
 def _gc_paused():
-    """Pauses the cyclic garbage collector.
-
-    Loading RefCOCO creates millions of small containers and no cycles; with
-    the collector on, its repeated passes take most of the time (about 4 s of
-    6 s at RefCOCO scale).
-    """
+    """Pauses the cyclic garbage collector: loading RefCOCO creates millions
+    of small containers and no cycles, and the collector's passes would take
+    about 4 s of 6 s."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -53,9 +50,8 @@ def _missing(kind: str, path: str) -> FileNotFoundError:
 @DATASETS.register_module()
 class RefCOCODataset(BaseDataset):
     """Referring segmentation samples from REFER's ``instances.json`` and
-    ``refs(<by>).p``.
-
-    The layout is mmdetection's for RefCOCO, paths relative to ``data_root``::
+    ``refs(<by>).p``, in mmdetection's layout (paths relative to
+    ``data_root``)::
 
         data/coco/train2014/                     images
         data/coco/refcoco/instances.json         COCO images + annotations
@@ -63,41 +59,36 @@ class RefCOCODataset(BaseDataset):
         data/coco/refcoco+/refs(unc).p
         data/coco/refcocog/refs(umd).p, refs(google).p
 
-    Samples: in ``test_mode`` every sentence of every referent of ``split`` is
-    one sample; in training every referent is one sample whose sentence is
-    drawn anew every epoch. The draw, and the random state the pipeline sees
-    in a dataloader worker, are a function of (seed, epoch, sample index),
-    set with :meth:`set_epoch` (by :class:`sera_mm.engine.hooks.EpochSeedHook`
-    before each training epoch): the same whatever the number of workers,
-    whether they persist, or whether the run was resumed.
-    With an empty pipeline ``dataset[i]`` is a dict with ``img_path``,
-    ``image_id``, ``ref_id``, ``ann_id``, ``sent_id``, ``text`` (REFER's
-    ``sent``), ``category_id``, ``segmentation`` (raw COCO: polygons or RLE),
-    ``height``, ``width``, ``seg_fields`` and ``sample_idx``.
-
-    Every input error is raised at construction, before any training step,
-    with the path, key or id at fault in the message.
+    In ``test_mode`` every sentence of every referent of ``split`` is one
+    sample; in training every referent is one sample whose sentence is drawn
+    anew every epoch. The draw, and the random state the pipeline sees in a
+    dataloader worker, are a function of (seed, epoch, sample index), set by
+    :meth:`set_epoch`: the same whatever the number of workers, whether they
+    persist, or whether the run was resumed. With an empty pipeline
+    ``dataset[i]`` holds ``img_path``, ``image_id``, ``ref_id``, ``ann_id``,
+    ``sent_id``, ``text`` (REFER's ``sent``), ``category_id``,
+    ``segmentation`` (raw COCO polygons or RLE), ``height``, ``width``,
+    ``seg_fields`` and ``sample_idx``. Every input error is raised at
+    construction, naming the path, key or id at fault.
 
     Args:
         data_root: root joined to ``ann_file``, ``split_file`` and
             ``data_prefix`` (e.g. 'data/coco/').
         ann_file: COCO instances file (e.g. 'refcoco/instances.json').
-        split_file: REFER refs pickle (e.g. 'refcoco/refs(unc).p'); loaded
-            with an unpickler that refuses every global, so it runs no code.
-        split: 'train' | 'val' | 'testA' | 'testB' | 'test' (must be present
-            in ``split_file``).
+        split_file: REFER refs pickle (e.g. 'refcoco/refs(unc).p'), loaded
+            without running code (:func:`load_refer_pickle`).
+        split: 'train' | 'val' | 'testA' | 'testB' | 'test', present in
+            ``split_file``. Defaults to 'train'.
         data_prefix: ``dict(img_path='train2014/')``.
         pipeline: transforms applied to each sample.
         test_mode: one sample per sentence (True) or per referent (False).
-        shuffle_sentences: control experiment: deterministically permutes the
-            sentences (or, in training, the sentence lists of the referents)
-            across the samples of the split with ``shuffle_seed``, with no
-            sample keeping its own, so that the sentence no longer describes
-            its image. A model that reads the
-            text must then fail; one that ignores it is unaffected.
-        shuffle_seed: seed of that permutation.
+        shuffle_sentences: control experiment: moves every sample's
+            sentences (in training, the referent's list) to another sample
+            of the split, seeded by ``shuffle_seed``, so that a model that
+            reads the text must fail. Defaults to False.
+        shuffle_seed: seed of that permutation. Defaults to 0.
         check_images: check once per unique image that the file exists
-            (turn off for benchmarks of index building).
+            (off for benchmarks of index building). Defaults to True.
         **kwargs: other :class:`mmengine.dataset.BaseDataset` arguments.
     """
 

@@ -1,19 +1,15 @@
 """Loads REFER's ``refs(<by>).p`` without running code from the file.
 
-The REFER split files are pickles of plain containers: a list of dicts of
-str, int, float and lists. Plain ``pickle.load`` would import and call any
-global the file names (``os.system`` via ``__reduce__``), so a file from an
-untrusted mirror could run code. Plain containers and scalars are built by
-pickle opcodes without looking up any global, so an unpickler whose
-``find_class`` refuses every global still loads every genuine REFER file
-(Python 2 protocol-2 pickles included) and refuses everything else before a
-single call happens.
+REFER split files are pickles of plain containers (lists of dicts of str,
+int, float and lists), which pickle builds without looking up a global.
+``pickle.load`` would import and call any global a file names
+(``os.system`` via ``__reduce__``); an unpickler whose ``find_class``
+refuses every global still loads every genuine REFER file (Python 2
+protocol-2 pickles included) and refuses everything else before any call.
 """
 import io
 import pickle
 from typing import Any
-
-PLAIN_TYPES = (dict, list, tuple, str, bytes, int, float, bool, type(None))
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -36,21 +32,6 @@ class _PlainUnpickler(pickle.Unpickler):
     def persistent_load(self, pid: Any) -> Any:
         raise pickle.UnpicklingError(
             f'{self._path} uses a persistent id; refused (not a REFER file)')
-
-
-def _check_plain(obj: Any, path: str) -> None:
-    """Walks the loaded object; raises if anything is not a plain type."""
-    stack = [obj]
-    while stack:
-        x = stack.pop()
-        if type(x) not in PLAIN_TYPES:
-            raise pickle.UnpicklingError(
-                f'{path} holds an object of type {type(x).__name__}; refused')
-        if type(x) is dict:
-            stack.extend(x.keys())
-            stack.extend(x.values())
-        elif type(x) in (list, tuple):
-            stack.extend(x)
 
 
 def _decode_py2_strings(obj: Any) -> Any:
@@ -84,14 +65,8 @@ def _load(f: io.BufferedIOBase, path: str) -> Any:
     return _decode_py2_strings(_PlainUnpickler(f, path, 'bytes').load())
 
 
-def load_refer_pickle(path: str, check_types: bool = False) -> Any:
+def load_refer_pickle(path: str) -> Any:
     """Loads a REFER ``refs(<by>).p`` file with the restricted unpickler.
-
-    Args:
-        path: the pickle file.
-        check_types: also walk the result and check that it holds plain
-            types only (the unpickler already guarantees it; the walk costs
-            about a second at RefCOCO scale, so it is off by default).
 
     Python 2 byte strings are decoded as UTF-8, and as latin-1 only where
     they are not UTF-8.
@@ -117,6 +92,4 @@ def load_refer_pickle(path: str, check_types: bool = False) -> Any:
             raise pickle.UnpicklingError(
                 f'{path} is not a readable REFER pickle: '
                 f'{type(e).__name__}: {e}') from e
-    if check_types:
-        _check_plain(obj, path)
     return obj

@@ -1,38 +1,32 @@
 """A small REFER-format referring segmentation set, generated from a seed.
 
-``generate_synthetic_refer`` draws scenes of 3 to 6 coloured shapes (circle,
-square, triangle) on noisy backgrounds and writes them in the layout of
-RefCOCO (REFER files, as mmdetection documents them)::
+:func:`generate_synthetic_refer` draws scenes of 3 to 6 coloured shapes
+(circle, square, triangle) on noisy backgrounds and writes them in RefCOCO's
+layout::
 
     <out_dir>/
       images/SYN_<image_id>.jpg          the pictures (like coco/train2014/)
       refsyn/instances.json              COCO images / annotations / categories
       refsyn/refs(unc).p                 REFER refs, splits train/val/testA/testB
-      refsyn/scenes.json                 the scene description (shape, colour,
-                                         bbox, area of every object), for tests
+      refsyn/scenes.json                 every object's shape, colour, bbox and
+                                         area, for tests
       refsyn+/...                        the same for flavour 'no_position'
       synthetic_meta.json                the parameters of the set
 
-Flavour ``'full'`` (folder ``refsyn``) uses three families of sentences:
-attribute ("the red circle"), absolute position ("the leftmost square",
-"the green shape at the top") and comparison ("the bigger triangle").
-Flavour ``'no_position'`` (folder ``refsyn+``, like RefCOCO+) uses no
-absolute-position words. Both flavours share the images: scenes depend on the
-seed only, sentences on the seed and the flavour, so a second call with the
-other flavour adds its folder and reuses ``images/``.
+Flavour ``'full'`` (``refsyn``) has attribute ("the red circle"), absolute
+position ("the leftmost square", "the green shape at the top") and
+comparison ("the bigger triangle") sentences; ``'no_position'``
+(``refsyn+``, like RefCOCO+) has no absolute-position words. The flavours
+share the images (scenes depend on the seed only), so a second call with
+the other flavour adds its folder and reuses ``images/``.
 
-Every sentence names exactly one object of its image: a candidate sentence is
-kept only if the objects matching its descriptor, filtered by its relation
-with a visible margin, leave exactly the target. Colours are drawn from a
-palette of 2 or 3 colours per image, so most targets share their colour or
-their shape with another object and a model that reads only half of the
-sentence fails. Masks are stored as polygons, compressed RLE (``counts``
-str) and uncompressed RLE (``counts`` list); all decode to the pixels that
-were painted.
-
-Splits are by image, as in RefCOCO's unc split; testA and testB are two
-further held-out sets of the same distribution (RefCOCO's people / objects
-division has no counterpart here).
+Every sentence names exactly one object of its image (its descriptor and
+relation, with a visible margin, leave only the target). Each image has a
+palette of 2 or 3 colours, so most targets share their colour or shape with
+another object and a model that reads half of the sentence fails. Masks are
+stored as polygons, compressed and uncompressed RLE, all decoding to the
+painted pixels. Splits are by image, as in RefCOCO's unc split; testA and
+testB are two more held-out sets of the same distribution.
 """
 import json
 import os

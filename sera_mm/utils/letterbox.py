@@ -1,16 +1,7 @@
-"""Letterbox geometry: the resampling helpers and the inverse map.
-
-Shared by the :class:`~sera_mm.datasets.transforms.Letterbox` transform,
-which places an image on the padded input, and the segmentor, which maps its
-predictions back with :func:`undo_letterbox`. Two geometries, chosen by the
-letterbox ``mode``:
-
-* ``'resize'``: resize to integer size ``round(h * s) x round(w * s)``
-  (bilinear image, pixel-centre nearest masks) and pad with integer
-  margins; undone by cropping and resizing.
-* ``'affine'``: DETRIS's data pipeline, one affine warp (bicubic image) that
-  maps the image corners onto a centred, possibly half-pixel-offset box;
-  undone by the inverse warp.
+"""Letterbox geometry: the resampling helpers, the affine matrices and
+:func:`undo_letterbox`, the inverse map the segmentor applies to its
+predictions. The two modes are described by the transform that uses them,
+:class:`~sera_mm.datasets.transforms.Letterbox`.
 """
 import numbers
 from typing import Dict, Sequence, Tuple, Union
@@ -73,20 +64,19 @@ def affine_letterbox_matrices(
         out_shape: Tuple[int, int]) -> Tuple[float, np.ndarray, np.ndarray]:
     """Scale, forward and inverse 2 x 3 matrices of the affine letterbox.
 
-    The scale is ``min(out_h / h, out_w / w)``; the scaled image
-    (``h * s`` x ``w * s``, not rounded) is centred, so its offsets may be
-    half pixels. Both matrices come from ``cv2.getAffineTransform`` on the
-    float32 corners (0, 0), (w, 0), (0, h) and their images, as DETRIS's
-    data pipeline computes them: a closed-form inverse differs in the last
-    bits, which can flip the rounding of a warped uint8 pixel.
+    The scale is ``min(out_h / h, out_w / w)``; the scaled image (not
+    rounded) is centred, so its offsets may be half pixels. Both matrices
+    come from ``cv2.getAffineTransform`` on float32 corners, as DETRIS's data
+    pipeline computes them: a closed-form inverse differs in the last bits,
+    which can flip the rounding of a warped uint8 pixel.
 
     Args:
         ori_shape: (h, w) of the original image.
         out_shape: (h, w) of the letterboxed output.
 
     Returns:
-        tuple: ``(scale, matrix, inverse)``; the matrices are 2 x 3 float64,
-        ``matrix`` maps original to output pixel coordinates.
+        tuple: ``(scale, matrix, inverse)``, 2 x 3 float64; ``matrix`` maps
+        original to output pixel coordinates.
     """
     h, w = ori_shape
     out_h, out_w = out_shape
@@ -221,30 +211,24 @@ def _undo_resize(x: ArrayLike, letterbox: Dict) -> ArrayLike:
 def undo_letterbox(x: ArrayLike, letterbox: Dict) -> ArrayLike:
     """Maps a map on the letterboxed input back to the original image.
 
-    Called by the segmentor on the predicted probabilities (and usable on
-    any map of the input frame). The letterbox's ``mode`` decides the map
-    (a meta without ``mode``, e.g. pickled before modes existed, is
-    ``'resize'``):
+    Called by the segmentor on the predicted probabilities. The letterbox's
+    ``mode`` (``'resize'`` when absent, as in metas pickled before modes
+    existed) decides the map:
 
     * ``'resize'``: crops the padding, then resizes to ``ori_shape``:
-      bilinear for floating point input (logits, probabilities),
-      pixel-centre nearest for integer and bool input (masks).
-    * ``'affine'``: ``cv2.warpAffine`` with the stored ``inverse`` matrix to
-      ``ori_shape``, border 0: bicubic (INTER_CUBIC) for floating point
-      input, as DETRIS post-processes its probabilities (computed in
-      float32 whatever the floating dtype), nearest for integer and bool
-      input. Each 2-D map is warped on its own; torch
-      tensors go through NumPy on the CPU (no gradient) and come back on
-      their device.
+      bilinear for floating point input, pixel-centre nearest for integer
+      and bool input (masks).
+    * ``'affine'``: ``cv2.warpAffine`` with the stored ``inverse``, border 0:
+      bicubic in float32 for floating point input (DETRIS's
+      post-processing), nearest for integer and bool input. Tensors go
+      through NumPy on the CPU (no gradient) and come back on their device.
 
     Args:
         x: H x W or ... x H x W array or tensor at the letterboxed size.
-        letterbox: the ``results['letterbox']`` dict set by :class:`Letterbox`
-            (also in the data sample's metainfo).
+        letterbox: the ``letterbox`` metainfo set by :class:`Letterbox`.
 
     Returns:
-        same type, dtype, device and leading axes as ``x``, spatial size
-        ``ori_shape``.
+        Same type, dtype, device and leading axes as ``x``, at ``ori_shape``.
 
     Raises:
         ValueError: ``x`` is not at the letterboxed size, or the mode is

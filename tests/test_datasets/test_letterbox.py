@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from sera_mm.datasets.transforms import undo_letterbox
-from sera_mm.datasets.transforms.letterbox import nearest_exact_indices
 from sera_mm.registry import TRANSFORMS
+from sera_mm.utils.letterbox import nearest_exact_indices
 from helpers.detris_reference import detris_letterbox_matrices
 
 

@@ -42,7 +42,7 @@ def test_plain_refs_load_with_every_protocol(tmp_path, protocol):
                  box=(1.0, 2.0))]
     path = tmp_path / 'refs.p'
     path.write_bytes(pickle.dumps(refs, protocol=protocol))
-    assert load_refer_pickle(str(path), check_types=True) == refs
+    assert load_refer_pickle(str(path)) == refs
 
 
 def test_python2_byte_strings_load_as_str(tmp_path):
@@ -79,7 +79,7 @@ def test_python2_non_utf8_byte_strings_fall_back_to_latin1(tmp_path):
             b'U\x04sentq\x05U\x05\xc3\xa9t\xc3\xa9q\x06se.')
     path = tmp_path / 'refs(unc).p'
     path.write_bytes(data)
-    assert load_refer_pickle(str(path), check_types=True) == [
+    assert load_refer_pickle(str(path)) == [
         {'sent': 'café'}, {'sent': 'été'}]
 
 

@@ -1,5 +1,6 @@
 """Transforms of referring segmentation samples."""
-from .letterbox import Letterbox, undo_letterbox
+from sera_mm.utils.letterbox import undo_letterbox
+from .letterbox import Letterbox
 from .load_referring_mask import LoadReferringMask, decode_segmentation
 from .pack_referring_inputs import PackReferringInputs
 

@@ -1,8 +1,5 @@
-"""The Letterbox transform: keep the aspect ratio, centre on a padding colour.
-
-The geometry (both modes, and :func:`undo_letterbox`, its inverse) is in
-:mod:`sera_mm.utils.letterbox`.
-"""
+"""The Letterbox transform: keep the aspect ratio, centre on a padding colour
+(the geometry and its inverse are :mod:`sera_mm.utils.letterbox`'s)."""
 import numbers
 from typing import Dict, List, Sequence, Tuple, Union
 
@@ -12,11 +9,8 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 
 from sera_mm.registry import TRANSFORMS
-from sera_mm.utils.letterbox import (LETTERBOX_MODES, affine_letterbox_matrices,
-                                     nearest_exact_indices, resize_nearest,
-                                     undo_letterbox, warp_hw, warp_nearest)
-
-__all__ = ['CLIP_MEAN_BGR', 'Letterbox', 'nearest_exact_indices', 'undo_letterbox']
+from sera_mm.utils.letterbox import (LETTERBOX_MODES, affine_letterbox_matrices, resize_nearest,
+                                     warp_hw, warp_nearest)
 
 #: CLIP's mean colour (RGB 122.8, 116.7, 104.1) in BGR order, the channel
 #: order of mmcv's LoadImageFromFile.
@@ -41,45 +35,38 @@ class Letterbox(BaseTransform):
     The scale is ``s = min(S_h / h, S_w / w)`` in both modes; ``mode``
     decides how the image and the masks of ``seg_fields`` are resampled:
 
-    * ``mode='resize'`` (the default; sera_mm's bilinear / binary option):
-      the image is resized (bilinear) to ``round(h * s) x round(w * s)``,
-      masks with pixel-centre nearest (they stay binary), and both are
-      padded with integer margins split evenly (the odd pixel goes right /
-      bottom).
+    * ``mode='resize'`` (the default): the image is resized (bilinear) to
+      ``round(h * s) x round(w * s)``, masks with pixel-centre nearest (they
+      stay binary), and both are padded with integer margins split evenly
+      (the odd pixel goes right / bottom).
     * ``mode='affine'`` (DETRIS's protocol): one ``cv2.warpAffine`` maps the
       image corners onto the centred ``h * s x w * s`` box (offsets may be
       half pixels), the image with INTER_CUBIC and ``pad_val`` as border.
-      Masks are warped with INTER_NEAREST and stay as they are (binary,
-      same dtype), or, with ``soft_masks=True``, as DETRIS's training masks:
-      the 0/1 mask times 255 (uint8) is warped with INTER_LINEAR (border 0)
-      and divided by 255, a float32 mask in [0, 1]. Reproducing DETRIS
-      bit-exactly takes the BGR photo (its warp is per channel) and the CLIP
-      mean colour in BGR order as ``pad_val``.
+      Masks are warped with INTER_NEAREST (binary, same dtype), or, with
+      ``soft_masks=True``, as DETRIS's training masks: 255 * mask (uint8)
+      warped with INTER_LINEAR (border 0) and divided by 255, float32 in
+      [0, 1]. Reproducing DETRIS bit-exactly takes the BGR photo (its warp
+      is per channel) and the CLIP mean colour in BGR order as ``pad_val``.
 
     Required keys: ``img``. Modified: ``img``, every key of ``seg_fields``.
     Added: ``img_shape``, ``pad_shape``, ``scale_factor`` (w, h),
-    ``keep_ratio`` and ``letterbox``, all that :func:`undo_letterbox` needs:
-
-    * ``'resize'``: ``dict(mode='resize', scale, pad=(left, top, right,
-      bottom), resized_shape=(h', w'), ori_shape=(h, w))``;
-    * ``'affine'``: ``dict(mode='affine', scale, matrix, inverse,
-      ori_shape=(h, w), out_shape=(S_h, S_w))``, the 2 x 3 forward and
-      inverse matrices as nested lists of Python floats (pickle / JSON
-      friendly, exact).
+    ``keep_ratio`` and ``letterbox``, all that ``undo_letterbox`` needs:
+    ``dict(mode='resize', scale, pad=(left, top, right, bottom),
+    resized_shape=(h', w'), ori_shape=(h, w))`` or ``dict(mode='affine',
+    scale, matrix, inverse, ori_shape=(h, w), out_shape=(S_h, S_w))``, the
+    2 x 3 matrices as nested lists of Python floats (exact, JSON friendly).
 
     Args:
         scale: output size, an int S (S x S) or (w, h). Defaults to 448.
         pad_val: image padding value, a number or one per channel, in the
-            image's channel order. Defaults to CLIP's mean colour in BGR
-            (rounded; DETRIS's exact border is (104.09373615, 116.7460125,
-            122.7709383) in BGR, which OpenCV rounds to the same uint8
-            colour).
+            image's channel order. Defaults to CLIP's mean colour in BGR,
+            rounded (OpenCV rounds DETRIS's exact (104.09373615,
+            116.7460125, 122.7709383) to the same uint8 colour).
         seg_pad_val: padding value of masks. Defaults to 0 (background).
-        mode: ``'resize'`` or ``'affine'``, see above. Defaults to
-            ``'resize'``.
-        soft_masks: in ``'affine'`` mode, turn 0/1 masks into DETRIS's soft
-            float32 masks (needs ``seg_pad_val=0``, the border DETRIS uses).
-            Not available in ``'resize'`` mode. Defaults to False.
+        mode: ``'resize'`` or ``'affine'``. Defaults to ``'resize'``.
+        soft_masks: in ``'affine'`` mode only, turn 0/1 masks into DETRIS's
+            soft float32 masks (needs ``seg_pad_val=0``, DETRIS's border).
+            Defaults to False.
     """
 
     def __init__(self,

@@ -124,25 +124,18 @@ def decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
         height x width uint8 mask with values in {0, 1}.
 
     Raises:
-        ValueError: ``seg`` fails :func:`validate_segmentation` (checked
-            first: pycocotools reads past a short RLE and rasterises a
+        ValueError: ``seg`` fails :func:`validate_segmentation`, checked
+            first (pycocotools reads past a short RLE and rasterises a
             far-off polygon point without bound).
     """
     validate_segmentation(seg, height, width)
     if isinstance(seg, list):
         rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
-    elif isinstance(seg, dict) and isinstance(seg.get('counts'), list):
+    elif isinstance(seg['counts'], list):
         rle = mask_utils.frPyObjects(seg, height, width)
-    elif isinstance(seg, dict):
-        rle = seg
     else:
-        raise ValueError('segmentation must be polygons (list) or RLE (dict), '
-                         f'got {type(seg).__name__}')
-    mask = mask_utils.decode(rle)
-    if mask.shape != (height, width):
-        raise ValueError(f'decoded mask has shape {mask.shape}, expected '
-                         f'({height}, {width})')
-    return mask.astype(np.uint8)
+        rle = seg
+    return mask_utils.decode(rle).astype(np.uint8)
 
 
 @TRANSFORMS.register_module()
@@ -150,12 +143,10 @@ class LoadReferringMask(BaseTransform):
     """Loads the referent's mask at the original image size.
 
     Required keys: ``segmentation``, ``height``, ``width`` (from the dataset).
-    Added keys: ``gt_seg_map`` (H x W uint8 in {0, 1}); ``'gt_seg_map'`` is
-    appended to ``seg_fields`` so that later geometric transforms (e.g.
-    :class:`Letterbox`) move it with the image.
-
-    Put it before ``Letterbox`` in training (GT letterboxed with the image)
-    and after it in testing (GT stays at the original size for the metric).
+    Added keys: ``gt_seg_map`` (H x W uint8 in {0, 1}), appended to
+    ``seg_fields`` so that later geometric transforms move it with the
+    image. Put it before ``Letterbox`` in training (GT letterboxed with the
+    image) and after it in testing (GT at the original size for the metric).
     """
 
     def transform(self, results: Dict) -> Dict:

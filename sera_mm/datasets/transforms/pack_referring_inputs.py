@@ -18,22 +18,18 @@ class PackReferringInputs(PackSegInputs):
     """mmseg's PackSegInputs plus the sentence, and soft masks kept soft.
 
     Returns ``dict(inputs=C x H x W uint8 tensor, data_samples=SegDataSample)``
-    where the data sample holds ``gt_sem_seg`` (1 x H x W, from
-    ``gt_seg_map``: letterboxed in training, original size in testing) and
-    the metainfo named in ``meta_keys``, the sentence ``text`` among them
-    (the model's text encoder tokenises it).
-
-    An integer or bool ``gt_seg_map`` becomes int64, as in mmseg. A floating
-    one (the soft masks of ``Letterbox(mode='affine', soft_masks=True)``)
-    becomes float32 with its values kept: mmseg's int64 cast would round
-    every soft value down to 0 (or 1 on the object's interior).
+    whose data sample holds ``gt_sem_seg`` (1 x H x W, from ``gt_seg_map``)
+    and the metainfo of ``meta_keys``, the sentence ``text`` among them (the
+    model's text encoder tokenises it). An integer or bool ``gt_seg_map``
+    becomes int64, as in mmseg; a floating one (the soft masks of
+    ``Letterbox(mode='affine', soft_masks=True)``) becomes float32 with its
+    values kept, which mmseg's int64 cast would round down.
 
     Required keys: ``img``, ``text`` (the sentence, a str).
 
     Args:
         meta_keys: keys copied to the metainfo when present; must include
-            ``'text'``. Defaults to the image keys and text, ref_id,
-            sent_id, ann_id, image_id, letterbox.
+            ``'text'``. Defaults to :data:`REFERRING_META_KEYS`.
     """
 
     def __init__(self, meta_keys: Sequence[str] = REFERRING_META_KEYS) -> None:
