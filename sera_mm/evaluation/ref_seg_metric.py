@@ -22,18 +22,10 @@ PREC_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 class RefSegMetric(BaseMetric):
     """Referring image segmentation metric at the original image size.
 
-    The masks scored are the model's own predictions, ``pred_sem_seg``
-    (as mmseg's ``IoUMetric``): the threshold that made them is the model's
-    ``test_cfg.threshold``, its one setting.
-
-    The life-cycle is mmengine's: :meth:`process` is called once per batch
-    and reduces every sentence to a few numbers (intersection, union, IoU and
-    the sentence's identifiers), kept in ``self.results``; mmengine then
-    collects ``self.results`` from all ranks, and :meth:`compute_metrics`
-    turns them into the summary on rank 0 (and writes the per-sentence
-    records when ``output_dir`` is set).
-
-    The summary, in percent:
+    Scores the model's own masks, ``pred_sem_seg`` (as mmseg's
+    ``IoUMetric``), made with the model's ``test_cfg.threshold``.
+    :meth:`process` reduces each sentence to its intersection I, union U and
+    IoU; :meth:`compute_metrics` summarises them, in percent:
 
     - ``mIoU``: mean over sentences of I / U.
     - ``oIoU``: sum over sentences of I / sum of U.
@@ -42,8 +34,7 @@ class RefSegMetric(BaseMetric):
       compare with ``>``, LAVT with ``>=``; the two differ only on sentences
       whose IoU equals a threshold exactly).
 
-    A sentence whose union is empty (empty ground truth, empty prediction)
-    counts IoU 1.0. Pixels where the ground truth equals ``ignore_index``
+    A sentence whose union is empty counts IoU 1.0. Pixels where the ground truth equals ``ignore_index``
     count neither in I nor in U.
 
     Args:
@@ -83,30 +74,23 @@ class RefSegMetric(BaseMetric):
                 data_samples: Sequence[Any]) -> None:
         """Reduces each sentence of a batch to I, U and IoU.
 
-        Called once per batch by the evaluator. Appends one small dict per
-        sentence to ``self.results``; the masks themselves are not kept.
+        Called once per batch by the evaluator; appends one small dict per
+        sentence to ``self.results`` (the masks are not kept).
 
         Args:
             data_batch (Any): The batch from the dataloader (unused).
             data_samples (Sequence[dict | SegDataSample]): The model's
-                outputs. Each holds ``pred_sem_seg.data`` (1 x H x W, nonzero
-                for the referent) and ``gt_sem_seg.data`` (1 x H x W), both
-                at the original image size, and the metainfo keys ``ref_id``, ``sent_id``,
-                ``text`` and ``img_path`` (missing ones are recorded as
-                None).
+                outputs: ``pred_sem_seg`` (1 x H x W, nonzero for the
+                referent) and ``gt_sem_seg`` (1 x H x W) at the original
+                image size, and the metainfo ``ref_id``, ``sent_id``,
+                ``text`` and ``img_path`` (None when missing).
         """
         for sample in data_samples:
             if isinstance(sample, BaseDataElement):
                 sample = sample.to_dict()
             name = self._sample_name(sample)
-            pred = self._prediction(sample, name)
-            gt = self._field(sample, 'gt_sem_seg', name)
-            if gt.dim() == 3:
-                if gt.shape[0] != 1:
-                    raise ValueError(
-                        f'RefSegMetric: gt_sem_seg of {name} must be '
-                        f'1 x H x W, got {tuple(gt.shape)}')
-                gt = gt[0]
+            pred = self._single_channel(sample, 'pred_sem_seg', name) > 0
+            gt = self._single_channel(sample, 'gt_sem_seg', name)
             if pred.shape != gt.shape:
                 raise ValueError(
                     f'RefSegMetric: prediction {tuple(pred.shape)} and '
@@ -137,9 +121,8 @@ class RefSegMetric(BaseMetric):
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         """Summarises the per-sentence results of the whole split.
 
-        Called once, on rank 0, after the results of all ranks were
-        collected. Logs a table, writes the per-sentence records when
-        ``output_dir`` is set.
+        Called on rank 0 once the results of all ranks are collected; logs a
+        table and writes the per-sentence records when ``output_dir`` is set.
 
         Args:
             results (list[dict]): The dicts made by :meth:`process`.
@@ -160,12 +143,10 @@ class RefSegMetric(BaseMetric):
         return metrics
 
     def write_records(self, results: List[dict]) -> str:
-        """Writes one JSON line per sentence into ``output_dir``.
+        """Writes one JSON line per sentence into ``output_dir``, atomically.
 
-        Called by :meth:`compute_metrics`. The file is written through
-        :func:`sera_mm.utils.atomic_open`, so a reader never sees a
-        half-written file. Records are listed by ``ref_id`` then
-        ``sent_id``; ``key`` (``<ref_id>/<sent_id>``) tells apart the
+        Called by :meth:`compute_metrics`. Records are sorted by ``ref_id``
+        then ``sent_id``; ``key`` (``<ref_id>/<sent_id>``) tells apart the
         sentences of one image.
 
         Args:
@@ -202,15 +183,10 @@ class RefSegMetric(BaseMetric):
             tag = self.dataset_meta.get('split')
         return f'per_sentence_{tag or "results"}.jsonl'.replace('/', '_')
 
-    def _prediction(self, sample: dict, name: str) -> Tensor:
-        """The H x W bool foreground mask of one sample: its
-        ``pred_sem_seg`` (the model's thresholded mask) > 0."""
-        pred = self._field(sample, 'pred_sem_seg', name)
-        return self._single_channel(pred, 'pred_sem_seg', name) > 0
-
-    @staticmethod
-    def _single_channel(t: Tensor, key: str, name: str) -> Tensor:
-        """Checks that ``t`` is 1 x H x W (or H x W) and returns H x W."""
+    @classmethod
+    def _single_channel(cls, sample: dict, key: str, name: str) -> Tensor:
+        """``sample[key]`` (1 x H x W or H x W) as an H x W tensor."""
+        t = cls._field(sample, key, name)
         if t.dim() == 3 and t.shape[0] == 1:
             return t[0]
         if t.dim() == 2:
