@@ -39,10 +39,8 @@ def load_referring_checkpoint(model: nn.Module, checkpoint: str,
                               strict: bool = True) -> dict:
     """Loads an mmengine checkpoint (or a bare state dict) into ``model``.
 
-    Uses mmengine's :class:`CheckpointLoader` (local paths and URLs), whose
-    loaders :func:`~sera_mm.utils.register_checkpoint_safe_globals` makes
-    pass ``weights_only=True`` whatever the environment, with sera_mm's
-    allow-list. mmengine's
+    Reads with mmengine's :class:`CheckpointLoader` (paths and URLs,
+    weights-only: :mod:`sera_mm.utils.checkpoint`). mmengine's
     ``load_checkpoint`` only warns on a mismatch; a demo must refuse, so the
     keys and shapes are compared first
     (:func:`~sera_mm.engine.runner.check_state_dict_matches`).
@@ -91,10 +89,9 @@ def build_test_pipeline(cfg: Config) -> Compose:
 
     Taken from ``test_dataloader.dataset.pipeline`` (``test_pipeline`` when
     there is no test dataloader). ``LoadImageFromFile`` becomes mmseg's
-    ``LoadImageFromNDArray`` (the image is read by :func:`load_image`, so
-    files and arrays take one path); ``LoadReferringMask`` is dropped (there
-    is no annotation). Everything else (letterbox, packing) is the config's
-    own; the model's text encoder tokenises the sentence.
+    ``LoadImageFromNDArray`` (:func:`load_image` reads files and arrays
+    alike) and ``LoadReferringMask`` is dropped (there is no annotation);
+    the rest (letterbox, packing) is the config's own.
     """
     dataset = (cfg.get('test_dataloader') or {}).get('dataset')
     pipeline = dataset.get('pipeline') if isinstance(dataset, dict) else None
@@ -172,13 +169,9 @@ def init_model(config: ConfigInput,
 def load_image(image: ImageInput) -> np.ndarray:
     """Reads an image as H x W x 3 uint8 BGR, the order of the pipeline.
 
-    Files are read as a photo viewer shows them (:func:`~.photo.read_photo`):
-    the EXIF orientation applied, grayscale, palette and 16-bit images turned
-    into colour, transparency flattened over white. For an upright, opaque
-    JPEG or PNG these are the pixels of ``LoadImageFromFile`` (OpenCV's
-    IMREAD_COLOR, the training loader). Arrays are taken as BGR, BGRA
-    (flattened over white the same way) or grayscale (H x W or H x W x 1,
-    three equal channels).
+    Files are read as a photo viewer shows them (:func:`~.photo.read_photo`).
+    Arrays are taken as BGR, BGRA (flattened over white, as photos are) or
+    grayscale (H x W or H x W x 1, made three equal channels).
 
     Raises:
         FileNotFoundError: No file at the path.
@@ -207,8 +200,7 @@ def load_image(image: ImageInput) -> np.ndarray:
 
 def default_threshold(model: nn.Module) -> float:
     """The threshold on the mask probability the model predicts with: its
-    ``test_cfg.threshold`` (the config's ``model.test_cfg.threshold``;
-    the segmentor's default, 0.35, when the config sets none)."""
+    ``test_cfg.threshold``, else the segmentor's default, 0.35."""
     test_cfg = getattr(getattr(model, 'module', model), 'test_cfg', None) or {}
     return float(test_cfg.get('threshold', 0.35))
 
@@ -234,16 +226,12 @@ def inference_referring(
 ) -> Union[SegDataSample, List[SegDataSample]]:
     """Segments the object each sentence refers to in its image.
 
-    Runs the config's test pipeline (letterbox, packing) and the model's
-    ``test_step`` (which tokenises the sentence); the model undoes the
-    letterbox, so the masks have each image's own size: for a file, the size
-    a photo viewer shows (see :func:`load_image`).
-
-    An image whose longer side exceeds ``max_side`` is shrunk first (area
-    averaging, :func:`~.photo.shrink_for_model`), the model reads that copy,
-    and the probabilities are resized back (bilinear) to the full size
-    before the threshold; ``metainfo['model_shape']`` then holds the size
-    the model read. Smaller images take the unchanged test path.
+    Runs the config's test pipeline and the model's ``test_step``, which
+    undoes the letterbox: the masks have each image's own size (for a file,
+    the size a photo viewer shows). An image whose longer side exceeds
+    ``max_side`` is shrunk first (:func:`~.photo.shrink_for_model`) and the
+    probabilities are resized back (bilinear) before the threshold;
+    ``metainfo['model_shape']`` then holds the size the model read.
 
     Args:
         model (nn.Module): From :func:`init_model`.
@@ -257,9 +245,8 @@ def inference_referring(
             :data:`~.photo.PHOTO_MAX_SIDE`; None reads every image at full
             size.
         return_routing (bool): Add ``routing`` to each result, what the
-            SERA routers chose for that sentence (see
-            :func:`~.routing.sample_routing`; None for a model without
-            routers). Defaults to False.
+            SERA routers chose (:func:`~.routing.sample_routing`; None
+            without routers). Defaults to False.
 
     Returns:
         SegDataSample or list: ``pred_sem_seg`` (1 x H x W, 0/1 long) and

@@ -1,17 +1,12 @@
 """Users' photos, read the way a photo viewer shows them.
 
 A photo from a phone or a camera is often stored sideways with an EXIF
-orientation tag that every viewer (and every browser) applies; it may be
-grayscale, 16-bit, a palette PNG, or have an alpha channel; and it is often
-far larger than the model's input. :func:`read_photo` returns the picture a
-viewer shows (orientation applied, transparency flattened over white, every
-mode turned into 8-bit colour); :func:`shrink_for_model` makes the copy the
-model reads, whose mask :func:`sera_mm.apis.inference_referring` maps back
-to the photo's full size.
-
-The pixels of an upright, opaque JPEG or PNG are exactly those OpenCV's
-``IMREAD_COLOR`` (mmcv's ``LoadImageFromFile``, the training and test
-loader) decodes: Pillow and OpenCV share libjpeg and libpng, and 16-bit
+orientation tag, may be grayscale, 16-bit, a palette PNG or transparent,
+and is often far larger than the model's input. :func:`read_photo` returns
+the picture a viewer shows; :func:`shrink_for_model` makes the copy the
+model reads. The pixels of an upright, opaque JPEG or PNG are exactly those
+of OpenCV's ``IMREAD_COLOR`` (mmcv's ``LoadImageFromFile``, the training
+and test loader): Pillow and OpenCV share libjpeg and libpng, and 16-bit
 samples keep their high byte as OpenCV does.
 """
 import warnings
@@ -21,10 +16,8 @@ import cv2
 import numpy as np
 
 #: Photos whose longer side exceeds this many pixels are shrunk (area
-#: averaging) before the model's letterbox. The models read 448 px
-#: (112 px for the toy configs); the letterbox's one-step warp of a 4000 px
-#: photo would alias, and the full-size warp costs memory for nothing.
-#: Smaller images (every RefCOCO/COCO image, at most 640 px) are untouched.
+#: averaging) before the letterbox, whose one-step warp of a 4000 px photo
+#: to 448 px would alias. RefCOCO's images (at most 640 px) are untouched.
 PHOTO_MAX_SIDE = 1024
 
 #: The background transparent pixels are flattened over: white, the page

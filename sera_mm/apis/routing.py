@@ -2,10 +2,8 @@
 
 The segmentor's ``predict`` gives each data sample a ``routing`` field, its
 row of each router's :class:`~sera_mm.models.utils.RoutingResult` by router
-name (SERA-Fusion levels, SERA-Adapters); :func:`sample_routing` turns one
-into what the demo and the web page show. The statistics hook and
-``tools/analysis_tools/routing_stats.py`` accumulate the same fields over a
-data set (:mod:`sera_mm.engine.hooks.routing_stats`).
+name; :func:`sample_routing` turns it into what the demo and the web page
+show (:mod:`sera_mm.engine.hooks.routing_stats` accumulates it over a set).
 """
 from typing import Dict, List, Mapping, Optional
 
