@@ -1,11 +1,9 @@
 """Writing files so that a reader never sees a half-written one.
 
-Every writer here puts the bytes into a temporary file ``.<name>.<random>.tmp``
-in the target's folder, fsyncs it and renames it over the target
-(:func:`os.replace`): a job killed mid-write leaves the previous file (or
-none), never a truncated checkpoint or table. :class:`AtomicLocalBackend`
-brings this to mmengine's checkpoint writing, as the file backend
-``'atomic_local'`` (``backend_args=dict(backend='atomic_local')``).
+Every writer here writes a temporary file ``.<name>.<random>.tmp`` in the
+target's folder, fsyncs it and renames it over the target: a job killed
+mid-write leaves the previous file (or none), never a truncated one.
+:class:`AtomicLocalBackend` is mmengine's file backend ``'atomic_local'``.
 """
 import contextlib
 import errno
@@ -28,10 +26,10 @@ _FULL = {errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC), errno.EFBIG}
 
 
 def write_error(path: str, error: OSError) -> OSError:
-    """The error of a failed write of ``path``: ``error``'s errno (and so its
-    subclass, e.g. PermissionError), ``path`` as its filename, and what is left
-    on disk (``cannot write: No space left on device (the disk or quota is
-    full; nothing was written, the file is left as it was)``)."""
+    """The error of a failed write of ``path``: ``error``'s errno (so its
+    subclass, e.g. PermissionError), ``path`` as its filename, and what is
+    left on disk (``... (the disk or quota is full; nothing was written, the
+    file is left as it was)``)."""
     reason = error.strerror or str(error) or type(error).__name__
     if error.filename is not None and os.fspath(error.filename) != path:
         reason = f'{reason}: {os.fspath(error.filename)!r}'  # the folder, say

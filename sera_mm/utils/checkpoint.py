@@ -1,17 +1,14 @@
 """Loading checkpoints with ``torch.load(weights_only=True)`` on every path.
 
-A Runner checkpoint holds, besides tensors, the message hub's
+A Runner checkpoint holds the message hub's
 :class:`~mmengine.logging.HistoryBuffer` objects (numpy arrays inside), which
 the weights-only unpickler refuses; :func:`register_checkpoint_safe_globals`
-allow-lists exactly those few globals instead of turning the check off. A
-HistoryBuffer pickles its statistic methods as ``getattr(HistoryBuffer,
-'min')``; rather than allowing the builtin ``getattr``, the name is bound to
-:func:`history_buffer_getattr`, which hands out only those methods.
-
-mmengine 0.10.7 calls ``torch.load`` without ``weights_only``, which
+allow-lists exactly those globals (``getattr`` bound to
+:func:`history_buffer_getattr`) instead of turning the check off. mmengine
+0.10.7 calls ``torch.load`` without ``weights_only``, which
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` (the forums' fix for torch >= 2.6 load
-errors) turns unsafe; :func:`register_safe_checkpoint_loaders` therefore
-makes every :class:`~mmengine.runner.CheckpointLoader` scheme (``load_from``,
+errors) turns unsafe; :func:`register_safe_checkpoint_loaders` makes every
+:class:`~mmengine.runner.CheckpointLoader` scheme (``load_from``,
 ``--resume``, ``init_cfg=dict(type='Pretrained')``) load weights-only.
 """
 import contextlib
@@ -31,15 +28,10 @@ HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 
 
 def history_buffer_getattr(owner: Any, name: str) -> Callable:
-    """What ``getattr`` means while unpickling a checkpoint weights-only.
-
-    Returns:
-        Callable: ``getattr(owner, name)`` for a statistic method of
-        :class:`~mmengine.logging.HistoryBuffer`.
-
-    Raises:
-        pickle.UnpicklingError: For any other owner or name.
-    """
+    """What ``getattr`` means while unpickling a checkpoint weights-only: a
+    HistoryBuffer pickles its statistic methods as ``getattr(HistoryBuffer,
+    'min')``. Returns that method; raises pickle.UnpicklingError for any
+    other owner or name."""
     from mmengine.logging import HistoryBuffer
     # Not HistoryBuffer._statistics_methods: mmengine fills it in the first
     # HistoryBuffer.__init__, so in a fresh process it is still empty here.

@@ -31,16 +31,14 @@ class EpochSeedHook(Hook):
     """Derives every training epoch's random state from (seed, epoch).
 
     mmengine seeds the generators once, when the runner is built, so a run
-    resumed after epoch N starts epoch N + 1 from the seed's state, not from
-    where the uninterrupted run was; saving the generators is not enough
-    either (validation and persistent workers draw differently in between).
-    Before each training epoch this hook calls ``set_epoch(epoch, seed)`` on
-    the training dataset and every dataset it wraps that has one (the
-    sentence draw and the pipeline's state in the workers) and seeds the
-    global generators; before the epoch's first step (after the loader drew
-    its worker seeds) it seeds them again (router noise, dropout). The seed
-    is ``runner.seed``: the resumed checkpoint's when resuming, per rank with
-    ``randomness.diff_rank_seed``.
+    resumed after epoch N would start epoch N + 1 from the seed's state
+    (saving the generators is not enough: validation and persistent workers
+    draw in between). Before each training epoch this hook calls
+    ``set_epoch(epoch, seed)`` on the training dataset and every dataset it
+    wraps that has one, and seeds the global generators; before the epoch's
+    first step (after the loader drew its worker seeds) it seeds them again
+    (router noise, dropout). The seed is ``runner.seed`` (the resumed
+    checkpoint's; per rank with ``randomness.diff_rank_seed``).
     """
 
     priority = 'ABOVE_NORMAL'

@@ -14,15 +14,13 @@ from sera_mm.registry import HOOKS
 class ReferringVisualizationHook(SegVisualizationHook):
     """mmseg's :class:`SegVisualizationHook`, with one picture per sentence.
 
-    mmseg names a picture after its image file, which suits semantic
-    segmentation (one prediction per image) but not referring segmentation:
-    the sentences of one image would overwrite each other's pictures. This
-    hook names each picture ``<mode>_<split>_<image stem>_sent<sent_id>``
-    (the split of :class:`~sera_mm.engine.runner.MultiSplitTestLoop`; left
-    out for other loops), so the visualizer's backends keep every one. It is
-    called after every validation and test iteration and draws every
-    ``interval``-th batch (``tools/test.py`` sets 1 with ``--show-dir``).
-    Arguments as :class:`SegVisualizationHook`.
+    mmseg names a picture after its image file, so the sentences of one
+    image would overwrite each other's pictures; here each picture is
+    ``<mode>_<split>_<image stem>_sent<sent_id>`` (the split of
+    :class:`~sera_mm.engine.runner.MultiSplitTestLoop`, left out for other
+    loops). Draws every ``interval``-th validation and test batch
+    (``tools/test.py --show-dir`` sets 1). Arguments as
+    :class:`SegVisualizationHook`.
     """
 
     def _after_iter(self, runner, batch_idx: int, data_batch: dict,

@@ -22,12 +22,11 @@ class SafeCheckpointHook(CheckpointHook):
 
     mmengine 0.10.7 removes the checkpoint beyond ``max_keep_ckpts`` and the
     previous best one before it writes the new one; a kill in between leaves
-    no best checkpoint, with ``max_keep_ckpts=1`` none at all. Here each save
-    writes the new checkpoint atomically, then mmengine names it in
-    ``last_checkpoint``, and only when the hook call returns are the outdated
-    files removed (:meth:`AtomicLocalBackend.hold_removals`). A checkpoint
-    records the removals that follow it, so a run resumed after a kill among
-    them finishes them; temporary files of killed writes go when training
+    no best checkpoint, with ``max_keep_ckpts=1`` none at all. Here the
+    outdated files go only when the hook call returns
+    (:meth:`AtomicLocalBackend.hold_removals`); a checkpoint records the
+    removals that follow it, so a run resumed after a kill among them
+    finishes them, and temporary files of killed writes go when training
     starts. Arguments are the parent's; ``backend_args`` must name
     ``'atomic_local'`` (the default).
     """

@@ -13,11 +13,10 @@ class TrainableOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """:class:`DefaultOptimWrapperConstructor` that skips frozen parameters.
 
     mmengine's default constructor puts every parameter into the optimizer,
-    frozen ones included (they merely never receive a gradient). With frozen
-    encoders that is most of the model: the optimizer's state dict and its
-    per-step loops then cover parameters that never change. This constructor
-    keeps the ``paramwise_cfg`` semantics and drops parameters with
-    ``requires_grad=False``, so the optimizer holds exactly the trainable set.
+    frozen ones included: with frozen encoders most of the model, which the
+    optimizer's state dict and per-step loops then cover for nothing. This
+    one keeps the ``paramwise_cfg`` semantics and drops parameters with
+    ``requires_grad=False``.
     """
 
     def __call__(self, model: nn.Module) -> OptimWrapper:

@@ -1,11 +1,10 @@
 """Checks that a checkpoint's weights fit a model before testing with it.
 
 ``Runner.load_checkpoint`` loads with ``strict=False``: a checkpoint of
-another architecture only logs a warning and the test then scores a
-partly random model. :func:`check_checkpoint_matches` compares the keys and
-shapes first and raises an error that names the keys at fault.
-:func:`check_state_dict_matches` is the one fit check of sera_mm: the test
-tool, the checkpoint converter and :func:`sera_mm.apis.init_model` use it.
+another architecture only logs a warning and the test then scores a partly
+random model. :func:`check_state_dict_matches`, the one fit check of sera_mm
+(test tool, checkpoint converter, :func:`sera_mm.apis.init_model`), raises
+an error naming the keys at fault instead.
 """
 import re
 from typing import Dict, List, Mapping, Tuple
@@ -24,17 +23,11 @@ class CheckpointMismatchError(ValueError):
 
 
 def load_state_dict_keys(filename: str) -> Dict[str, Tuple[int, ...]]:
-    """Shapes of the weights a checkpoint holds, by key.
+    """Shapes of the weights a ``.pth`` file (an mmengine checkpoint or a
+    bare state dict) holds, by key without mmengine's ``module.`` prefix.
 
-    Loaded with ``weights_only=True`` (nothing in the file is run) and, for
-    torch's zip format, memory-mapped, so only the header is read.
-
-    Args:
-        filename: a ``.pth`` file (an mmengine checkpoint with
-            ``state_dict``, or a bare state dict).
-
-    Returns:
-        ``{key: shape}`` with mmengine's ``module.`` prefix removed.
+    Loaded weights-only and, for torch's zip format, memory-mapped, so only
+    the header is read.
 
     Raises:
         FileNotFoundError: no file at ``filename``.
@@ -64,14 +57,8 @@ def _listing(title: str, items: List[str]) -> str:
 
 
 def check_checkpoint_matches(model: nn.Module, filename: str) -> None:
-    """Raises if ``filename``'s weights do not fit ``model`` exactly.
-
-    Called by ``tools/test.py`` after the Runner is built and before it
-    loads the checkpoint.
-
-    Args:
-        model: the (unwrapped) model of the config.
-        filename: the checkpoint.
+    """Raises if ``filename``'s weights do not fit ``model`` exactly; called
+    by ``tools/test.py`` before the Runner loads the checkpoint.
 
     Raises:
         ValueError: the file is not a readable checkpoint.
@@ -92,10 +79,8 @@ def check_state_dict_matches(model: nn.Module, found: Mapping[str, Tuple[int, ..
 
     Raises:
         CheckpointMismatchError: a ValueError whose one-line message names
-            ``source`` and counts and lists (the first few of) the keys the
-            model has and ``found`` lacks (missing), the keys ``found`` has
-            and the model lacks (unexpected) and the keys whose shapes
-            differ.
+            ``source`` and lists (the first few of) the missing, unexpected
+            and mismatched keys.
     """
     if hasattr(model, 'module'):  # DDP and mmengine's wrappers
         model = model.module

@@ -1,17 +1,14 @@
 """Distributed runs on machines without CUDA.
 
-The configs default to the NCCL backend, which needs GPUs; without CUDA
-:func:`setup_cpu_distributed` switches every launcher to gloo, so the same
-``dist_train.sh`` / ``dist_test.sh`` commands run on CPUs. For
-``--launcher pytorch`` (torchrun) more is needed, because mmengine 0.10.7
-cannot start such runs by itself: ``init_dist('pytorch')`` calls
-``torch.cuda.set_device(local_rank)`` before creating the process group,
-which fails without a GPU ("Found no NVIDIA driver"), and
+The configs default to NCCL, which needs GPUs; :func:`setup_cpu_distributed`
+switches every launcher to gloo, so ``dist_train.sh`` / ``dist_test.sh``
+run on CPUs. mmengine 0.10.7 cannot start a ``--launcher pytorch``
+(torchrun) run without a GPU: ``init_dist('pytorch')`` calls
+``torch.cuda.set_device`` before creating the process group, and
 ``Runner.wrap_model`` passes ``device_ids=[local_rank]`` to
-DistributedDataParallel, which torch refuses for a CPU module.
-:func:`setup_cpu_distributed` works around both: it creates the gloo
-process group itself (the Runner then skips ``init_dist`` because the group
-exists) and sets ``device_ids=None`` in ``model_wrapper_cfg``.
+DistributedDataParallel, which torch refuses for a CPU module. So the gloo
+group is created here (the Runner then skips ``init_dist``) and
+``model_wrapper_cfg`` gets ``device_ids=None``.
 """
 import os
 from datetime import timedelta
@@ -22,18 +19,13 @@ from mmengine.config import Config
 
 
 def setup_cpu_distributed(cfg: Config) -> bool:
-    """Prepares a distributed run without CUDA.
+    """Prepares a distributed run without CUDA; called by the tools once the
+    config is final, before the Runner is built.
 
-    Called by the tools after the config is final and before the Runner is
-    built. Does nothing when CUDA is available or the launcher is
-    ``'none'``. Otherwise ``env_cfg.dist_cfg.backend`` becomes gloo; for
-    ``'slurm'`` and ``'mpi'`` the rest is left to mmengine. For
-    ``'pytorch'``, ``model_wrapper_cfg`` gets ``device_ids=None`` and the
-    gloo process group is created here unless one exists already.
-
-    Args:
-        cfg: the full config; ``env_cfg.dist_cfg`` (backend, timeout) is
-            used for the process group, and ``model_wrapper_cfg`` is set.
+    Does nothing with CUDA or ``launcher='none'``. Otherwise
+    ``cfg.env_cfg.dist_cfg.backend`` becomes gloo; for ``'pytorch'``,
+    ``model_wrapper_cfg`` also gets ``device_ids=None`` and the process
+    group is created (``dist_cfg.timeout``) unless one exists.
 
     Returns:
         bool: whether the process group was created here.

@@ -23,27 +23,21 @@ class MultiSplitTestLoop(BaseLoop):
     """Runs the test loop once per split, then writes one table.
 
     mmengine 0.10.7's :class:`~mmengine.runner.TestLoop` holds one dataloader
-    and one evaluator, and mmengine has no multi-loader test loop (mmdet
-    evaluates a ConcatDataset and splits the results afterwards, which mixes
-    the splits' sentences in one metric state). This loop keeps one
-    dataloader and one evaluator per split, built from the runner's test
-    dataloader and evaluator configs, so every split is sampled, collected
-    across ranks and summarised exactly as mmengine's TestLoop does it.
+    and one evaluator (mmdet evaluates a ConcatDataset and splits the results
+    afterwards, mixing the splits' sentences in one metric state). This loop
+    builds one dataloader and one evaluator per split from the runner's test
+    configs, so every split is sampled, collected across ranks and
+    summarised as mmengine's TestLoop does it. All datasets are built in
+    ``__init__`` (a bad split fails before the model runs); :meth:`run`
+    calls ``before_test``, then per split ``before_test_epoch``, the
+    iterations and ``after_test_epoch`` (with that split's metrics), then
+    ``after_test``. While a split runs, ``self.dataloader`` is its loader.
 
-    Life-cycle: all datasets are built in ``__init__`` (a bad split fails
-    before the model runs); :meth:`run` calls ``before_test`` once, then for
-    each split ``before_test_epoch`` / the iterations / ``after_test_epoch``
-    (with that split's metrics, so logger and statistics hooks report per
-    split), then ``after_test``. While a split runs, ``self.dataloader`` (the
-    runner's ``test_dataloader``) is that split's loader.
-
-    Per split, each metric gets the prefix ``<split>`` (or
-    ``<prefix>/<split>`` when the config sets one), so the returned keys are
-    ``'val/mIoU'``, ``'testA/mIoU'`` ...; a
-    :class:`~sera_mm.evaluation.RefSegMetric` writes its per-sentence records
-    to ``per_sentence_<prefix with '_' for '/'>.jsonl`` (a configured
-    ``output_name`` gets ``_<split>`` before its extension), so no split
-    overwrites another's.
+    Each metric gets the prefix ``<split>`` (``<prefix>/<split>`` when the
+    config sets one): keys ``'val/mIoU'``, ``'testA/mIoU'`` ...; a
+    :class:`~sera_mm.evaluation.RefSegMetric` writes its records to
+    ``per_sentence_<prefix with '_' for '/'>.jsonl`` (a configured
+    ``output_name`` gets ``_<split>`` before its extension).
 
     Args:
         runner (Runner): The runner.
@@ -52,9 +46,8 @@ class MultiSplitTestLoop(BaseLoop):
         evaluator (dict | list): The test evaluator config (metric dicts);
             built once per split.
         splits (Sequence[str | dict]): Split names and/or named dataset
-            overrides (see :mod:`sera_mm.engine.runner.split_spec`), the one
-            setting of what a test evaluates (``configs/_base_/datasets/``
-            set it; ``tools/test.py --splits`` picks some of them).
+            overrides (:mod:`sera_mm.engine.runner.split_spec`), set by
+            ``configs/_base_/datasets/``; ``tools/test.py --splits`` picks.
         out_dir (str, optional): Folder of the table (``test_results.json``
             and ``.md``) and the default ``output_dir`` of RefSegMetrics that
             set none. Defaults to None: the runner's work dir.

@@ -1,10 +1,6 @@
-"""The table of a multi-split test run: one row per split.
-
-Columns: the number of sentences, mIoU, oIoU and Prec@0.5 ... Prec@0.9 (the
-keys of :class:`~sera_mm.evaluation.RefSegMetric`). The table is printed
-(a PrettyTable, as mmseg and the metric print theirs) and written as JSON
-and Markdown, each atomically.
-"""
+"""The table of a multi-split test run: one row per split, the number of
+sentences and :class:`~sera_mm.evaluation.RefSegMetric`'s keys; printed as
+a PrettyTable and written as JSON and Markdown."""
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
@@ -19,16 +15,9 @@ COLUMNS = ('mIoU', 'oIoU', 'Prec@0.5', 'Prec@0.6', 'Prec@0.7', 'Prec@0.8',
 
 
 def split_row(metrics: Dict[str, float], prefix: str) -> Dict[str, float]:
-    """The metrics of one split with their ``<prefix>/`` removed.
-
-    Args:
-        metrics: what the split's evaluator returned, keys
-            ``<prefix>/<name>`` (mmengine adds a metric's prefix that way).
-        prefix: the split's metric prefix.
-
-    Returns:
-        ``{name: value}``; keys of other prefixes are left out.
-    """
+    """The metrics of one split (keys ``<prefix>/<name>``, as mmengine
+    prefixes them) as ``{name: value}``; keys of other prefixes are left
+    out."""
     head = prefix + '/'
     return {k[len(head):]: v for k, v in metrics.items() if k.startswith(head)}
 
@@ -65,9 +54,8 @@ def write_table(out_dir: str, rows: Dict[str, Dict[str, float]],
                 sentences: Dict[str, int],
                 records: Optional[Dict[str, Optional[str]]] = None,
                 extra: Optional[dict] = None) -> List[str]:
-    """Writes ``test_results.json`` and ``test_results.md`` into ``out_dir``.
-
-    Called once per test run, on rank 0, after the last split.
+    """Writes ``test_results.json`` and ``test_results.md`` into ``out_dir``;
+    called on rank 0 after the last split.
 
     Args:
         out_dir: the folder (created if missing).

@@ -70,17 +70,13 @@ def normalize_splits(splits: Sequence[SplitSpec],
 
 def select_splits(available: Optional[Sequence[SplitSpec]],
                   wanted: Sequence[str]) -> List[SplitSpec]:
-    """Resolves ``tools/test.py --splits`` against the config's
-    ``test_cfg.splits``.
-
-    Args:
-        available: the config's ``test_cfg.splits`` (may be None).
-        wanted: names given on the command line.
+    """Resolves ``tools/test.py --splits`` (``wanted``) against the
+    config's ``test_cfg.splits`` (``available``, may be None).
 
     Returns:
         For each wanted name, the config's spec of that name when there is
-        one (so a named data set of the config can be picked), else the
-        name itself (a plain split of the test dataset).
+        one (a named data set of the config), else the name itself (a plain
+        split of the test dataset).
     """
     by_name = {}
     if available:
@@ -93,19 +89,12 @@ def select_splits(available: Optional[Sequence[SplitSpec]],
 
 def dataloader_for_split(dataloader_cfg: dict, name: str, overrides: dict,
                          where: str = 'test_dataloader') -> dict:
-    """A copy of ``dataloader_cfg`` whose dataset(s) read split ``name``.
-
-    Args:
-        dataloader_cfg: the test dataloader config (left unchanged).
-        name: the split's name (for error messages).
-        overrides: dataset keys to replace in every leaf dataset.
-        where: how error messages name the dataloader config.
-
-    Returns:
-        The new dataloader config.
+    """A copy of ``dataloader_cfg`` whose leaf datasets get ``overrides``,
+    the keys of split ``name``.
 
     Raises:
-        ValueError: the config has no dataset dict to apply them to.
+        ValueError: the config (``where``) has no dataset dict to apply them
+            to.
     """
     cfg = copy.deepcopy(dataloader_cfg)
     leaves = list(leaf_datasets(cfg.get('dataset')))
