@@ -36,16 +36,9 @@ def register_all_modules(init_default_scope: bool = True) -> None:
 def get_config_path(name: str = '') -> str:
     """Absolute path of a config shipped with sera_mm (or of its folder).
 
-    A wheel holds the configs in ``sera_mm/.mim/configs`` (copied at build
-    time, where OpenMMLab's ``mim`` looks); an editable install links that
-    folder to the repository's ``configs/``, and a bare source checkout is
-    read directly. With a non-editable install, from any directory::
-
-        python -m pip install .       # in the repository, once
-        CFG=$(python -c "import sera_mm; print(sera_mm.get_config_path(
-            'synthetic/sera-tiny_synthetic.py'))")
-        TOOLS=$(python -c "import sera_mm; print(sera_mm.get_tool_path())")
-        python $TOOLS/analysis_tools/count_params.py $CFG
+    A wheel holds the configs in ``sera_mm/.mim/configs`` (where OpenMMLab's
+    ``mim`` looks); an editable install links that folder to the
+    repository's ``configs/``, and a bare source checkout is read directly.
 
     Args:
         name: A path relative to ``configs/``, e.g.

@@ -1,20 +1,13 @@
 """A font chain for captions that has a glyph for every character.
 
-Captions are drawn by matplotlib (mmengine's Visualizer). Its default font,
-DejaVu Sans, has Latin, Greek, Cyrillic and many symbols but no Chinese,
-Japanese or Korean: such a sentence would come out as empty boxes.
-:func:`caption_font` looks, among the fonts matplotlib knows (its own and
-the system's), for the fewest that cover the sentence, and returns them as a
-family list, which matplotlib's renderer uses as a fallback chain.
-Characters that no installed font has are replaced by ``?`` and named in a
-:class:`MissingGlyphWarning`, once per character and process.
-
-Installing fonts (not a requirement): Debian/Ubuntu ``fonts-noto-cjk``
-(Chinese, Japanese, Korean), ``fonts-symbola`` (monochrome emoji).
-Colour emoji fonts (``fonts-noto-color-emoji``) hold bitmaps that
-matplotlib cannot scale; they are skipped. After installing, remove
-matplotlib's font cache (``~/.cache/matplotlib/fontlist-*.json``) or call
-``matplotlib.font_manager._load_fontmanager(try_read_cache=False)``.
+matplotlib (mmengine's Visualizer) draws captions in DejaVu Sans, which has
+no Chinese, Japanese or Korean: such a sentence would come out as empty
+boxes. :func:`caption_font` picks, among the fonts matplotlib knows, the
+fewest that cover the sentence, as a family list (matplotlib's fallback
+chain). Fonts are optional: Debian/Ubuntu ``fonts-noto-cjk`` (CJK) and
+``fonts-symbola`` (monochrome emoji; colour emoji fonts hold bitmaps that
+matplotlib cannot scale and are skipped); after installing, remove
+matplotlib's font cache (``~/.cache/matplotlib/fontlist-*.json``).
 """
 import functools
 import unicodedata
@@ -108,14 +101,12 @@ def _candidates() -> List[Tuple[str, object]]:
 def caption_font(text: str, warn: bool = True) -> CaptionFont:
     """The font families that draw ``text``, and the text to draw.
 
-    The default font comes first; fonts are added, the one covering most of
-    the characters still missing each time, until every character is
-    covered or no font has the rest. Those are replaced by
-    :data:`REPLACEMENT` in the returned text (instead of an empty box) and,
-    with ``warn``, named in a :class:`MissingGlyphWarning` (once per
-    character and process). Characters that are not drawn (spaces,
-    joiners, variation selectors) are dropped when no font of the chain has
-    them.
+    The default font comes first; then, each time, the font covering most
+    of the characters still missing, until none is missing or no font has
+    the rest. Those are replaced by :data:`REPLACEMENT` and, with ``warn``,
+    named in a :class:`MissingGlyphWarning` (once per character and
+    process). Characters that are not drawn (spaces, joiners, variation
+    selectors) are dropped when no font of the chain has them.
     """
     family, path = _default_family()
     families = [family]

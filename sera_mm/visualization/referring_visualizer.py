@@ -34,19 +34,13 @@ def mask_outline(mask: np.ndarray) -> List[np.ndarray]:
 class ReferringVisualizer(SegLocalVisualizer):
     """mmseg's SegLocalVisualizer, drawing what a referring sample means.
 
-    SegLocalVisualizer paints every class, background included (it darkens
-    the whole image), labels the class at the mask centre and places GT and
-    prediction side by side; none of it shows the sentence. Here the
-    predicted mask is a semi-transparent colour with a solid outline, the GT
-    (when drawn) a dashed outline, and the sentence a caption, all on one
-    picture of the image's own size. Drawing goes through mmengine's
-    :class:`~mmengine.visualization.Visualizer` primitives
-    (``draw_binary_masks``, ``draw_polygons``, ``draw_texts``).
-
-    Use it as the config's visualizer
-    (``visualizer = dict(type='ReferringVisualizer', ...)``) so that
-    ``tools/test.py --show-dir`` draws referring samples, or call
-    :meth:`draw_referring` directly (``tools/demo.py``).
+    SegLocalVisualizer paints every class, background included, labels it
+    and places GT and prediction side by side, without the sentence. Here
+    the predicted mask is a semi-transparent colour with a solid outline,
+    the GT a dashed outline and the sentence a caption, on one picture of
+    the image's size, drawn with mmengine's Visualizer primitives. The
+    config's visualizer for ``tools/test.py --show-dir``; ``tools/demo.py``
+    calls :meth:`draw_referring`.
 
     Args:
         name (str): Instance name. Defaults to 'visualizer'.
@@ -93,16 +87,10 @@ class ReferringVisualizer(SegLocalVisualizer):
 
     def draw_caption(self, text: str, max_height_ratio: float = 0.4) -> None:
         """Writes ``text`` at the top left on a dark band, wrapped to the
-        image width; the font shrinks (down to 7 px) until the caption fits
-        in ``max_height_ratio`` of the height, and the last line is cut with
-        an ellipsis if it still does not.
-
-        The fonts are those of :func:`~sera_mm.visualization.fonts.caption_font`:
-        the default font, then installed fonts that have the characters it
-        lacks (Chinese, emoji ...); a character no installed font has is
-        drawn as ``?`` and named in a
-        :class:`~sera_mm.visualization.fonts.MissingGlyphWarning`.
-        """
+        image width, in the fonts of :func:`~.fonts.caption_font`; the font
+        shrinks (down to 7 px) until the caption fits in ``max_height_ratio``
+        of the height, and the last line is cut with an ellipsis if it still
+        does not."""
         from matplotlib.font_manager import FontProperties
         font = caption_font(text)
         text, families = font.text, font.families
