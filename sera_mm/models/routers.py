@@ -1,14 +1,9 @@
 """Routers that mix experts, and the sparse dispatch of Top-k routing.
 
-SERA uses two routers (docs/en/method.md, s. 2 and 3): the SERA-Adapter's
-:class:`SoftRouter` (every expert, softmax weights) and SERA-Fusion's
-:class:`NoisyTopKRouter` (k experts per sample, noisy in training). Both
-summarise their input by global average pooling and return a
-:class:`~sera_mm.models.utils.RoutingResult` (the Top-k one with
-:func:`selection_probability`, the smooth load that the MoE loss can
-balance). :func:`sparse_dispatch` runs
-each expert only on the samples that selected it; :func:`dense_dispatch` is
-the reference it must equal.
+The SERA-Adapter's :class:`SoftRouter` uses every expert, SERA-Fusion's
+:class:`NoisyTopKRouter` k per sample (docs/en/method.md, s. 2 and 3).
+:func:`sparse_dispatch` runs each expert only on the samples that selected
+it; :func:`dense_dispatch` is the reference it must equal.
 """
 from typing import Optional, Sequence
 
@@ -22,15 +17,10 @@ from .utils import RoutingResult
 
 
 def global_pool(x: Tensor, in_channels: int, owner: str) -> Tensor:
-    """Averages a B x C x H x W map over H, W; passes a B x C summary through.
-
-    Args:
-        x (Tensor): B x C x H x W or B x C.
-        in_channels (int): Expected C.
-        owner (str): Name of the caller, for the error message.
+    """Averages a B x C x H x W map over H, W (a B x C summary passes through).
 
     Returns:
-        Tensor: B x C.
+        Tensor: B x C; raises, naming ``owner``, unless C is ``in_channels``.
     """
     if x.dim() == 4:
         x = x.mean(dim=(2, 3))
@@ -89,9 +79,6 @@ class NoisyTopKRouter(BaseModule):
     no gradient to the router; it then learns only from the MoE
     regularisation (which reads the clean logits h).
 
-    The result's ``select_prob`` is :func:`selection_probability` of this
-    forward's noise, for the MoE loss's load term.
-
     Args:
         in_channels (int): Width C of the routed feature.
         num_experts (int): Number of experts E. Defaults to 4.
@@ -139,8 +126,9 @@ class NoisyTopKRouter(BaseModule):
         Returns:
             RoutingResult: clean logits h (B x E), weights (B x E, k non-zero
             entries per row summing to 1), indices (B x k, the kept experts
-            by decreasing noisy logit) and select_prob (B x E). All but the
-            indices are float32, also under autocast.
+            by decreasing noisy logit) and select_prob (B x E,
+            :func:`selection_probability`, for the MoE loss's load term).
+            All but the indices are float32, also under autocast.
         """
         g = global_pool(x, self.in_channels, type(self).__name__)
         # The noise, the Top-k selection and the weights in float32 under
@@ -160,14 +148,13 @@ def selection_probability(logits: Tensor, noisy: Tensor, indices: Tensor,
                           noise_std: float) -> Tensor:
     """Shazeer et al.'s smooth load: P(expert e is among sample b's top k).
 
-    Called by :class:`NoisyTopKRouter` on every forward. For each (b, e),
-    the other experts' noisy logits are held fixed and only e's noise is
-    redrawn: e is kept when ``h_be + sigma * eps`` beats the k-th largest
-    noisy logit of the others, which happens with probability
+    For each (b, e), the other experts' noisy logits are held fixed and
+    only e's noise is redrawn: e is kept when ``h_be + sigma * eps`` beats
+    the k-th largest noisy logit of the others, with probability
     ``Phi((h_be - threshold_be) / sigma)`` (Phi the normal CDF). The
     threshold is the (k+1)-th largest noisy logit of the row when e is kept
-    now, the k-th otherwise. The temperature divides every noisy logit
-    alike, so it does not change the ranking and is left out.
+    now, the k-th otherwise. The temperature does not change the ranking
+    and is left out.
 
     Differentiable in the clean logits (through Phi's argument and, via the
     others' noisy logits, the threshold); as sigma goes to 0 it tends to
@@ -193,37 +180,22 @@ def selection_probability(logits: Tensor, noisy: Tensor, indices: Tensor,
     return torch.special.ndtr((logits - threshold) / noise_std)
 
 
-def _check_routing(x: Tensor, experts: Sequence[nn.Module], weights: Tensor,
-                   owner: str) -> None:
-    if weights.shape != (x.size(0), len(experts)):
-        raise ValueError(f'{owner}: weights must be B x E = {x.size(0)} x {len(experts)}, '
-                         f'got {tuple(weights.shape)}')
-
-
 def sparse_dispatch(x: Tensor, experts: Sequence[nn.Module], weights: Tensor,
                     indices: Tensor) -> Tensor:
     """Runs each expert only on the samples that selected it.
 
-    For expert e, gathers the rows b with e in ``indices[b]``, runs the expert
-    on that sub-batch and scatter-adds ``weights[b, e] * E_e(x_b)`` into the
-    output. Compute grows with k, not with E. Equals :func:`dense_dispatch`
-    when every expert treats samples independently (no batch statistics:
-    BatchNorm in training mode sees the sub-batch only).
+    Scatter-adds ``weights[b, e] * E_e(x_b)`` over the rows b that picked e,
+    so compute grows with k, not with E. Equals :func:`dense_dispatch` when
+    the experts treat samples independently (a BatchNorm in training sees
+    only its sub-batch). Each contribution is cast to ``x``'s dtype: under
+    autocast experts may return different dtypes (a branch ending in a
+    float32 scale returns float32 from a bf16 input).
 
-    The output has ``x``'s dtype, whichever experts run: under autocast the
-    experts may return different dtypes (a residual expert whose branch
-    ends in a float32 scale returns float32 from a bf16 input), and each
-    contribution is cast to it before the scatter-add.
-
-    Every trainable parameter takes part in every step: when gradients are
-    recorded, the experts that no sample picked add a zero-weighted term
-    (0 x one entry of each of their trainable parameters, see
-    :func:`zero_touch`) to the output, without running them. The output's
-    values are unchanged (x + 0 is x) and those parameters get a gradient
-    of exactly 0 instead of none, so DDP can run with
-    ``find_unused_parameters=False`` (no search of the autograd graph per
-    step): the all-reduce then averages a rank's zeros with the other
-    ranks' gradients, which is the gradient of the global batch.
+    When gradients are recorded, the experts no sample picked add
+    :func:`zero_touch` (a 0, without running them): their parameters get a
+    zero gradient instead of none, so DDP runs with
+    ``find_unused_parameters=False`` and its all-reduce averages a rank's
+    zeros with the others' gradients, the gradient of the global batch.
 
     Args:
         x (Tensor): B x ..., the input of every expert.
@@ -236,10 +208,6 @@ def sparse_dispatch(x: Tensor, experts: Sequence[nn.Module], weights: Tensor,
         Tensor: B x ..., ``sum over selected e of w_be * E_e(x_b)``, in
         ``x``'s dtype.
     """
-    _check_routing(x, experts, weights, 'sparse_dispatch')
-    if indices.dim() != 2 or indices.size(0) != x.size(0):
-        raise ValueError(f'sparse_dispatch: indices must be B x k with B = {x.size(0)}, '
-                         f'got {tuple(indices.shape)}')
     out: Optional[Tensor] = None
     unpicked = []
     # Which samples picked which expert, brought to the host at once: the
@@ -257,7 +225,6 @@ def sparse_dispatch(x: Tensor, experts: Sequence[nn.Module], weights: Tensor,
         w = weights[rows, e].view(-1, *([1] * (y.dim() - 1))).to(y.dtype)
         if out is None:
             out = y.new_zeros((x.size(0),) + y.shape[1:], dtype=x.dtype)
-        # Cast: under autocast, experts may return different dtypes.
         out = out.index_add(0, rows, (w * y).to(out.dtype))
     if out is None:  # only for an empty batch
         out = x.new_zeros(x.shape)
@@ -271,9 +238,7 @@ def zero_touch(modules: Sequence[nn.Module]) -> Optional[Tensor]:
     """A scalar 0 that depends on every trainable parameter of ``modules``.
 
     ``0 * sum of the first entry of each parameter``: its backward gives
-    each parameter a gradient of zeros, without computing anything of the
-    modules. Used by :func:`sparse_dispatch` for the experts no sample
-    picked (see there, DDP).
+    each parameter a gradient of zeros (see :func:`sparse_dispatch`).
 
     Returns:
         Tensor, optional: The float32 scalar 0; None when the modules have
@@ -297,7 +262,6 @@ def dense_dispatch(x: Tensor, experts: Sequence[nn.Module], weights: Tensor) -> 
         Tensor: B x ..., the weighted sum of all experts' outputs, in
         ``x``'s dtype (as :func:`sparse_dispatch`).
     """
-    _check_routing(x, experts, weights, 'dense_dispatch')
     out = 0
     for e, expert in enumerate(experts):
         y = expert(x)

@@ -142,14 +142,9 @@ class DenseAligner(DenseBranchesMixin, BaseModule):
             nn.init.zeros_(self.D_fc2.bias)
 
     def init_weights(self) -> None:
-        """Initialises the adapter again, after any ancestor's ``init_cfg``.
-
-        Reached from the backbone's ``init_weights`` (the backbone keeps the
-        adapters in mmengine's ``ModuleDict``). Applies this adapter's
-        ``init_cfg`` when given, else DETRIS's initialisation (which thus
-        replaces an ancestor's); then zeroes ``D_fc2`` with
-        ``zero_init_out``.
-        """
+        """Applies this adapter's ``init_cfg`` or else DETRIS's initialisation
+        (replacing an ancestor's), then zeroes ``D_fc2`` with
+        ``zero_init_out``; reached from the backbone's ``init_weights``."""
         super().init_weights()
         if self.init_cfg is None:
             self._init_default()
@@ -157,9 +152,8 @@ class DenseAligner(DenseBranchesMixin, BaseModule):
 
     def refine(self, f_ms: Tensor, x0_patches: Tensor,
                text: TextFeatures) -> Tuple[Tensor, Optional[RoutingResult]]:
-        """What runs between the multi-scale block and the cross-attention.
-
-        The identity in DenseAligner; SERA-Adapter mixes its experts here.
+        """What runs between the multi-scale block and the cross-attention:
+        the identity here; SERA-Adapter mixes its experts here.
 
         Args:
             f_ms (Tensor): B x d x H x W multi-scale features.

@@ -1,25 +1,10 @@
 """DETRIS's densely connected multi-scale convolutions (1x1, 3x3, 5x5)."""
 import warnings
-from typing import List, Tuple
+from typing import List
 
 import torch
 from mmcv.cnn import ConvModule
 from torch import Tensor, nn
-
-
-def dense_branch_channels(channels: int) -> Tuple[int, int, int, int, int]:
-    """The branch widths DETRIS derives from the adapter width d.
-
-    Returns:
-        tuple: ``(d/2, d/16, d/4, d/16, d/4)``: the 1x1 branch, the 3x3
-        branch's reduction and output, the 5x5 branch's reduction and output.
-        Their outputs add up to d (d/2 + d/4 + d/4), so the block's output
-        can be added to its input.
-    """
-    if channels % 16:
-        raise ValueError(f'the dense branches need an adapter width divisible by 16, '
-                         f'got {channels}')
-    return channels // 2, channels // 16, channels // 4, channels // 16, channels // 4
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int,
@@ -58,14 +43,17 @@ class DenseBranchesMixin:
 
     def _build_dense_branches(self, channels: int, dims: int) -> None:
         """Adds the three branches for width ``channels``; called in ``__init__``."""
-        ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5 = dense_branch_channels(channels)
-        self.dense_branch1 = conv_bn_relu(channels, ch1x1, 1, dims)
+        if channels % 16:
+            raise ValueError(f'the dense branches need an adapter width divisible by 16, '
+                             f'got {channels}')
+        half, reduced, quarter = channels // 2, channels // 16, channels // 4
+        self.dense_branch1 = conv_bn_relu(channels, half, 1, dims)
         self.dense_branch2 = nn.Sequential(
-            conv_bn_relu(channels + ch1x1, ch3x3red, 1, dims),
-            conv_bn_relu(ch3x3red, ch3x3, 3, dims))
+            conv_bn_relu(channels + half, reduced, 1, dims),
+            conv_bn_relu(reduced, quarter, 3, dims))
         self.dense_branch3 = nn.Sequential(
-            conv_bn_relu(channels + ch1x1 + ch3x3, ch5x5red, 1, dims),
-            conv_bn_relu(ch5x5red, ch5x5, 5, dims))
+            conv_bn_relu(channels + half + quarter, reduced, 1, dims),
+            conv_bn_relu(reduced, quarter, 5, dims))
 
     def _dense_branches(self, x: Tensor) -> Tensor:
         """B x d x ... -> B x d x ... (the concatenated branch outputs)."""

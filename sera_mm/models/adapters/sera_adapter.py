@@ -41,10 +41,7 @@ class SERAAdapter(DenseAligner):
             ``router_text``. Defaults to 512.
         norm_cfg (dict): Norm of phi. Defaults to ``dict(type='BN')``.
         act_cfg (dict): Activation of phi. Defaults to ``dict(type='ReLU')``.
-        **kwargs: :class:`DenseAligner`'s arguments (``in_channels``,
-            ``channels``, ``text_channels``, ``embed_channels``,
-            ``num_heads``, ``attn_drop``, ``use_pad_mask``,
-            ``cross_residual``, ``zero_init_out``, ``init_cfg``).
+        **kwargs: :class:`DenseAligner`'s arguments.
     """
 
     expert_names = ('spatial', 'boundary')  # the columns of w
@@ -81,8 +78,7 @@ class SERAAdapter(DenseAligner):
 
     def init_weights(self) -> None:
         """DenseAligner's initialisation, then DW_b set to the Laplacian
-        again, last, so that no ``init_cfg`` (this adapter's or an
-        ancestor's) overwrites it."""
+        again, last so that no ``init_cfg`` overwrites it."""
         super().init_weights()
         self._init_laplacian()
 

@@ -58,13 +58,8 @@ class TextAdapter(DenseBranchesMixin, BaseModule):
                 module.reset_parameters()
 
     def init_weights(self) -> None:
-        """Initialises the adapter again, after any ancestor's ``init_cfg``.
-
-        Reached from the text encoder's ``init_weights`` (its adapters sit
-        in mmengine's ``ModuleDict``). Applies this adapter's ``init_cfg``
-        when given, else PyTorch's default init (which thus replaces an
-        ancestor's).
-        """
+        """Applies this adapter's ``init_cfg`` or else PyTorch's default init
+        (replacing an ancestor's); reached from the text encoder's."""
         super().init_weights()
         if self.init_cfg is None:
             self._init_default()

@@ -26,32 +26,19 @@ class DINOv2(VisionTransformer):
     Token layout: ``[cls, registers, H*W patches]``. The position embedding
     covers cls + a 37 x 37 patch grid (``img_size=518``); it is added before
     the registers are inserted (registers have none) and resized to other
-    grids on the fly, as the official reg models do or as DETRIS does
-    (``pos_embed_mode``; see :func:`resize_pos_embed`). LayerNorm eps 1e-6
-    and LayerScale in every block, as in DINOv2.
-
-    Life-cycle: built from a config; :meth:`init_weights` (reached from the
-    segmentor's ``init_weights``, which mmengine's Runner calls before
-    training) initialises every part, each adapter by its own
-    ``init_weights``, then loads ``init_cfg=dict(type='Pretrained',
-    checkpoint=PATH)`` in the official or the converted key layout and
-    applies ``trainable``; :meth:`train` re-applies ``trainable`` so that no
-    frozen parameter becomes trainable again; :meth:`forward` returns patch
-    maps of the blocks in ``out_indices`` and the adapters' routing results.
+    grids on the fly (``pos_embed_mode``). LayerNorm eps 1e-6 and LayerScale
+    in every block, as in DINOv2.
 
     Args:
-        arch (str | dict): 'small' / 's', 'base' / 'b', 'large' / 'l', or a
-            dict with ``embed_dims``, ``num_layers``, ``num_heads`` and
-            ``feedforward_channels`` (e.g. a 2-layer model for tests).
+        arch (str | dict): 'small' / 's', 'base' / 'b', 'large' / 'l',
             'giant' / 'g' (SwiGLU FFN), or a dict with ``embed_dims``,
             ``num_layers``, ``num_heads``, ``feedforward_channels`` and
             optionally ``ffn_type`` ('origin' MLP or 'swiglu_fused'), e.g. a
             2-layer model for tests. Defaults to 'base'. With 'swiglu_fused',
             mmpretrain's FFN has no drop path: ``drop_path_rate`` then only
             acts on the attention branch.
-        img_size (int | tuple): Input size the stored position embedding is
-            made for. Keep 518 to hold the official 37 x 37 grid; other
-            inputs are served by resizing on the fly. Defaults to 518.
+        img_size (int | tuple): Input size of the stored position embedding;
+            518 holds the official 37 x 37 grid. Defaults to 518.
         patch_size (int): Defaults to 14.
         in_channels (int): Defaults to 3.
         num_register_tokens (int): 0 or 4 in the official models.
@@ -60,20 +47,17 @@ class DINOv2(VisionTransformer):
             (negative counts from the end); the last block's after the final
             norm, the others raw. Defaults to (4, 8, 11), DETRIS's levels for
             ViT-B (ViT-L: (8, 16, 23)).
-        pos_embed_mode (str): How the position embedding is resized to the
-            input's grid: 'official' (bicubic, antialias, to the grid size)
-            or 'detris' (bicubic, no antialias, scale factor (grid + 0.1) /
-            37). Defaults to 'official'.
+        pos_embed_mode (str): 'official' or 'detris', see
+            :func:`resize_pos_embed`. Defaults to 'official'.
         drop_rate (float): Dropout after the position embedding and in the
             blocks. Defaults to 0.
         drop_path_rate (float): Stochastic depth, linearly increasing over
             the blocks. Defaults to 0.
         layer_scale_init_value (float): LayerScale init. Defaults to 1e-5.
         norm_cfg (dict): Defaults to ``dict(type='LN', eps=1e-6)``.
-        adapter_cfg (dict, optional): Config of the adapter built (one
-            instance per slot, ``MODELS.build``) for each block in
-            ``adapter_indices``; ``in_channels`` defaults to the backbone
-            width D. None: no adapters. Defaults to None.
+        adapter_cfg (dict, optional): Config of the adapter built for each
+            block in ``adapter_indices``; ``in_channels`` defaults to the
+            backbone width D. None: no adapters. Defaults to None.
         adapter_indices (Sequence[int]): Blocks with an adapter.
             Defaults to (1, 3, 5, 7, 9, 11).
         adapter_scale (float): gamma, the adapter's weight next to the FFN.
@@ -81,9 +65,10 @@ class DINOv2(VisionTransformer):
         trainable (str): Which backbone parameters train: 'bitfit_ln' (biases
             and LayerNorm weights only), 'all' or 'none'. Adapters are not
             touched: they stay as built (trainable). Defaults to 'bitfit_ln'.
-        init_cfg (dict | list[dict], optional): mmengine init config; see
-            the life-cycle above. ``Pretrained`` takes an optional ``prefix``
-            (e.g. ``'backbone.'``). Defaults to None.
+        init_cfg (dict | list[dict], optional): mmengine init config; a
+            ``Pretrained`` entry (official or converted key layout, optional
+            ``prefix`` such as ``'backbone.'``) is loaded by
+            :meth:`init_weights`. Defaults to None.
     """
     arch_zoo = {
         **dict.fromkeys(['s', 'small'], {
@@ -183,7 +168,6 @@ class DINOv2(VisionTransformer):
         self.trainable = trainable
         self._apply_trainable()
 
-    # ----------------------------------------------------------- construction
     @classmethod
     def _resolve_arch(cls, arch: Union[str, dict]) -> dict:
         """Returns the arch settings dict of a name or a custom dict."""
@@ -214,14 +198,10 @@ class DINOv2(VisionTransformer):
             resolved.append(positive)
         return resolved
 
-    # ------------------------------------------------------ trainable params
     def _apply_trainable(self) -> None:
-        """Sets ``requires_grad`` of the backbone's own parameters.
-
-        Called at the end of ``__init__``, :meth:`init_weights` and
-        :meth:`train`, so that nothing turns a frozen parameter back on.
-        Adapter parameters are left as they are.
-        """
+        """Sets ``requires_grad`` of the backbone's own parameters (not the
+        adapters'); called by ``__init__``, :meth:`init_weights` and
+        :meth:`train`, so that nothing turns a frozen parameter back on."""
         layer_norm_params = {
             id(p)
             for name, m in self.named_modules()
@@ -245,14 +225,13 @@ class DINOv2(VisionTransformer):
         self._apply_trainable()
         return self
 
-    # ------------------------------------------------------------ weights
     def init_weights(self) -> None:
-        """Initialises or loads the weights (see the life-cycle above).
+        """Initialises the weights; reached from the segmentor's.
 
         mmengine's order: the other ``init_cfg`` entries, then each child's
-        ``init_weights`` (the blocks', each adapter's). With a ``Pretrained``
-        entry the checkpoint is loaded last, by :meth:`load_pretrained`, and
-        the adapters keep their init. Finally ``trainable`` is applied.
+        ``init_weights`` (the blocks', each adapter's); a ``Pretrained``
+        checkpoint is loaded last (:meth:`load_pretrained`), then
+        ``trainable`` is applied.
         """
         cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
         pretrained = [c for c in cfgs if isinstance(c, dict) and c.get('type') == 'Pretrained']
@@ -272,11 +251,10 @@ class DINOv2(VisionTransformer):
         self._apply_trainable()
 
     def load_pretrained(self, path: str, prefix: Optional[str] = None) -> None:
-        """Loads a DINOv2 checkpoint, official or converted layout.
+        """Loads a DINOv2 checkpoint, official or converted layout, and logs it.
 
         Missing adapter keys are allowed (adapters keep their init); any
-        other missing or unexpected key raises. ``mask_token`` is dropped.
-        What happened is logged to the current MMLogger.
+        other missing or unexpected key raises.
 
         Args:
             path (str): Local checkpoint file.
@@ -313,9 +291,8 @@ class DINOv2(VisionTransformer):
                            *args, **kwargs) -> None:
         """Load-state-dict pre-hook: resizes a checkpoint's pos_embed.
 
-        Replaces mmpretrain's hook, which resizes without antialias, with
-        :func:`resize_pos_embed` in ``pos_embed_mode``. The checkpoint's grid
-        is taken as square (official files: 37 x 37).
+        Replaces mmpretrain's hook (no antialias) with :func:`resize_pos_embed`
+        in ``pos_embed_mode``; the checkpoint's grid is taken as square.
         """
         name = prefix + 'pos_embed'
         if name not in state_dict or state_dict[name].shape == self.pos_embed.shape:
@@ -332,25 +309,21 @@ class DINOv2(VisionTransformer):
                   f'{self.patch_resolution[0]}x{self.patch_resolution[1]} grid '
                   f'({self.pos_embed_mode} mode)', logger='current')
 
-    # ------------------------------------------------------------ forward
     def forward(self, x: Tensor, text: Optional[TextFeatures] = None
                 ) -> Tuple[Tuple[Tensor, ...], Dict[str, RoutingResult]]:
         """Encodes images; called by the segmentor.
 
         Args:
             x (Tensor): Images, B x C x H x W, H and W multiples of the patch
-                size (14); other sizes are refused, as the official DINOv2's
-                patch embedding does.
+                size (14), as the official DINOv2 requires.
             text (TextFeatures, optional): Handed to the adapters.
 
         Returns:
-            tuple: The levels, one map B x D x H/14 x W/14 per
-            ``out_indices`` entry, in that order, cls and register tokens
-            stripped: the raw output of that block, except the last block's,
-            which is taken after the final LayerNorm (timm's
-            ``get_intermediate_layers(norm=False)`` for the others); and the
-            routing result of each adapter that routes (SERA-Adapter), by
-            block index (``'1'``, the key in ``adapters``).
+            tuple: The levels, one B x D x H/14 x W/14 patch map per
+            ``out_indices`` entry, in that order: the block's raw output
+            (timm's ``get_intermediate_layers(norm=False)``), the last
+            block's after the final LayerNorm; and the routing result of each
+            adapter that routes (SERA-Adapter), by block index (``'1'``).
         """
         self._check_input(x)
         batch = x.shape[0]

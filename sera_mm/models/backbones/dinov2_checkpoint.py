@@ -1,27 +1,12 @@
 """DINOv2 checkpoints: the official key layout and this package's.
 
 The official files (``dinov2_vit{s,b,l}14_reg4_pretrain.pth``) name keys
-after the DINOv2 repository's ``DinoVisionTransformer``; :class:`DINOv2`
-is built on mmpretrain's ``VisionTransformer``, whose keys differ. This
-module maps one to the other (used by ``DINOv2.init_weights`` and by
-``tools/model_converters/dinov2_to_mmpretrain.py``) and reads either kind of
-file.
-
-Official key                  -> this package (mmpretrain layout)
-``cls_token``, ``pos_embed``, ``register_tokens``   unchanged
-``mask_token``                   dropped (used only by DINOv2's iBOT loss)
-``patch_embed.proj.*``           ``patch_embed.projection.*``
-``blocks.N.norm1.*``             ``layers.N.ln1.*``
-``blocks.N.attn.qkv.*``          ``layers.N.attn.qkv.*``
-``blocks.N.attn.proj.*``         ``layers.N.attn.proj.*``
-``blocks.N.ls1.gamma``           ``layers.N.attn.gamma1.weight``
-``blocks.N.norm2.*``             ``layers.N.ln2.*``
-``blocks.N.mlp.fc1.*``           ``layers.N.ffn.layers.0.0.*``
-``blocks.N.mlp.fc2.*``           ``layers.N.ffn.layers.1.*``
-``blocks.N.ls2.gamma``           ``layers.N.ffn.gamma2.weight``
-``blocks.N.mlp.w12.*`` (ViT-g)   ``layers.N.ffn.w12.*``
-``blocks.N.mlp.w3.*`` (ViT-g)    ``layers.N.ffn.w3.*``
-``norm.*``                       ``ln1.*``
+after the DINOv2 repository's ``DinoVisionTransformer``; :class:`DINOv2` is
+built on mmpretrain's ``VisionTransformer``, whose keys differ. The mapping
+is ``_TOP_LEVEL_KEYS`` and, for ``blocks.N.<key>`` -> ``layers.N.<value>``,
+``_BLOCK_KEYS``; ``mask_token`` (used only by DINOv2's iBOT loss) is dropped.
+Used by ``DINOv2.init_weights`` and
+``tools/model_converters/dinov2_to_mmpretrain.py``.
 """
 import re
 from collections import OrderedDict
@@ -70,32 +55,12 @@ _BLOCK_KEYS = {
 _BLOCK_KEY = re.compile(r'^blocks\.(\d+)\.(.+)$')
 
 
-def detect_dinov2_layout(state_dict: StateDict) -> str:
-    """Tells which key layout ``state_dict`` uses.
-
-    Returns:
-        str: :data:`OFFICIAL_LAYOUT` (keys ``blocks.N.*``) or
-        :data:`CONVERTED_LAYOUT` (keys ``layers.N.*``).
-
-    Raises:
-        KeyError: If neither kind of block key is present.
-    """
-    if any(k.startswith('blocks.') for k in state_dict):
-        return OFFICIAL_LAYOUT
-    if any(k.startswith('layers.') for k in state_dict):
-        return CONVERTED_LAYOUT
-    raise KeyError('not a DINOv2 state dict: no "blocks.N.*" (official) nor '
-                   '"layers.N.*" (mmpretrain) keys; first keys: '
-                   f'{list(state_dict)[:5]}')
-
-
 def convert_dinov2_official(
         state_dict: StateDict) -> Tuple['OrderedDict[str, Tensor]', List[str]]:
     """Maps official DINOv2 keys to the mmpretrain layout of :class:`DINOv2`.
 
     Args:
-        state_dict (dict[str, Tensor]): Official keys (see the module
-            docstring). Tensors are not copied.
+        state_dict (dict[str, Tensor]): Official keys. Tensors are not copied.
 
     Returns:
         tuple: The converted state dict and the list of dropped keys
@@ -129,8 +94,8 @@ def read_dinov2_checkpoint(
 
     Accepts a bare state dict (the official files) or one wrapped under
     ``'state_dict'`` or ``'model'`` (mmengine checkpoints, the converter's
-    output), with or without a ``'module.'`` prefix from DDP. Loaded with
-    ``weights_only=True``: tensors and plain containers only.
+    output), with or without DDP's ``'module.'`` prefix; loaded with
+    ``weights_only=True``.
 
     Args:
         path (str): Local file.
@@ -140,7 +105,11 @@ def read_dinov2_checkpoint(
 
     Returns:
         tuple: (state dict in the mmpretrain layout, the layout found in the
-        file, the keys dropped by the conversion).
+        file: :data:`OFFICIAL_LAYOUT` (keys ``blocks.N.*``) or
+        :data:`CONVERTED_LAYOUT` (``layers.N.*``), the keys dropped).
+
+    Raises:
+        KeyError: Naming the file, for keys of neither layout.
     """
     checkpoint = load_weights_only(path)
     if not isinstance(checkpoint, dict):
@@ -157,14 +126,13 @@ def read_dinov2_checkpoint(
                       if k.startswith(prefix)}
         if not state_dict:
             raise KeyError(f'{path}: no key starts with prefix "{prefix}"')
-    try:
-        layout = detect_dinov2_layout(state_dict)
-    except KeyError as err:
-        raise KeyError(f'{path}: {err.args[0]}') from None
-    dropped: List[str] = []
-    if layout == OFFICIAL_LAYOUT:
+    if any(k.startswith('blocks.') for k in state_dict):
         try:
-            state_dict, dropped = convert_dinov2_official(state_dict)
+            converted, dropped = convert_dinov2_official(state_dict)
         except KeyError as err:
             raise KeyError(f'{path}: {err.args[0]}') from None
-    return state_dict, layout, dropped
+        return converted, OFFICIAL_LAYOUT, dropped
+    if not any(k.startswith('layers.') for k in state_dict):
+        raise KeyError(f'{path}: not a DINOv2 state dict: no "blocks.N.*" (official) nor '
+                       f'"layers.N.*" (mmpretrain) keys; first keys: {list(state_dict)[:5]}')
+    return state_dict, CONVERTED_LAYOUT, []

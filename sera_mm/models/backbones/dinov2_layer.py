@@ -21,14 +21,10 @@ class DINOv2Layer(TransformerEncoderLayer):
         H  = LN2(X)
         X <- X + ls2(FFN(H) + gamma * A(H, text, hw, num_prefix_tokens))
 
-    mmcv's ``FFN.forward`` (and mmpretrain's ``SwiGLUFFN.forward``) applies
-    its layer scale (``gamma2``) and adds the residual internally, so the
-    adapted path calls the pieces (the MLP, ``ffn.gamma2``,
-    ``ffn.dropout_layer``) one by one.
-
-    The adapter is not a child of the layer: the backbone owns the adapters
-    (``DINOv2.adapters``) and hands one over per call, so the layer's state
-    dict stays the pretrained block's.
+    The FFN's own forward applies its layer scale and adds the residual, so
+    the adapted path calls its pieces one by one. The backbone owns the
+    adapters and hands one over per call, so the layer's state dict stays
+    the pretrained block's.
     """
 
     def forward(self,
@@ -46,11 +42,9 @@ class DINOv2Layer(TransformerEncoderLayer):
             adapter (nn.Module, optional): ``adapter(h, text, hw,
                 num_prefix_tokens) -> (B x N x D, routing result or None)``.
                 Defaults to None.
-            text (TextFeatures, optional): Passed to the adapter.
-            hw (tuple[int, int], optional): The patch grid (H, W), passed to
-                the adapter.
-            num_prefix_tokens (int): cls + register tokens, passed to the
-                adapter. Defaults to 1.
+            text (TextFeatures, optional): For the adapter.
+            hw (tuple[int, int], optional): The patch grid (H, W).
+            num_prefix_tokens (int): cls + register tokens. Defaults to 1.
             adapter_scale (float): gamma, the adapter's weight inside the FFN
                 branch. Defaults to 1.0.
 

@@ -17,16 +17,14 @@ def resize_pos_embed(pos_embed: Tensor, src_hw: Tuple[int, int], dst_hw: Tuple[i
                      num_extra_tokens: int = 1, mode: str = 'official') -> Tensor:
     """Resizes a ViT position embedding to another patch grid, bicubic, in float32.
 
-    - ``'official'``: ``antialias=True``, to the target grid *size*, as the
-      official DINOv2 models with registers do. ``F.interpolate`` uses
-      another cubic kernel with antialias on (also when upsampling), and
-      mmpretrain's ``resize_pos_embed`` does not antialias, so neither gives
-      these numbers (docs/en/environment.md).
+    - ``'official'``: ``antialias=True`` (another cubic kernel, also when
+      upsampling, which mmpretrain's ``resize_pos_embed`` lacks), to the
+      target grid *size*, as the official DINOv2 models with registers do
+      (docs/en/environment.md).
     - ``'detris'``: ``antialias=False`` with ``scale_factor = (grid + 0.1) /
-      stored grid`` per side, as DETRIS's DINOv2 (its ``interpolate_offset``
-      of 0.1): the output has the target size, but the kernel samples at
-      ``(i + 0.5) * stored / (grid + 0.1) - 0.5``, not at the size-based
-      positions.
+      stored grid`` per side, as DETRIS's DINOv2 (``interpolate_offset``):
+      the kernel samples at ``(i + 0.5) * stored / (grid + 0.1) - 0.5``, not
+      at the size-based positions.
 
     Args:
         pos_embed (Tensor): 1 x (num_extra_tokens + h*w) x C.

@@ -38,14 +38,11 @@ class DynamicConvHead(BaseModule):
         norm_cfg (dict): Norm layer of the upsampling convs. Defaults to BN.
         act_cfg (dict): Activation of the upsampling convs. Defaults to ReLU.
         ignore_index (int): Mask value ignored by the losses. Defaults to 255.
-        loss_decode (dict or list[dict]): Loss configs; each loss is called
-            as ``loss(logits B x 1 x H x W, target B x H x W, ignore_index=...)``
-            (target long for integer masks, float32 for soft masks) and
-            stored under its ``loss_name``.
-            Defaults to :class:`BinaryCrossEntropyLoss` (BCE with logits,
-            averaged over the non-ignored pixels: the value of mmseg's
-            sigmoid ``CrossEntropyLoss`` with ``avg_non_ignore``, which
-            is also accepted, without its device syncs).
+        loss_decode (dict or list[dict]): Loss configs, each called as
+            ``loss(logits B x 1 x H x W, target B x H x W, ignore_index=...)``
+            and stored under its ``loss_name``. Defaults to
+            :class:`BinaryCrossEntropyLoss` (mmseg's sigmoid
+            ``CrossEntropyLoss`` with ``avg_non_ignore`` is also accepted).
         init_cfg (dict or list[dict], optional): Initialisation config.
     """
 
@@ -109,8 +106,6 @@ class DynamicConvHead(BaseModule):
         Returns:
             Tensor: Mask logits, B x 1 x 4h x 4w.
         """
-        assert x.dim() == 4 and x.shape[1] == self.in_channels, \
-            f'DynamicConvHead: expected B x {self.in_channels} x h x w, got {tuple(x.shape)}'
         return self.dynamic_conv(self.upsample(x), text.sentence)
 
     def loss(self, x: Tensor, text: TextFeatures, gt_masks: Tensor) -> Dict[str, Tensor]:
@@ -132,23 +127,14 @@ class DynamicConvHead(BaseModule):
         """Losses of B x 1 x H' x W' logits against B x 1 x H x W masks.
 
         Called by :meth:`loss`. The masks are nearest-downsampled to the
-        logits' size (``F.interpolate(mode='nearest')``, as DETRIS does).
-        Integer or bool masks (0/1, or ``ignore_index``) are passed to the
-        losses as long labels; floating masks (the soft masks of
-        ``Letterbox(mode='affine', soft_masks=True)``, values in [0, 1], or
-        ``ignore_index``) as float32 targets. With the default
-        :class:`BinaryCrossEntropyLoss` (or mmseg's sigmoid
-        ``CrossEntropyLoss``) a float target gives
-        ``F.binary_cross_entropy_with_logits(logits, target)`` over the
-        non-ignored pixels, DETRIS's loss. The losses are taken on float32
-        logits, also when the head ran under autocast (bf16/fp16 logits).
+        logits' size, as DETRIS does. Integer or bool masks go to the losses
+        as long labels, floating (soft) masks as float32 targets; the logits
+        as float32, also under autocast.
 
         Returns:
-            dict[str, Tensor]: One entry per loss, keyed by its name.
+            dict[str, Tensor]: One entry per loss, keyed by its name; losses
+            of the same name are summed.
         """
-        assert gt_masks.dim() == 4 and gt_masks.shape[:2] == logits.shape[:2], \
-            f'DynamicConvHead: masks {tuple(gt_masks.shape)} do not match logits ' \
-            f'{tuple(logits.shape)}'
         logits = logits.float()  # a no-op in float32
         soft = gt_masks.is_floating_point()
         target = gt_masks.float() if soft else gt_masks

@@ -63,11 +63,6 @@ class VisionLanguageDecoder(BaseModule):
             Tensor: B x C x H x W.
         """
         b, c, h, w = x.shape
-        assert c == self.channels, \
-            f'VisionLanguageDecoder: expected {self.channels} channels, got {c}'
-        assert text.words.shape[:2] == text.pad_mask.shape, \
-            f'VisionLanguageDecoder: words {tuple(text.words.shape)} and pad_mask ' \
-            f'{tuple(text.pad_mask.shape)} disagree'
         words = self.word_proj(text.words)
         pixel_pos = sine_position_encoding_2d(h, w, c, x.device).to(x.dtype)
         word_pos = sine_position_encoding_1d(words.shape[1], c, x.device).to(words.dtype)

@@ -26,10 +26,9 @@ class BoundaryExpert(BaseModule):
             1e-6.
         norm_cfg (dict): Norm of phi. Defaults to ``dict(type='BN')``.
         act_cfg (dict): Activation of phi. Defaults to ``dict(type='ReLU')``.
-        residual_scale (float, optional): If given, the branch is multiplied
-            by a learnable per-channel scale starting at this value (not in
-            the paper; SERA-Fusion's ``zero_init_experts`` sets 0). Defaults
-            to None: no scale.
+        residual_scale (float, optional): Initial value of a learnable
+            per-channel scale of the branch (not in the paper; SERA-Fusion's
+            ``zero_init_experts`` sets 0). Defaults to None: no scale.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -57,11 +56,8 @@ class BoundaryExpert(BaseModule):
         return torch.sqrt(grads.pow(2).sum(dim=2) + self.eps)
 
     def zero_init_residual(self) -> None:
-        """Zeroes the residual scale: the expert starts as the identity.
-
-        Raises:
-            ValueError: if the expert was built without ``residual_scale``.
-        """
+        """Zeroes the residual scale (the expert starts as the identity);
+        raises ValueError without ``residual_scale``."""
         zero_residual_scale(self.scale, 'BoundaryExpert')
 
     def forward(self, x: Tensor) -> Tensor:

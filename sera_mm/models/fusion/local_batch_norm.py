@@ -12,20 +12,16 @@ class LocalBatchNorm2d(nn.Module):
     """``nn.BatchNorm2d``, computed alike, that SyncBN conversion leaves alone.
 
     A SERA-Fusion expert runs on the sub-batch of samples that picked it,
-    and ranks pick differently: a SyncBatchNorm in an expert would wait, in
-    its forward, for ranks that did not run the expert (a hang), and would
-    pool sub-batches that are not the same samples. The experts therefore
-    normalise with the statistics of their own sub-batch on their own rank,
-    as in one process (the SERA paper trains on one GPU). The converters
-    (``torch.nn.SyncBatchNorm.convert_sync_batchnorm``, mmengine's
-    ``convert_sync_batchnorm``, which the Runner applies with
-    ``sync_bn='torch'``) convert subclasses of ``_BatchNorm``; this module
-    is not one, so it is kept while every other BatchNorm becomes SyncBN.
+    and ranks pick differently: a SyncBatchNorm in an expert would wait for
+    ranks that did not run the expert (a hang). The experts therefore
+    normalise per rank, as in one process (the SERA paper trains on one
+    GPU). SyncBN conversion (torch's and mmengine's, which the Runner
+    applies with ``sync_bn='torch'``) converts subclasses of
+    ``_BatchNorm``; this module is not one.
 
-    Parameters, buffers and their names are ``nn.BatchNorm2d``'s (a
-    checkpoint of either loads into the other), and so are the training and
-    eval computations (``F.batch_norm``). Its abbreviation is 'bn', so a
-    ``ConvModule`` names it ``bn`` as it names a BatchNorm.
+    Parameters, buffers, their names and the computation
+    (``F.batch_norm``) are ``nn.BatchNorm2d``'s; a ``ConvModule`` names it
+    ``bn`` as it names a BatchNorm.
 
     Args:
         num_features (int): Channels C of the B x C x H x W input.

@@ -33,12 +33,8 @@ class ResidualScale(nn.Module):
 
 
 def zero_residual_scale(scale: Optional[ResidualScale], owner: str) -> None:
-    """Zeroes ``scale`` (an expert's ``zero_init_residual``).
-
-    Raises:
-        ValueError: naming ``owner`` if the expert has no scale (built
-            without ``residual_scale``).
-    """
+    """Zeroes ``scale`` for an expert's ``zero_init_residual``; raises
+    ValueError, naming ``owner``, when it is None (no ``residual_scale``)."""
     if scale is None:
         raise ValueError(f'{owner}.zero_init_residual needs residual_scale (zeroing phi '
                          'would stop learning: ReLU has no gradient at 0)')

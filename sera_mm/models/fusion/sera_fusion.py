@@ -21,29 +21,19 @@ _EXPERTS_WITH_PHI = ('boundary', 'shape')
 class SERAFusion(BaseModule):
     """Routes each sample of a B x C x H x W level to k of E experts (docs/en/method.md, s. 3).
 
-    ``F_out = sum over kept e of w_e * E_e(F)``, computed by sparse dispatch:
-    an expert runs only on the sub-batch that selected it. A router without
-    indices (e.g. ``SoftRouter``) falls back to the dense mixture.
+    ``F_out = sum over kept e of w_e * E_e(F)``, computed by
+    :func:`~sera_mm.models.routers.sparse_dispatch` (an expert runs only on
+    the sub-batch that selected it; DDP needs no ``find_unused_parameters``).
+    A router without indices (e.g. ``SoftRouter``) mixes densely.
 
-    BatchNorm and sparse dispatch: phi defaults to BatchNorm as in the paper.
-    In training, an expert's BatchNorm then normalises with the statistics of
-    its own sub-batch, so the output is not the dense formula evaluated on
-    the whole batch (that needs a per-sample norm such as
-    ``norm_cfg=dict(type='GN', num_groups=32)``); in eval both agree. A
-    sub-batch of one sample still works while H*W > 1 (statistics are taken
-    over the pixels; 32 x 32 in SERA) and fails at H*W = 1.
-
-    Distributed training: the experts' BatchNorm stays per rank, on the
-    rank's sub-batch. It is :class:`LocalBatchNorm2d` ('LocalBN', the
-    default ``norm_cfg``; BatchNorm2d's computation and state-dict keys),
-    which SyncBN conversion (the Runner's ``sync_bn='torch'``) does not
-    touch, while the rest of the model's BatchNorms become SyncBN. A
-    SyncBatchNorm in an expert would wait for ranks that did not pick the
-    expert (a hang) or pool different sub-batches: in distributed training
-    this module refuses to run with one. DDP needs no search for unused
-    parameters: the experts no sample of a rank picked get zero gradients
-    (see :func:`~sera_mm.models.routers.sparse_dispatch`), so
-    ``find_unused_parameters=False`` is safe.
+    phi defaults to BatchNorm, as in the paper; in training an expert's
+    BatchNorm normalises with the statistics of its own sub-batch, so the
+    output equals the dense formula on the whole batch only in eval (or
+    with a per-sample norm such as ``dict(type='GN', num_groups=32)``). A
+    sub-batch of one sample works while H*W > 1. That BatchNorm is
+    :class:`LocalBatchNorm2d`, which SyncBN conversion leaves per rank; in
+    distributed training this module refuses a SyncBatchNorm in an expert
+    (it would wait for ranks that did not pick the expert).
 
     Args:
         channels (int): Width C of the level.
@@ -56,21 +46,16 @@ class SERAFusion(BaseModule):
             top_k=2)``.
         expert_cfgs (dict, optional): Extra arguments per short name, e.g.
             ``dict(context=dict(num_heads=8, ffn_ratio=4.0))``.
-        norm_cfg (dict): Norm of phi in the boundary and shape experts.
-            Defaults to ``dict(type='LocalBN')``: BatchNorm, per rank (see
-            above); any mmcv norm config is accepted.
+        norm_cfg (dict): Norm of phi in the boundary and shape experts; any
+            mmcv norm config. Defaults to ``dict(type='LocalBN')``.
         act_cfg (dict): Activation of phi. Defaults to ``dict(type='ReLU')``.
         zero_init_experts (bool): Start every expert's residual branch at
-            zero, so that the module starts as the identity (as the
-            adapters' up-projection does): the spatial expert's projection
-            and the context expert's attention output and last FFN layer are
-            zeroed; the boundary and shape experts get a per-channel
-            residual scale starting at 0 (zeroing phi = BN + ReLU would stop
-            its gradient). :meth:`init_weights` sets these zeros; before it
-            runs only the scales are at 0. The paper leaves the
-            initialisation open. Off in the module (each layer keeps its own
-            initialisation, the literal formula); the SERA configs turn it
-            on (see docs/en/experiments.md). Defaults to False.
+            zero (each expert's ``zero_init_residual``, applied by
+            :meth:`init_weights`), so that the module starts as the
+            identity; the boundary and shape experts get a residual scale
+            for it (zeroing phi = BN + ReLU would stop its gradient). The
+            paper leaves the initialisation open; the SERA configs turn it
+            on (docs/en/experiments.md). Defaults to False.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -131,23 +116,17 @@ class SERAFusion(BaseModule):
         self.router = MODELS.build(router)
 
     def init_weights(self) -> None:
-        """Initialises the router and the experts (each by its own
-        ``init_weights``, after any ``init_cfg``), then, with
-        ``zero_init_experts``, zeroes each expert's residual branch.
-
-        Reached from the neck's ``init_weights`` (the neck keeps its fusion
-        modules in mmengine's ``ModuleList``); the zeros are set last, so
-        that no ``init_cfg`` overwrites them.
-        """
+        """Initialises the router and the experts, then, with
+        ``zero_init_experts``, zeroes each expert's residual branch, last so
+        that no ``init_cfg`` overwrites it; reached from the neck's."""
         super().init_weights()
         if self.zero_init_experts:
             for expert in self.experts:
                 expert.zero_init_residual()
 
     def _refuse_synced_norms(self) -> None:
-        """Raises if an expert holds a SyncBatchNorm (torch's or mmcv's):
-        under sparse dispatch it would wait for ranks that did not pick the
-        expert. Called by :meth:`forward` in distributed training."""
+        """Raises if an expert holds a SyncBatchNorm (torch's or mmcv's);
+        called by :meth:`forward` in distributed training."""
         synced = [f'experts.{name}' for name, m in self.experts.named_modules()
                   if 'SyncBatchNorm' in type(m).__name__]
         if synced:

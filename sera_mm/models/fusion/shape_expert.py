@@ -27,10 +27,9 @@ class ShapeExpert(BaseModule):
         channels (int): Width C of the feature map.
         norm_cfg (dict): Norm of phi. Defaults to ``dict(type='BN')``.
         act_cfg (dict): Activation of phi. Defaults to ``dict(type='ReLU')``.
-        residual_scale (float, optional): If given, the branch is multiplied
-            by a learnable per-channel scale starting at this value (not in
-            the paper; SERA-Fusion's ``zero_init_experts`` sets 0). Defaults
-            to None: no scale.
+        residual_scale (float, optional): Initial value of a learnable
+            per-channel scale of the branch (not in the paper; SERA-Fusion's
+            ``zero_init_experts`` sets 0). Defaults to None: no scale.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -55,21 +54,14 @@ class ShapeExpert(BaseModule):
             self.laplacian.weight.copy_(depthwise_weight(laplacian_kernel(), self.channels))
 
     def init_weights(self) -> None:
-        """Runs mmengine's initialisation, then sets the Laplace kernel again.
-
-        Reached from SERA-Fusion's ``init_weights`` (its experts sit in
-        mmengine's ``ModuleList``); the kernel is set last, so that no
-        ``init_cfg`` (this expert's or an ancestor's) overwrites it.
-        """
+        """Runs mmengine's initialisation, then sets the Laplace kernel again,
+        last so that no ``init_cfg`` overwrites it; reached from SERA-Fusion's."""
         super().init_weights()
         self._init_laplacian()
 
     def zero_init_residual(self) -> None:
-        """Zeroes the residual scale: the expert starts as the identity.
-
-        Raises:
-            ValueError: if the expert was built without ``residual_scale``.
-        """
+        """Zeroes the residual scale (the expert starts as the identity);
+        raises ValueError without ``residual_scale``."""
         zero_residual_scale(self.scale, 'ShapeExpert')
 
     def forward(self, x: Tensor) -> Tensor:

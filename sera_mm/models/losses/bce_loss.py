@@ -14,14 +14,12 @@ class BinaryCrossEntropyLoss(MaskLoss):
     """``F.binary_cross_entropy_with_logits`` averaged over the valid pixels.
 
     The value of mmseg's ``CrossEntropyLoss(use_sigmoid=True,
-    avg_non_ignore=True)`` on B x 1 x H x W logits (DETRIS's loss for a
-    0/1 or soft target): ``sum(bce * valid) / (count(valid) + eps)`` with
-    float32's eps. mmseg's computes it with two host-device syncs per call
-    (an ``assert`` on the label's maximum and the valid count's
-    ``.item()``), where a GPU waits for the step's forward to finish before
-    it can queue the backward, and which split a ``torch.compile`` graph;
-    this one keeps the count on the device. Target values outside [0, 1]
-    (other than ``ignore_index``) are therefore not checked.
+    avg_non_ignore=True)`` (DETRIS's loss for a 0/1 or soft target):
+    ``sum(bce * valid) / (count(valid) + eps)`` with float32's eps. mmseg's
+    syncs host and device twice per call (an ``assert`` on the label's
+    maximum, the valid count's ``.item()``), stalling the GPU and splitting
+    a ``torch.compile`` graph; this one keeps the count on the device, so
+    target values outside [0, 1] are not checked.
 
     Args:
         loss_weight (float): Weight of the loss. Defaults to 1.0.
@@ -37,15 +35,12 @@ class BinaryCrossEntropyLoss(MaskLoss):
                 target: Tensor,
                 ignore_index: Optional[int] = 255,
                 **kwargs) -> Tensor:
-        """Loss of B x 1 x H x W logits against a B x H x W mask.
-
-        Called by the head's ``loss_by_feat``. ``target`` is a 0/1 mask
-        (long) or a soft mask (float in [0, 1]); pixels equal to
-        ``ignore_index`` (or negative, as in mmseg) do not count.
+        """Loss of B x 1 x H x W logits against a B x H x W 0/1 (long) or
+        soft (float) mask; called by the head's ``loss_by_feat``. Pixels
+        equal to ``ignore_index`` (or negative, as in mmseg) do not count.
 
         Returns:
-            Tensor: The weighted loss, a float32 scalar (also for bf16/fp16
-            logits).
+            Tensor: The weighted loss, a float32 scalar.
         """
         self.check_shapes(pred, target)
         logits = pred.squeeze(1).float()

@@ -15,23 +15,18 @@ class BinaryDiceLoss(MaskLoss):
     ``1 - (2 sum(p t) + eps) / (sum(p) + sum(t) + eps)`` over the valid
     pixels of each sample, averaged over the batch.
 
-    The target ``t`` is a 0/1 mask (integer or bool) or a soft mask of
-    probabilities in [0, 1] (float, e.g. from ``Letterbox(mode='affine',
-    soft_masks=True)``), with the same formula: a soft target weights each
-    pixel's share of the overlap. Note what it optimises then: the
-    gradient in ``p_i`` has the sign of ``t_i - D / 2`` (D the Dice
-    score), so the loss pushes p to 1 where ``t > D / 2`` (about 0.5 for a
-    good prediction) and to 0 elsewhere rather than towards ``t`` itself,
-    and its minimum is above 0. For warped masks, fractional only along the
-    object's boundary, that is a sharp mask at about the 0.5 contour, which
-    is what is evaluated; BCE (which does fit ``t``) is DETRIS's only loss.
-    Target values outside [0, 1] (other than ``ignore_index``) are not
-    checked, which would cost a device sync per step.
+    The target ``t`` is a 0/1 mask or a soft mask in [0, 1] (e.g. from
+    ``Letterbox(mode='affine', soft_masks=True)``), same formula. With a
+    soft target the gradient in ``p_i`` has the sign of ``t_i - D / 2`` (D
+    the Dice score): the loss pushes p to 1 where ``t > D / 2`` (about 0.5
+    for a good prediction) and to 0 elsewhere, not towards ``t``, and its
+    minimum is above 0; for warped masks that is a sharp mask at about the
+    0.5 contour, which is what is evaluated (BCE, DETRIS's only loss, fits
+    ``t``). Target values are not checked (a device sync per step).
 
-    mmseg's ``DiceLoss`` is not used: given B x 1 x H x W logits and the
-    B x H x W label that mmseg's losses take, it one-hot encodes the label
-    and keeps channel 0, i.e. scores the prediction against the background
-    (see the test that shows it); it also cannot ignore pixels.
+    mmseg's ``DiceLoss`` is not used: on B x 1 x H x W logits it one-hot
+    encodes the B x H x W label and keeps channel 0, scoring the prediction
+    against the background; it also cannot ignore pixels.
 
     Args:
         eps (float): Smoothing term in numerator and denominator.
@@ -53,15 +48,12 @@ class BinaryDiceLoss(MaskLoss):
                 target: Tensor,
                 ignore_index: Optional[int] = 255,
                 **kwargs) -> Tensor:
-        """Loss of B x 1 x H x W logits against a B x H x W mask.
-
-        Called by the head's ``loss_by_feat``. ``target`` is a 0/1 mask
-        (long) or a soft mask (float in [0, 1]); pixels equal to
-        ``ignore_index`` count neither in the prediction nor in the target.
+        """Loss of B x 1 x H x W logits against a B x H x W 0/1 (long) or
+        soft (float) mask; called by the head's ``loss_by_feat``. Pixels
+        equal to ``ignore_index`` count in neither prediction nor target.
 
         Returns:
-            Tensor: The weighted loss, a float32 scalar (also for bf16/fp16
-            logits).
+            Tensor: The weighted loss, a float32 scalar.
         """
         self.check_shapes(pred, target)
         # float32 under autocast too (a no-op in float32): the sums run over

@@ -43,22 +43,12 @@ class MoERegularizationLoss(nn.Module):
     ``L_load = CV(sum_b q_b)^2`` (see :func:`cv_squared`), where ``q`` is,
     by ``load``:
 
-    - ``'noisy_topk'``: the routing's ``select_prob``, the probability
-      through the router's noise that each expert is among the sample's k
-      (Shazeer et al.'s load estimator, see
-      :func:`~sera_mm.models.routers.selection_probability`), so that
-      ``sum_b q_b`` is a differentiable count of the samples assigned to
-      each expert (the SERA paper's "fraction of samples assigned"; the
-      SERA configs' choice);
-    - ``'soft_mass'``: ``softmax(h)``, the routing mass of the clean logits
-      over all experts.
-
-    :meth:`forward` returns a loss dict in mmseg style: the weighted total
-    under :attr:`loss_name` (summed into the training loss by mmengine) and,
-    detached and without 'loss' in their keys so that they are only logged,
-    the unweighted terms summed over routers (``moe_z``, ``moe_importance``,
-    ``moe_load``) and the hard fraction of samples per expert averaged over
-    routers (``moe_frac_e{i}``, see :func:`hard_fraction`).
+    - ``'noisy_topk'``: the routing's ``select_prob``
+      (:func:`~sera_mm.models.routers.selection_probability`, Shazeer et
+      al.'s estimator), so that ``sum_b q_b`` is a differentiable count of
+      the samples assigned to each expert (the SERA paper's "fraction of
+      samples assigned"; the SERA configs' choice);
+    - ``'soft_mass'``: ``softmax(h)``, the routing mass of the clean logits.
 
     Args:
         lambda_z (float): Weight of the z-loss. Defaults to 1e-3.
@@ -104,13 +94,17 @@ class MoERegularizationLoss(nn.Module):
 
     def forward(self, routings: Union[RoutingResult, Sequence[RoutingResult]]
                 ) -> Dict[str, Tensor]:
-        """Computes the loss of one training batch.
+        """Computes the loss of one training batch; called by the segmentor.
 
         Args:
             routings: The RoutingResult of every SERA-Fusion module (or one).
 
         Returns:
-            dict: ``{loss_name: scalar}`` plus the detached statistics.
+            dict: The weighted total under :attr:`loss_name` and, detached
+            and without 'loss' in their keys (logged only), the unweighted
+            terms summed over routers (``moe_z``, ``moe_importance``,
+            ``moe_load``) and :func:`hard_fraction` per expert averaged over
+            routers (``moe_frac_e{i}``).
         """
         if isinstance(routings, RoutingResult):
             routings = [routings]

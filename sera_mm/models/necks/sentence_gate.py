@@ -31,14 +31,12 @@ class AttentionSentenceGate(nn.Module):
     """DETRIS's gate: ``x * MHA(q=x, k=v=t)`` with the sentence as the only key.
 
     ``t`` is the sentence feature after the neck's shared ``txt_proj``. The
-    attention is computed as DETRIS parameterises it (an
-    ``nn.MultiheadAttention`` named ``attn``, DETRIS's
-    ``fusion{3,4,5}.multihead_attn``), so its checkpoints load one to one and
-    it trains with DETRIS's parameter set. With a single key the softmax is
-    exactly 1: the output is ``out_proj(v_proj(t))`` at every pixel, and
-    the query and key projections get gradients of rounding size only (zero
-    in exact arithmetic; Adam still moves them, as in DETRIS's training).
-    :class:`SentenceGate` is the folded form.
+    attention is parameterised as DETRIS's (``attn`` is its
+    ``fusion{3,4,5}.multihead_attn``), so its checkpoints load one to one
+    and it trains with DETRIS's parameter set. With a single key the output
+    is ``out_proj(v_proj(t))`` at every pixel: the query and key projections
+    get gradients of rounding size only (Adam still moves them, as in
+    DETRIS's training). :class:`SentenceGate` is the folded form.
 
     Args:
         channels (int): Channels C of the gated map (and of ``t``).
@@ -65,13 +63,11 @@ class AttentionSentenceGate(nn.Module):
 class SentenceGate(nn.Module):
     """The folded gate: ``x * Linear(s)``.
 
-    Softmax over a single key is 1, so DETRIS's gate
-    ``x * MHA(q=x, k=v=txt_proj(s))`` is ``x * out_proj(v_proj(txt_proj(s)))``
-    whatever the query: an affine map of ``s``. This gate computes that map
-    with one linear layer per level: the same function (a DETRIS checkpoint
-    folds into it exactly), without the query and key projections that never
-    receive a gradient and without the shared ``txt_proj``; it trains with
-    another parameterisation, so it is an option, not DETRIS.
+    DETRIS's gate is an affine map of ``s`` (see :func:`fold_attention_gate`,
+    which folds a DETRIS checkpoint into this one exactly); this computes it
+    with one linear layer per level, without the query and key projections
+    and the shared ``txt_proj``. It trains with another parameterisation, so
+    it is an option, not DETRIS.
 
     Args:
         channels (int): Channels C of the gated map.

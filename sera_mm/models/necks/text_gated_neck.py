@@ -42,12 +42,10 @@ class TextGatedNeck(BaseModule):
             one Linear per level (:class:`SentenceGate`; fewer parameters,
             another parameterisation in training). Defaults to 'detris'.
         num_heads (int): Heads of the DETRIS gate's attention. Defaults to 8.
-        fusion_cfg (dict, optional): Config of the per-level fusion module,
-            e.g. ``dict(type='SERAFusion', router=dict(type='NoisyTopKRouter',
-            top_k=2))``; ``channels`` is filled in with the level's width
-            unless given.
-            Its forward maps B x C' x H x W to ``(B x C' x H x W,
-            RoutingResult)``. None: no fusion. Defaults to None.
+        fusion_cfg (dict, optional): Config of the per-level fusion module
+            (``channels`` defaults to the level's width), whose forward maps
+            B x C' x H x W to ``(B x C' x H x W, RoutingResult)``, e.g.
+            ``dict(type='SERAFusion')``. None: no fusion. Defaults to None.
         fusion_position (str): 'before_proj' (width D) or 'after_proj'
             (width C). Defaults to 'before_proj'.
         norm_cfg (dict): Norm layer of the convs. Defaults to BN.
@@ -104,7 +102,8 @@ class TextGatedNeck(BaseModule):
             widths = self.in_channels if fusion_position == 'before_proj' \
                 else [channels] * num_levels
             self.fusions = ModuleList(
-                MODELS.build(self._fusion_level_cfg(fusion_cfg, width)) for width in widths)
+                MODELS.build({'channels': width, **copy.deepcopy(fusion_cfg)})
+                for width in widths)
         if gate == 'detris':
             self.txt_proj = nn.Linear(text_channels, channels)
             self.gates = ModuleList(
@@ -119,12 +118,6 @@ class TextGatedNeck(BaseModule):
             CoordConv(channels, channels, 3, norm_cfg=norm_cfg, act_cfg=act_cfg),
             ConvModule(channels, channels, 3, padding=1, norm_cfg=norm_cfg,
                        act_cfg=act_cfg))
-
-    @staticmethod
-    def _fusion_level_cfg(fusion_cfg: dict, width: int) -> dict:
-        cfg = copy.deepcopy(fusion_cfg)
-        cfg.setdefault('channels', width)
-        return cfg
 
     @property
     def with_fusion(self) -> bool:

@@ -19,10 +19,9 @@ def resolve_test_cfg(test_cfg: Optional[dict]) -> dict:
     """Fills in and checks the segmentor's ``test_cfg``; called in ``__init__``.
 
     Returns:
-        dict: ``threshold`` (default 0.35) and ``upsample``, the
-        ``F.interpolate`` options of the resize to the input size (default
-        bilinear, ``align_corners=False``; ``align_corners`` defaults to False
-        for the modes that take it and must be absent for the others).
+        dict: ``threshold`` and ``upsample`` (see :class:`ReferringSegmentor`;
+        ``align_corners`` defaults to False for the modes that take it and
+        must be absent for the others).
 
     Raises:
         KeyError: For unknown keys, also inside ``upsample``.
@@ -62,50 +61,37 @@ def resolve_test_cfg(test_cfg: Optional[dict]) -> dict:
 class ReferringSegmentor(BaseSegmentor):
     """Segments the object a sentence refers to (docs/en/method.md, s. 1-6).
 
-    The sentence in each data sample's ``text`` (metainfo) is tokenised and
-    encoded by the text encoder, which owns the sentence length; the image
-    goes through the backbone (which may read the text features, for the
-    SERA-Adapters); the neck fuses the levels and gates
-    them with the sentence, the decoder lets pixels attend to words, and the
-    head predicts 1-channel mask logits at 4x the patch grid.
-
-    ``loss`` returns the head's losses plus the MoE regularisation of the
-    neck's routers; ``predict`` follows the RIS protocol: sigmoid, resize to
-    the letterboxed input, undo the letterbox to the original size,
-    threshold. What the routers chose comes out with the results, never
-    kept on the model (requests may run concurrently): ``loss`` adds each
-    expert's usage in the batch, ``predict`` gives each sample a
-    ``routing`` field (router names: :meth:`router_experts`).
+    The text encoder tokenises and encodes each sample's ``text`` (metainfo);
+    the backbone (whose SERA-Adapters read the text) encodes the image; the
+    neck fuses the levels and gates them with the sentence, the decoder lets
+    pixels attend to words, and the head predicts 1-channel mask logits at
+    4x the patch grid. What the routers chose comes out with the results,
+    never kept on the model (requests may run concurrently).
 
     Args:
-        text_encoder (dict): Text encoder config; ``tokenize(sentences)``
-            gives B x L token ids, ``forward(tokens)`` maps them to
-            :class:`TextFeatures`.
-        backbone (dict): Image encoder config; ``forward(inputs, text)``
-            returns a tuple of B x D x h x w maps and a dict of its
-            adapters' routing results by block.
-        neck (dict): Neck config; ``forward(feats, text)`` returns
+        text_encoder (dict): Config; ``tokenize(sentences)`` gives B x L ids,
+            ``forward(tokens)`` :class:`TextFeatures`.
+        backbone (dict): Config; ``forward(inputs, text)`` returns a tuple of
+            B x D x h x w maps and its adapters' routing results by block.
+        neck (dict): Config; ``forward(feats, text)`` returns
             ``(B x C x h x w, list of RoutingResult)``.
-        decoder (dict): Decoder config; ``forward(x, text)`` keeps the shape.
-        decode_head (dict): Head config; ``forward(x, text)`` returns
+        decoder (dict): Config; ``forward(x, text)`` keeps the shape.
+        decode_head (dict): Config; ``forward(x, text)`` returns
             B x 1 x H' x W' logits, ``loss(x, text, gt_masks)`` a loss dict.
-        moe_loss (dict, optional): Config of the MoE regularisation, called
-            on the neck's routing results when there are any. Defaults to
-            None.
+        moe_loss (dict, optional): MoE regularisation of the neck's routing
+            results, when there are any. Defaults to None.
         data_preprocessor (dict, optional): Data preprocessor config.
         train_cfg (dict, optional): Unused; kept for mmseg's interface.
         test_cfg (dict, optional): ``threshold`` on the sigmoid and
-            ``upsample``, the ``F.interpolate`` options (``mode``,
-            ``align_corners``) of the resize of the probabilities to the
-            input size. Defaults to None: ``dict(threshold=0.35,
-            upsample=dict(mode='bilinear', align_corners=False))``; DETRIS's
-            protocol is ``dict(threshold=0.35, upsample=dict(mode='bicubic',
-            align_corners=True))`` with ``Letterbox(mode='affine')``.
-        init_cfg (dict or list[dict], optional): Initialisation config,
-            applied by :meth:`init_weights` (mmengine's; the Runner calls it
-            before training) to every part first; each part's own
-            ``init_weights`` then runs, so its pretrained weights, zero
-            initialisations and fixed kernels hold. Defaults to None.
+            ``upsample``, the ``F.interpolate`` options of the resize of the
+            probabilities to the input size. Defaults to None:
+            ``dict(threshold=0.35, upsample=dict(mode='bilinear',
+            align_corners=False))``; DETRIS's protocol is ``upsample=
+            dict(mode='bicubic', align_corners=True)`` with
+            ``Letterbox(mode='affine')``.
+        init_cfg (dict or list[dict], optional): Applied to every part
+            before each part's own ``init_weights``, so pretrained weights,
+            zero initialisations and fixed kernels hold. Defaults to None.
     """
 
     def __init__(self,
@@ -132,7 +118,6 @@ class ReferringSegmentor(BaseSegmentor):
         # bilinear with half-pixel centres, as undo_letterbox's 'resize'.
         self.align_corners = False
 
-    # -- feature path -----------------------------------------------------
     def encode_text(self, data_samples: SampleList) -> TextFeatures:
         """Tokenises each sample's sentence (metainfo ``text``) with the text
         encoder and encodes them; called once per forward, in every mode."""
@@ -146,7 +131,7 @@ class ReferringSegmentor(BaseSegmentor):
 
     def extract_feat(self, inputs: Tensor,
                      text: TextFeatures) -> Tuple[Tensor, Dict[str, RoutingResult]]:
-        """Backbone, neck and decoder.
+        """Backbone, neck and decoder; called once per forward.
 
         Returns:
             tuple: The decoder output (B x C x h x w) and every router's
@@ -170,13 +155,8 @@ class ReferringSegmentor(BaseSegmentor):
         return experts
 
     def encode_decode(self, inputs: Tensor, batch_data_samples: SampleList) -> Tensor:
-        """Mask logits resized to the input size, B x 1 x H x W.
-
-        mmseg's abstract interface; the resize is ``test_cfg['upsample']``,
-        as in :meth:`postprocess_result` (which resizes probabilities).
-        """
-        # float32: bf16/fp16 logits of an autocast forward are resized in
-        # float32, as the probabilities in postprocess_result
+        """mmseg's interface: float32 mask logits resized to the input size
+        with ``test_cfg['upsample']``, B x 1 x H x W."""
         logits = self._forward(inputs, batch_data_samples).float()
         return F.interpolate(logits, tuple(inputs.shape[-2:]), **self.test_cfg['upsample'])
 
@@ -189,7 +169,6 @@ class ReferringSegmentor(BaseSegmentor):
         x, _ = self.extract_feat(inputs, text)
         return self.decode_head(x, text)
 
-    # -- modes ------------------------------------------------------------
     def loss(self, inputs: Tensor, data_samples: SampleList) -> Dict[str, Tensor]:
         """Loss mode: the head's losses plus the MoE regularisation.
 
@@ -234,21 +213,15 @@ class ReferringSegmentor(BaseSegmentor):
                            ) -> SampleList:
         """Maps the head's logits to masks at each original image size.
 
-        Called by :meth:`predict`. Per docs/en/method.md, s. 6: sigmoid; resize to the
-        batch input size with ``test_cfg['upsample']`` (bilinear,
-        align_corners=False by default; DETRIS's is bicubic with
-        align_corners=True); crop the data preprocessor's padding
-        (``padding_size``); undo the letterbox with its ``letterbox`` meta
-        (:func:`undo_letterbox`: crop + bilinear for ``mode='resize'``, the
-        inverse INTER_CUBIC warp for ``mode='affine'``) or, without one,
-        resize (bilinear) to ``ori_shape``; threshold
-        (``prob > test_cfg['threshold']``).
+        Called by :meth:`predict`. Per docs/en/method.md, s. 6: sigmoid;
+        resize to the input size with ``test_cfg['upsample']``; crop the
+        data preprocessor's ``padding_size``; undo the ``letterbox`` meta
+        (:func:`undo_letterbox`) or, without one, resize (bilinear) to
+        ``ori_shape``; threshold (``prob > test_cfg['threshold']``).
 
-        ``seg_logits`` stores the logit of the resampled probabilities,
-        clamped to [1e-6, 1 - 1e-6] (bicubic resampling can overshoot [0, 1]),
-        so that ``sigmoid(seg_logits) > threshold`` gives ``pred_sem_seg`` up
-        to rounding; ``pred_sem_seg`` itself is taken from the unclamped
-        probabilities.
+        ``seg_logits`` stores the logit of the probabilities clamped to
+        [1e-6, 1 - 1e-6] (bicubic resampling can overshoot [0, 1]);
+        ``pred_sem_seg`` is taken from the unclamped probabilities.
 
         Args:
             seg_logits (Tensor): B x 1 x H' x W' mask logits.
@@ -265,11 +238,6 @@ class ReferringSegmentor(BaseSegmentor):
             given ``routings``, ``routing``: its own row of each router's
             result (detached), by router name.
         """
-        assert seg_logits.dim() == 4 and seg_logits.shape[1] == 1, \
-            f'ReferringSegmentor: expected B x 1 x H x W logits, got {tuple(seg_logits.shape)}'
-        assert len(data_samples) == seg_logits.shape[0], \
-            f'ReferringSegmentor: {len(data_samples)} data samples for ' \
-            f'{seg_logits.shape[0]} logit maps'
         probs = seg_logits.float().sigmoid()
         if input_shape is not None and probs.shape[-2:] != tuple(input_shape):
             probs = F.interpolate(probs, tuple(input_shape), **self.test_cfg['upsample'])

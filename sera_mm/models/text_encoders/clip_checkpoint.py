@@ -1,18 +1,10 @@
 """Reading the text tower's weights out of a CLIP checkpoint file.
 
-Two formats are accepted:
-
-- OpenAI's TorchScript archives (``ViT-B-16.pt``): a ``torch.jit`` module
-  whose state dict holds (mostly fp16) weights under OpenAI's names.
-- open_clip checkpoints: a state dict (maybe under ``'state_dict'``, maybe
-  with DDP's ``'module.'`` prefix) under the same names, since open_clip's
-  ``CLIP`` keeps OpenAI's; a ``CustomTextCLIP``'s ``'text.'`` prefix is
-  stripped too.
-
-Only the text tower's keys are kept; the image tower and the contrastive
-head are dropped. Weights come back in float32, as open_clip's
-``load_openai_model`` gives them on CPU (``precision='fp32'``: the fp16
-values cast up, which is exact).
+Accepts OpenAI's TorchScript archives (``ViT-B-16.pt``, mostly fp16) and
+open_clip state dicts under the same names (maybe under ``'state_dict'``,
+with DDP's ``'module.'`` or a ``CustomTextCLIP``'s ``'text.'`` prefix). Only
+the text tower's keys are kept, in float32, as open_clip's
+``load_openai_model`` gives them on CPU (the fp16 values cast up exactly).
 """
 import warnings
 import zipfile

@@ -8,19 +8,16 @@ from torch import Tensor
 
 @functools.lru_cache(maxsize=1)
 def _escaped_simple_tokenizer():
-    """open_clip's ``SimpleTokenizer``, built once per process, that reads the
+    """open_clip's ``SimpleTokenizer`` (built once, offline) that reads the
     literal text of a special token (``<end_of_text>`` in a sentence) as
     ordinary text.
 
     open_clip's word pattern starts with an alternative per special token,
-    so such text became the control token itself. The pattern without those
-    alternatives splits it like any other text ('<', 'end', ...); the start
-    and end tokens are added by id, not from the text. Its BPE vocabulary
-    ships with the package, so this works offline.
+    which made such text the control token; without them it is split like
+    any other text. The start and end tokens are added by id.
 
     Raises:
-        RuntimeError: open_clip's pattern is not the one this escape knows
-            (checked here, once, not per sentence).
+        RuntimeError: open_clip's pattern is not the one this escape knows.
     """
     from open_clip.tokenizer import SimpleTokenizer
     tokenizer = SimpleTokenizer()
@@ -47,8 +44,6 @@ class CLIPTokenizer:
     adds the start- and end-of-text tokens, pads with 0. A longer sentence is
     truncated and its last token replaced by end-of-text, so the sentence
     feature (taken at the end-of-text token, the largest id) always exists.
-
-    Built by :class:`OpenCLIPTextEncoder` with its own ``context_length``.
 
     Args:
         context_length (int): L, tokens per sentence (>= 2: start and end).

@@ -26,39 +26,24 @@ PAD_MASK_RULES = ('after_eot', 'zero_token')
 class OpenCLIPTextEncoder(BaseModule):
     """open_clip's ``TextTransformer`` alone, giving word and sentence features.
 
-    Only the text tower is built (no image tower in memory), with a context
-    of ``context_length`` tokens: the checkpoint's 77 positional embeddings
-    are sliced to the first ``context_length`` and the causal mask is built
-    at that size. With a causal mask, the features of the first L positions
-    do not depend on later ones, so they equal CLIP's at context 77.
-
-    The encoder owns the sentence length: :meth:`tokenize` turns sentences
-    into ``context_length`` CLIP tokens (:class:`CLIPTokenizer`, built here
-    with the same ``context_length``), which the segmentor then passes to
-    :meth:`forward`; :meth:`forward` also takes token ids directly (an
-    exported graph is fed ids).
+    Only the text tower is built, with a context of ``context_length``
+    tokens: the checkpoint's 77 positional embeddings are sliced and the
+    causal mask is built at that size, so the features equal CLIP's at
+    context 77. The encoder owns the sentence length: :meth:`tokenize` gives
+    ``context_length`` CLIP tokens, which the segmentor passes to
+    :meth:`forward` (an exported graph is fed ids).
 
     Text adapters (``adapter_cfg``, DETRIS's :class:`TextAdapter`) sit in the
-    blocks of ``adapter_indices``: after the block's attention, ``a = A(x)``
-    on the residual stream, then ``x = x + MLP(LN2(x)) + adapter_scale * a``
-    (docs/en/method.md, s. 1). With ``frozen`` the tower's own weights stay
-    frozen and the forward still runs with gradients, so that they reach
-    the adapters; the adapters follow :meth:`train`. Without adapters a
-    frozen tower runs under ``torch.no_grad()`` (open_clip's own forward).
+    blocks of ``adapter_indices``: ``x = x + MLP(LN2(x)) + adapter_scale *
+    A(x)`` after the attention (docs/en/method.md, s. 1). A frozen tower
+    still runs with gradients then, so that they reach the adapters; without
+    adapters it runs under ``torch.no_grad()``.
 
-    The activation follows open_clip's naming: ``model_name='ViT-B-16'`` is
-    open_clip's GELU model, ``'ViT-B-16-quickgelu'`` the QuickGELU one that
-    OpenAI's weights need. OpenAI's TorchScript archive is refused by a GELU
-    model, and an explicit ``quick_gelu`` that contradicts ``model_name`` is
-    refused (docs/en/environment.md).
-
-    Life-cycle: the constructor builds the tower with open_clip's random
-    init and reads no file. The CLIP weights are loaded in one place only,
-    :meth:`init_weights`, from ``pretrained``; it is reached from the
-    segmentor's ``init_weights``, which mmengine's Runner calls when it
-    trains, not when it tests. To test or run inference, the model's own
-    checkpoint supplies every weight, the tower's included, so the CLIP file
-    is not needed then.
+    The activation follows open_clip's naming: ``'ViT-B-16'`` is GELU,
+    ``'ViT-B-16-quickgelu'`` the QuickGELU that OpenAI's weights need
+    (docs/en/environment.md). The CLIP weights are read only by
+    :meth:`init_weights` (the Runner calls it to train, not to test: the
+    model's own checkpoint then holds the tower).
 
     Args:
         model_name (str): open_clip model config to take the text tower and
@@ -68,9 +53,8 @@ class OpenCLIPTextEncoder(BaseModule):
             ``embed_dim``. Defaults to None.
         embed_dim (int, optional): Width of the sentence feature (the text
             projection's output). Required with ``text_cfg``.
-        context_length (int): L, tokens per sentence (17 or 22 in RIS), the
-            one setting of the sentence length: the tokeniser truncates to
-            it and the tower's positions are sliced to it. Defaults to 17.
+        context_length (int): L, tokens per sentence (17 or 22 in RIS).
+            Defaults to 17.
         quick_gelu (bool, optional): QuickGELU activations. None: as
             ``model_name`` says (GELU with ``text_cfg``); an explicit value
             must agree with ``model_name``. Defaults to None.
@@ -78,9 +62,9 @@ class OpenCLIPTextEncoder(BaseModule):
             open_clip checkpoint, loaded by :meth:`init_weights`. Defaults
             to None (the tower keeps its random init).
         frozen (bool): Freeze the tower's own weights. Defaults to True.
-        adapter_cfg (dict, optional): Config of the text adapter built for
-            each block of ``adapter_indices`` (``in_channels`` is filled in
-            with the tower width). None: no adapters. Defaults to None.
+        adapter_cfg (dict, optional): Config of the adapter built for each
+            block of ``adapter_indices`` (``in_channels`` defaults to the
+            tower width). None: no adapters. Defaults to None.
         adapter_indices (Sequence[int]): Blocks with an adapter.
             Defaults to (1, 3, 5, 7, 9, 11).
         adapter_scale (float): The adapter's weight beside the MLP.
@@ -178,13 +162,9 @@ class OpenCLIPTextEncoder(BaseModule):
             self.text.eval()
 
     def init_weights(self) -> None:
-        """Initialises the adapters, then loads ``pretrained`` into the tower.
-
-        mmengine's order: ``init_cfg``, then each adapter's own
-        ``init_weights`` (the adapters sit in mmengine's ``ModuleDict``);
-        the tower is loaded last, so no ``init_cfg`` overwrites it. See the
-        life-cycle above for who calls this.
-        """
+        """Initialises the adapters (``init_cfg``, then each one's own
+        ``init_weights``), then loads ``pretrained`` into the tower, last so
+        that no ``init_cfg`` overwrites it; reached from the segmentor's."""
         super().init_weights()
         if self.pretrained is not None:
             self.load_pretrained(self.pretrained)
@@ -194,8 +174,9 @@ class OpenCLIPTextEncoder(BaseModule):
     def load_pretrained(self, path: str) -> None:
         """Loads the text tower's weights from ``path``; called by :meth:`init_weights`.
 
-        Raises on missing or unexpected text keys and on shape mismatches,
-        naming them; logs the format and what was dropped.
+        Raises on an OpenAI (QuickGELU) archive for a GELU model and on
+        missing, unexpected or mismatched text keys, naming them; logs the
+        format and what was dropped.
         """
         state_dict, fmt, dropped = read_clip_text_state_dict(
             pretrained_file(path, 'OpenCLIPTextEncoder pretrained'))
@@ -238,18 +219,15 @@ class OpenCLIPTextEncoder(BaseModule):
         return self
 
     def tokenize(self, texts: Sequence[str]) -> Tensor:
-        """Tokenises sentences for :meth:`forward`; called by the segmentor
-        once per batch.
+        """Tokenises sentences for :meth:`forward`; called by the segmentor.
 
         Returns:
-            Tensor: B x ``context_length`` int64 token ids, on the device of
-            the tower's token embedding.
+            Tensor: B x ``context_length`` int64 ids, on the tower's device.
         """
         return self.tokenizer(texts).to(self.text.token_embedding.weight.device)
 
     def forward(self, tokens: Tensor) -> TextFeatures:
-        """Encodes tokenised sentences; called by the segmentor with the
-        ids of :meth:`tokenize` (an exported graph takes ids as its input).
+        """Encodes tokenised sentences; called by the segmentor.
 
         Args:
             tokens (Tensor): B x L token ids, L <= ``context_length``, each
