@@ -34,8 +34,8 @@ class RefSegMetric(BaseMetric):
       compare with ``>``, LAVT with ``>=``; the two differ only on sentences
       whose IoU equals a threshold exactly).
 
-    A sentence whose union is empty counts IoU 1.0. Pixels where the ground truth equals ``ignore_index``
-    count neither in I nor in U.
+    A sentence whose union is empty counts IoU 1.0. Pixels where the ground
+    truth equals ``ignore_index`` count neither in I nor in U.
 
     Args:
         ignore_index (int, optional): Ground-truth value excluded from I and
