@@ -130,3 +130,15 @@ def test_no_config_parser_is_left():
     """The check reads the merged keys, not the config files' source."""
     import sera_mm.utils.config as module
     assert 'import ast' not in open(module.__file__).read()
+
+
+def test_read_keys_cover_what_mmengines_runner_reads():
+    """READ_KEYS lists what mmengine 0.10's Runner.from_cfg reads; an mmengine
+    that reads a new top-level key would have it refused in --cfg-options."""
+    import inspect
+    import re
+
+    from mmengine.runner import Runner
+    read = set(re.findall(r"cfg(?:\.get\(|\[)'(\w+)'", inspect.getsource(Runner.from_cfg)))
+    assert len(read) > 20, 'Runner.from_cfg no longer reads its keys as cfg.get(...)'
+    assert read <= READ_KEYS, f'keys mmengine reads but READ_KEYS lacks: {read - READ_KEYS}'
