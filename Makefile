@@ -9,10 +9,11 @@ DEMO_CONFIG ?= configs/synthetic/sera-tiny_synthetic.py
 DEMO_CKPT ?= work_dirs/demo/epoch_6.pth
 WEBUI_PORT ?= 7860
 WEBUI_STAMP := $(VENV)/.sera_mm-webui
+DEPLOY_STAMP := $(VENV)/.sera_mm-deploy
 # Python 3.12 with the GPU machines' torch 2.11.0 and torchvision 0.26.0
 TORCH_VENV ?= .venv-torch2.11
 
-.PHONY: install demo test webui webui-deps test-deps device-wheels test-torch2.11
+.PHONY: install demo test webui webui-deps deploy-deps test-deps device-wheels test-torch2.11
 
 install:
 	bash tools/install.sh
@@ -34,9 +35,22 @@ webui-deps: install
 	    -c requirements/constraints.txt -e ".[webui]" && echo "$$want" > $(WEBUI_STAMP); \
 	fi
 
+# ONNX export and ONNX Runtime (tools/deployment/, backend='onnxruntime'), sera_mm's
+# extra `deploy`, pinned by the constraints; the tests export and run models.
+deploy-deps: install
+	@want=$$(cat requirements/deploy.txt requirements/constraints.txt | sha256sum | cut -c1-16); \
+	if [ "$$(cat $(DEPLOY_STAMP) 2>/dev/null)" = "$$want" ] && $(PY) -c "import importlib.metadata as m; \
+	    [m.version(p) for p in ('onnx', 'onnxruntime', 'onnxscript')]" 2>/dev/null; then \
+	  echo "[deploy-deps] onnx, onnxruntime and onnxscript are installed"; \
+	else \
+	  echo "[deploy-deps] installing sera_mm's extra deploy"; \
+	  $(PY) -m pip install -q --disable-pip-version-check --no-build-isolation \
+	    -c requirements/constraints.txt -e ".[deploy]" && echo "$$want" > $(DEPLOY_STAMP); \
+	fi
+
 # What the tests need beyond the environment: the above, and Debian's
 # headless Chromium with its driver for the web demo's browser test.
-test-deps: webui-deps
+test-deps: webui-deps deploy-deps
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
 	  echo "[test-deps] chromium and chromedriver are installed"; \
 	else \

@@ -4,8 +4,9 @@
   imported: its dependencies need not be installed to build it).
 - ``install_requires`` comes from ``requirements/mminstall.txt`` and
   ``requirements/runtime.txt``; ``requirements/tests.txt``,
-  ``requirements/optional.txt`` and ``requirements/webui.txt`` are the extras
-  ``tests``, ``optional`` and ``webui`` (``all``: the three). ``requirements/constraints.txt`` is not read here: it is
+  ``requirements/optional.txt``, ``requirements/webui.txt`` and
+  ``requirements/deploy.txt`` are the extras ``tests``, ``optional``,
+  ``webui`` and ``deploy`` (ONNX export and ONNX Runtime; ``all``: the four). ``requirements/constraints.txt`` is not read here: it is
   the pip constraints file of ``tools/install.sh``.
 - ``configs/`` and ``tools/`` travel with the package as ``sera_mm/.mim/``
   (where OpenMMLab's ``mim`` looks for them): copied into every wheel at
@@ -160,9 +161,11 @@ if __name__ == '__main__':
             'tests': parse_requirements('requirements/tests.txt'),
             'optional': parse_requirements('requirements/optional.txt'),
             'webui': parse_requirements('requirements/webui.txt'),
+            'deploy': parse_requirements('requirements/deploy.txt'),
             'all': parse_requirements('requirements/tests.txt') +
             parse_requirements('requirements/optional.txt') +
-            parse_requirements('requirements/webui.txt'),
+            parse_requirements('requirements/webui.txt') +
+            parse_requirements('requirements/deploy.txt'),
         },
         cmdclass={
             'build_py': BuildPyWithMim,

@@ -56,6 +56,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         f'with --batch a folder (default {DEFAULT_BATCH_OUT}/)')
     parser.add_argument('--device', default='cpu',
                         help="'cpu', 'cuda' or 'cuda:N' (default cpu)")
+    parser.add_argument('--backend', choices=['pytorch', 'onnxruntime'], default='pytorch',
+                        help='onnxruntime: CHECKPOINT is the file tools/deployment/'
+                        'export_onnx.py exported from CONFIG (default pytorch)')
     parser.add_argument('--alpha', type=float, default=0.45,
                         help='opacity of the mask fill (default 0.45)')
     parser.add_argument('--no-caption', action='store_true',
@@ -232,7 +235,8 @@ def run(args: argparse.Namespace) -> int:
         namespace = argparse.Namespace()
         DictAction(option_strings=[], dest='cfg')(None, namespace, args.cfg_options)
         cfg_options = namespace.cfg
-    model = init_model(config, checkpoint, device=args.device, cfg_options=cfg_options)
+    model = init_model(config, checkpoint, device=args.device, cfg_options=cfg_options,
+                       backend=args.backend)
     visualizer = ReferringVisualizer(name='sera_demo', alpha=args.alpha)
 
     if not args.batch:

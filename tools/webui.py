@@ -75,6 +75,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('config', help='config file of the model')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--device', default='cpu', help="'cpu', 'cuda' or 'cuda:N' (default cpu)")
+    parser.add_argument('--backend', choices=['pytorch', 'onnxruntime'], default='pytorch',
+                        help='onnxruntime: checkpoint is the file tools/deployment/'
+                        'export_onnx.py exported from config (default pytorch)')
     parser.add_argument('--host', default='127.0.0.1',
                         help='address to serve on (default 127.0.0.1: this machine only; '
                         '0.0.0.0 for every interface)')
@@ -461,7 +464,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg_options = namespace.cfg
     try:
         model = init_model(args.config, args.checkpoint, device=args.device,
-                           cfg_options=cfg_options)
+                           cfg_options=cfg_options, backend=args.backend)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
         print(f'error: {str(e).splitlines()[0] if str(e) else type(e).__name__}',
               file=sys.stderr)

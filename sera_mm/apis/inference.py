@@ -118,7 +118,8 @@ def init_model(config: ConfigInput,
                checkpoint: Optional[str] = None,
                device: str = 'cpu',
                cfg_options: Optional[dict] = None,
-               strict: bool = True) -> nn.Module:
+               strict: bool = True,
+               backend: str = 'pytorch') -> nn.Module:
     """Builds the model of a config, loads a checkpoint, readies inference.
 
     Args:
@@ -129,6 +130,10 @@ def init_model(config: ConfigInput,
         cfg_options (dict, optional): Overrides merged into the config.
         strict (bool): Refuse a checkpoint that does not fit. Defaults to
             True.
+        backend (str): 'pytorch', or 'onnxruntime': ``checkpoint`` is then
+            the file tools/deployment/export_onnx.py exported from the config
+            (:class:`~.onnxruntime_backend.ONNXReferringSegmentor`).
+            Defaults to 'pytorch'.
 
     Returns:
         nn.Module: The model in eval mode on ``device``, with ``cfg`` (the
@@ -149,6 +154,15 @@ def init_model(config: ConfigInput,
     if str(device).startswith('cuda') and not torch.cuda.is_available():
         raise RuntimeError(f"device '{device}' requested but CUDA is not available")
     init_default_scope(cfg.get('default_scope') or 'sera_mm')
+    if backend not in ('pytorch', 'onnxruntime'):
+        raise ValueError(f"backend must be 'pytorch' or 'onnxruntime', got {backend!r}")
+    if backend == 'onnxruntime':
+        if checkpoint is None or not osp.isfile(checkpoint):
+            raise FileNotFoundError(f'ONNX model not found: {checkpoint}')
+        from .onnxruntime_backend import ONNXReferringSegmentor
+        model = ONNXReferringSegmentor(checkpoint, cfg, device)
+        model.cfg, model.test_pipeline = cfg, build_test_pipeline(cfg)
+        return model.to(device).eval()
     # The checkpoint holds every weight: the pretrained files are not read
     # (they need not be on the user's disk).
     model_cfg = copy.deepcopy(cfg.model)

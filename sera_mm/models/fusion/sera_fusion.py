@@ -1,6 +1,7 @@
 """SERA-Fusion: four residual experts mixed per sample by a noisy Top-k router."""
 from typing import Dict, Optional, Sequence, Tuple, Union
 
+import torch
 import torch.distributed as dist
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor
@@ -154,7 +155,9 @@ class SERAFusion(BaseModule):
                 and dist.get_world_size() > 1:
             self._refuse_synced_norms()
         routing = self.router(x)
-        if routing.indices is None:
+        # An exported graph cannot hold the sparse dispatch's data-dependent
+        # sub-batches: it gets the dense form, equal in eval (test_routers.py).
+        if routing.indices is None or torch.onnx.is_in_onnx_export():
             out = dense_dispatch(x, self.experts, routing.weights)
         else:
             out = sparse_dispatch(x, self.experts, routing.weights, routing.indices)
