@@ -150,12 +150,27 @@ def test_any_opencv_meets_opencv_and_full_mmcv_meets_mmcv_lite(made_up):
 
 
 # -- sera_mm on mmcv-lite ----------------------------------------------------------------
+def _compiled_ops() -> bool:
+    from sera_mm.mmcv_lite import has_compiled_ops
+    return has_compiled_ops()
+
+
+@pytest.mark.skipif(not _compiled_ops(), reason='mmcv-lite here (make test-torch2.11)')
 def test_the_lite_hook_leaves_the_full_mmcv_alone():
     import mmcv.ops
 
-    from sera_mm.mmcv_lite import LiteOpsFinder, has_compiled_ops
-    assert has_compiled_ops() and any(isinstance(f, LiteOpsFinder) for f in sys.meta_path)
+    from sera_mm.mmcv_lite import LiteOpsFinder
+    assert any(isinstance(f, LiteOpsFinder) for f in sys.meta_path)
     assert hasattr(mmcv.ops, 'nms') and hasattr(mmcv.ops, 'SyncBatchNorm')
+
+
+@pytest.mark.skipif(_compiled_ops(), reason='the full mmcv here (make test)')
+def test_on_mmcv_lite_mmcv_ops_is_the_hooks():
+    import mmcv.ops
+    assert mmcv.ops.__doc__.startswith('mmcv.ops of mmcv-lite, filled by sera_mm.mmcv_lite')
+    assert sorted(mmcv.ops.__all__) == ['point_sample', 'sigmoid_focal_loss']
+    with pytest.raises(ModuleNotFoundError, match='mmcv._ext'):
+        mmcv.ops.nms
 
 
 #: Runs where mmcv is a copy of the installed one without its compiled

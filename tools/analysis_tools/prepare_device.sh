@@ -31,7 +31,8 @@ while [[ $# -gt 0 ]]; do
 done
 log() { echo "[prepare_device] $*"; }
 PY=${PYTHON:-python3}
-PIP_NET=(--isolated --disable-pip-version-check)  # the machine's pip config (local indexes, caps) ignored
+# the machine's pip configuration (local indexes, version caps) ignored
+PIP_NET=(--isolated --disable-pip-version-check)
 [[ -f /etc/ssl/certs/ca-certificates.crt ]] && PIP_NET+=(--cert /etc/ssl/certs/ca-certificates.crt)
 TARGET_312=(--only-binary=:all: --no-deps --python-version 3.12 --implementation cp
             --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
