@@ -68,7 +68,7 @@ device-wheels:
 	bash tools/analysis_tools/prepare_device.sh --torch-venv $(TORCH_VENV)
 
 test: install test-deps device-wheels
-	$(PY) -m pytest tests -q -n 2 -p no:cacheprovider
+	$(PY) -m pytest tests -q -n 2 -p no:cacheprovider -m "not slow"
 
 # The web demo on the CPU with the demo checkpoint (trained by `make demo`
 # first if it is missing): open http://127.0.0.1:$(WEBUI_PORT)/

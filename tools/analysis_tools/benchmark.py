@@ -23,6 +23,9 @@ On a GPU: ``--device cuda --amp`` (bf16 autocast; peak memory from
 peak, :data:`GPU_BF16_PEAK_TFLOPS`, or ``--peak-tflops``).
 ``--flops-only`` (``--no-time``): parameters, FLOPs and peak memory without
 timed rounds (deterministic on a shared machine).
+``--onnx DIR``: instead, each config exported to ONNX and its forward timed
+in PyTorch eager and ONNX Runtime side by side (:func:`run_onnx_leg`; the
+command of docs/en/benchmarks.md).
 ``--detris-root PATH``: DETRIS's own model, built by the code of a checkout of
 github.com/jiaqihuang01/DETRIS with random weights, becomes the first case
 (the reference of the ratios), timed in the same rounds
@@ -1342,6 +1345,91 @@ def profile_case(case: BenchmarkCase, amp: bool = False, mode: str = 'train',
                            warmup=warmup, mode=mode, forward_mode=forward_mode, step=step)
 
 
+# -- PyTorch eager vs ONNX Runtime -------------------------------------------------
+def run_onnx_leg(cases: Sequence[BenchmarkCase], onnx_dir: str, repeats: int = 10,
+                 warmup: int = 2, forward_mode: str = 'tensor',
+                 cfg_options: Optional[dict] = None,
+                 log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """Times each case's forward in PyTorch eager and in ONNX Runtime, side by side.
+
+    Each model is exported to ``onnx_dir`` by tools/deployment/export_onnx.py
+    (a dynamic batch when the batch has more than one sample) and loaded by
+    ``init_model(..., backend='onnxruntime')`` with torch's thread count;
+    every round runs :func:`forward_step` on the eager model and on the ONNX
+    one, back to back, in alternating order. The batch's image size must be
+    the configs' test-pipeline size (``--img-size``, 448 for the B configs).
+
+    Returns:
+        dict: ``settings`` and ``results``, one dict per case with ``eager``
+        and ``onnxruntime`` (:func:`_summary`), ``ratio`` (ONNX Runtime's
+        time over eager's, :func:`_ratios`) and ``max_abs_diff`` of the mask
+        logits on the benchmark batch.
+    """
+    from sera_mm.apis import build_test_pipeline, init_model
+    spec = importlib.util.spec_from_file_location('export_onnx_tool', osp.join(
+        osp.dirname(osp.abspath(__file__)), '..', 'deployment', 'export_onnx.py'))
+    exporter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exporter)
+    results = []
+    for case in cases:
+        model = case.model.eval()
+        # what init_model gives the model; the export traces the config's test pipeline
+        model.cfg = load_config(case.config, cfg_options)
+        model.test_pipeline = build_test_pipeline(model.cfg)
+        onnx_file = osp.join(onnx_dir, f'{case.name}.onnx')
+        exporter.export(model, onnx_file, dynamic_batch=case.batch_size() > 1,
+                        config=case.config)
+        onnx_model = init_model(model.cfg, onnx_file, backend='onnxruntime')
+        steps = dict(eager=lambda: forward_step(model, case.batch, mode=forward_mode),
+                     onnxruntime=lambda: forward_step(onnx_model, case.batch, mode=forward_mode))
+        times: Dict[str, List[float]] = dict(eager=[], onnxruntime=[])
+        for rnd in range(warmup + repeats):
+            for name in (('eager', 'onnxruntime') if rnd % 2 else ('onnxruntime', 'eager')):
+                t = _timed(steps[name], torch.device('cpu'))
+                if rnd >= warmup:
+                    times[name].append(t)
+            if log is not None:
+                log(f'{case.name} round {rnd + 1}/{warmup + repeats}: ' + ', '.join(
+                    f'{k} {1e3 * v[-1]:.0f} ms' for k, v in times.items() if v))
+        model.eval()  # forward_step leaves it in train mode
+        with torch.no_grad():
+            data = model.data_preprocessor(case.batch, training=False)
+            diff = (model(**data, mode='tensor') -
+                    onnx_model(**data, mode='tensor')).abs().max().item()
+        results.append(dict(name=case.name, config=case.config, max_abs_diff=diff,
+                            eager=_summary(times['eager']),
+                            onnxruntime=_summary(times['onnxruntime']),
+                            ratio=_ratios(times['onnxruntime'], times['eager'])))
+        model.train()
+    ref = cases[0]
+    settings = dict(device='cpu', device_name=platform.processor() or platform.machine(),
+                    torch=torch.__version__, threads=torch.get_num_threads(),
+                    batch_size=ref.batch_size(), input_shape=ref.input_shape(),
+                    repeats=repeats, warmup=warmup, forward_mode=forward_mode,
+                    order='eager and ONNX Runtime back to back, alternating which is first')
+    return dict(settings=settings, results=results)
+
+
+def format_onnx_table(report: Dict[str, Any]) -> str:
+    """Renders :func:`run_onnx_leg`'s report as a text table."""
+    from prettytable import PrettyTable
+
+    s = report['settings']
+    table = PrettyTable(['config', 'eager ms [q25-q75]', 'onnxruntime ms [q25-q75]',
+                         'onnxruntime / eager', 'paired [q25-q75]', 'max |diff| logits'])
+    table.align['config'] = 'l'
+    for r in report['results']:
+        e, o, q = r['eager'], r['onnxruntime'], r['ratio']
+        table.add_row([r['name'], f"{e['median_ms']:.0f} [{e['q25_ms']:.0f}-{e['q75_ms']:.0f}]",
+                       f"{o['median_ms']:.0f} [{o['q25_ms']:.0f}-{o['q75_ms']:.0f}]",
+                       f"{q['ratio']:.3f}", f"{q['paired_ratio']:.3f} [{q['paired_ratio_q25']:.3f}-"
+                       f"{q['paired_ratio_q75']:.3f}]", f"{r['max_abs_diff']:.1e}"])
+    return (f"PyTorch eager vs ONNX Runtime (CPU provider), forward mode "
+            f"'{s['forward_mode']}': {s['device_name']}, torch {s['torch']}, {s['threads']} "
+            f"threads, batch {s['batch_size']}, input {s['input_shape']}, {s['repeats']} "
+            f"rounds after {s['warmup']} warm-up\n" + table.get_string())
+
+
 # -- formatting -----------------------------------------------------------------
 def format_benchmark_table(report: Dict[str, Any]) -> str:
     """Renders :func:`run_benchmark`'s report as a text table."""
@@ -1493,7 +1581,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of every config, key=value')
     parser.add_argument('--json', metavar='OUT', help='save the report as JSON here')
+    parser.add_argument('--onnx', metavar='DIR',
+                        help='instead of the training and forward rounds: each config '
+                        'exported to DIR/<name>.onnx, its forward timed in PyTorch eager '
+                        'and ONNX Runtime side by side (run_onnx_leg)')
     args = parser.parse_args(argv)
+    if args.onnx and (args.detris_root or args.device != 'cpu' or args.amp):
+        parser.error('--onnx times the configs on the CPU in float32: drop --detris-root, '
+                     '--device and --amp')
     if args.names is not None and len(args.names) != len(args.configs):
         parser.error(f'--names has {len(args.names)} labels for {len(args.configs)} configs')
     if not args.configs and not args.detris_root:
@@ -1526,6 +1621,16 @@ def main(argv: Optional[List[str]] = None) -> dict:
         cases.append(BenchmarkCase(name, model, disabled, config, batch))
         print(f'built {name} ({config}); pretrained switched off: {disabled or "none"}',
               flush=True)
+
+    if args.onnx:
+        report = run_onnx_leg(cases, args.onnx, repeats=args.repeats, warmup=args.warmup,
+                              forward_mode=args.forward_mode, cfg_options=args.cfg_options,
+                              log=lambda line: print(line, flush=True))
+        report['settings']['command'] = ' '.join(['python'] + sys.argv)
+        print(format_onnx_table(report))
+        if args.json:
+            atomic_write_json(args.json, report, indent=2)
+        return report
 
     peak = args.peak_tflops
     if peak is None and args.device.startswith('cuda') and args.amp:
