@@ -13,8 +13,9 @@
 # temporary folder, with pip --no-index --target (device_bootstrap.py), and
 # puts that folder on PYTHONPATH. From a device command:
 #   bash tools/analysis_tools/prepare_device.sh            # here, once
-#   run(command="bash tools/analysis_tools/benchmark_gpu.sh --out-dir $OUT",
-#       carry=[".device/wheels"], timeout_s=540)
+#   run(command="bash tools/analysis_tools/benchmark_gpu.sh --out-dir /tmp/bgpu 2>&1
+#       | tee $OUT/log.txt; cp /tmp/bgpu/benchmark_gpu.json /tmp/bgpu/benchmark_gpu.md $OUT/",
+#       carry=[".device/wheels"], timeout_s=540)   # (one line; $OUT brings back 8 files)
 #
 #   bash tools/analysis_tools/benchmark_gpu.sh [--out-dir DIR] [--peak-tflops X]
 #   bash tools/analysis_tools/benchmark_gpu.sh --dry-run   # CPU, toy size
