@@ -105,6 +105,20 @@ def test_exported_top_k_routing_follows_the_input(tmp_path):
     np.testing.assert_allclose(got[1], expected['mask_logits'].numpy(), atol=ATOL, rtol=0)
 
 
+def test_exported_dynamic_conv_is_the_heads_own_in_float64():
+    torch.manual_seed(4)
+    head = init_model(DETRIS_TINY, None).decode_head
+    x = torch.randn(3, head.channels, 9, 13, dtype=torch.float64)
+    sentence = torch.randn(3, head.kernel_proj.in_features, dtype=torch.float64)
+    with torch.no_grad():
+        want = head.double().dynamic_conv(x, sentence)
+        with exporter.exported_dynamic_conv(head):
+            got = head.dynamic_conv(x, sentence)
+    assert got.dtype == torch.float32 and got.shape == (3, 1, 9, 13)
+    torch.testing.assert_close(got, want.float(), rtol=1e-6, atol=1e-6)
+    assert 'dynamic_conv' not in vars(head)  # the head's own method again
+
+
 def test_tiny_detris_export_has_no_routing(tmp_path):
     torch.manual_seed(2)
     model = init_model(DETRIS_TINY, None)

@@ -1384,13 +1384,16 @@ def run_onnx_leg(cases: Sequence[BenchmarkCase], onnx_dir: str, repeats: int = 1
                      onnxruntime=lambda: forward_step(onnx_model, case.batch, mode=forward_mode))
         times: Dict[str, List[float]] = dict(eager=[], onnxruntime=[])
         for rnd in range(warmup + repeats):
+            last = {}
             for name in (('eager', 'onnxruntime') if rnd % 2 else ('onnxruntime', 'eager')):
-                t = _timed(steps[name], torch.device('cpu'))
+                last[name] = _timed(steps[name], torch.device('cpu'))
                 if rnd >= warmup:
-                    times[name].append(t)
+                    times[name].append(last[name])
             if log is not None:
-                log(f'{case.name} round {rnd + 1}/{warmup + repeats}: ' + ', '.join(
-                    f'{k} {1e3 * v[-1]:.0f} ms' for k, v in times.items() if v))
+                stage = f'warm-up {rnd + 1}/{warmup}' if rnd < warmup else \
+                    f'round {rnd - warmup + 1}/{repeats}'
+                log(f'{case.name} {stage}: ' + ', '.join(
+                    f'{k} {1e3 * v:.0f} ms' for k, v in sorted(last.items())))
         model.eval()  # forward_step leaves it in train mode
         with torch.no_grad():
             data = model.data_preprocessor(case.batch, training=False)
