@@ -174,3 +174,26 @@ def test_backend_refuses_other_inputs(sera_export, tmp_path):
         inference_referring(onnx_model, exporter.example_image((60, 60), 0), 'a')
     with pytest.raises(RuntimeError, match='an exported model only predicts'):
         onnx_model.loss(torch.zeros(1, 3, 112, 112), [])
+
+
+def test_web_page_segmenter_serves_the_exported_file(sera_export, tmp_path):
+    """tools/webui.py's request handler on the ONNX Runtime backend: the
+    masks and routing of the checkpoint, several sentences per request."""
+    import cv2
+    from PIL import Image
+    webui = load_tool('webui.py')
+    ckpt, onnx_file = sera_export
+    photo = str(tmp_path / 'photo.png')
+    cv2.imwrite(photo, exporter.example_image((120, 180), seed=8))
+    request = (photo, 'photo.png', 'the red circle\nthe square on the left')
+    ours = webui.Segmenter(init_model(SERA_TINY, ckpt), str(tmp_path / 'pt'))(*request)
+    theirs = webui.Segmenter(init_model(SERA_TINY, onnx_file, backend='onnxruntime'),
+                             str(tmp_path / 'ort'))(*request)
+    assert len(theirs['masks']) == 2 and theirs['size'] == (180, 120)
+    for a, b in zip(ours['masks'], theirs['masks']):
+        np.testing.assert_array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    for a, b in zip(ours['routings'], theirs['routings']):
+        assert [level['chosen'] for level in a['fusion']] == \
+            [level['chosen'] for level in b['fusion']]
+    assert webui.parse_args([SERA_TINY, onnx_file, '--backend', 'onnxruntime']).backend == \
+        'onnxruntime'
