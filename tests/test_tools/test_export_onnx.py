@@ -197,3 +197,10 @@ def test_web_page_segmenter_serves_the_exported_file(sera_export, tmp_path):
             [level['chosen'] for level in b['fusion']]
     assert webui.parse_args([SERA_TINY, onnx_file, '--backend', 'onnxruntime']).backend == \
         'onnxruntime'
+
+
+def test_exporter_names_a_missing_checkpoint(tmp_path):
+    with pytest.raises(SystemExit, match='error: checkpoint not found: .*nothing.pth'):
+        exporter.main([SERA_TINY, str(tmp_path / 'nothing.pth'), str(tmp_path / 'x.onnx')])
+    with pytest.raises(SystemExit, match='must end with .onnx'):
+        exporter.main([SERA_TINY, str(tmp_path / 'nothing.pth'), str(tmp_path / 'x.pt')])

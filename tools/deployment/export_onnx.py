@@ -277,6 +277,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    for package in ('onnxscript', 'onnxruntime'):
+        try:
+            __import__(package)
+        except ImportError:
+            raise SystemExit(f'error: the export needs {package}, of the extra deploy: make '
+                             'deploy-deps (pip install -e ".[deploy]")') from None
     cfg_options = None
     if args.cfg_options:
         from mmengine.config import DictAction
@@ -285,7 +291,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg_options = namespace.cfg
     if not args.out.endswith('.onnx'):
         raise SystemExit(f'error: OUT {args.out} must end with .onnx')
-    model = init_model(args.config, args.checkpoint, device='cpu', cfg_options=cfg_options)
+    try:
+        model = init_model(args.config, args.checkpoint, device='cpu', cfg_options=cfg_options)
+    except (FileNotFoundError, ValueError, KeyError) as e:  # the message names the input
+        raise SystemExit(f'error: {e}') from None
     size = tuple(model_inputs(model, [(example_image((50, 70), 0), 'a')])[0].shape[-2:])
     if args.img_size is not None and size != (args.img_size, args.img_size):
         raise SystemExit(f'error: --img-size {args.img_size}: the test pipeline of '
