@@ -88,35 +88,42 @@ class RefSegMetric(BaseMetric):
         for sample in data_samples:
             if isinstance(sample, BaseDataElement):
                 sample = sample.to_dict()
-            name = self._sample_name(sample)
-            pred = self._single_channel(sample, 'pred_sem_seg', name) > 0
-            gt = self._single_channel(sample, 'gt_sem_seg', name)
-            if pred.shape != gt.shape:
-                raise ValueError(
-                    f'RefSegMetric: prediction {tuple(pred.shape)} and '
-                    f'gt_sem_seg {tuple(gt.shape)} of {name} differ in size; '
-                    'both must be at the original image size')
-            gt = gt.to(pred.device)
-            valid = torch.ones_like(pred) if self.ignore_index is None \
-                else gt != self.ignore_index
-            if ((gt != 0) & (gt != 1) & valid).any():
-                raise ValueError(
-                    f'RefSegMetric: gt_sem_seg of {name} holds values other '
-                    f'than 0, 1 and ignore_index={self.ignore_index}: '
-                    f'{gt.unique().tolist()}')
-            target = gt == 1  # False on ignored pixels already
-            pred = pred & valid
-            intersection = int((pred & target).sum().item())
-            union = int((pred | target).sum().item())
-            self.results.append(
-                dict(
-                    ref_id=_plain(sample.get('ref_id')),
-                    sent_id=_plain(sample.get('sent_id')),
-                    text=sample.get('text'),
-                    img_path=sample.get('img_path'),
-                    intersection=intersection,
-                    union=union,
-                    iou=intersection / union if union > 0 else 1.0))
+            self.results.append(self._score(sample))
+
+    def _score(self, sample: dict) -> dict:
+        """One sentence's result: ids, text, I, U and IoU.
+
+        Called by :meth:`process` for each sample (a dict); subclasses
+        extend the dict it returns.
+        """
+        name = self._sample_name(sample)
+        pred = self._single_channel(sample, 'pred_sem_seg', name) > 0
+        gt = self._single_channel(sample, 'gt_sem_seg', name)
+        if pred.shape != gt.shape:
+            raise ValueError(
+                f'RefSegMetric: prediction {tuple(pred.shape)} and '
+                f'gt_sem_seg {tuple(gt.shape)} of {name} differ in size; '
+                'both must be at the original image size')
+        gt = gt.to(pred.device)
+        valid = torch.ones_like(pred) if self.ignore_index is None \
+            else gt != self.ignore_index
+        if ((gt != 0) & (gt != 1) & valid).any():
+            raise ValueError(
+                f'RefSegMetric: gt_sem_seg of {name} holds values other '
+                f'than 0, 1 and ignore_index={self.ignore_index}: '
+                f'{gt.unique().tolist()}')
+        target = gt == 1  # False on ignored pixels already
+        pred = pred & valid
+        intersection = int((pred & target).sum().item())
+        union = int((pred | target).sum().item())
+        return dict(
+            ref_id=_plain(sample.get('ref_id')),
+            sent_id=_plain(sample.get('sent_id')),
+            text=sample.get('text'),
+            img_path=sample.get('img_path'),
+            intersection=intersection,
+            union=union,
+            iou=intersection / union if union > 0 else 1.0)
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         """Summarises the per-sentence results of the whole split.
@@ -132,11 +139,9 @@ class RefSegMetric(BaseMetric):
             ``Prec@0.9``, in percent (mmengine adds the ``prefix``).
         """
         if not results:
-            raise ValueError('RefSegMetric: no results to compute metrics '
-                             'from; was process() called?')
-        metrics = summarise(
-            np.array([r['intersection'] for r in results], dtype=np.int64),
-            np.array([r['union'] for r in results], dtype=np.int64))
+            raise ValueError(f'{type(self).__name__}: no results to compute '
+                             'metrics from; was process() called?')
+        metrics = self._summarise(results)
         self._log_table(metrics, len(results))
         if self.output_dir is not None and is_main_process():
             self.write_records(results)
@@ -160,19 +165,29 @@ class RefSegMetric(BaseMetric):
         records = sorted(results, key=_record_order)
         with atomic_open(path, 'w') as f:
             for r in records:
-                f.write(json.dumps(dict(
-                    key=f"{r['ref_id']}/{r['sent_id']}",
-                    ref_id=r['ref_id'],
-                    sent_id=r['sent_id'],
-                    sentence=r['text'],
-                    intersection=r['intersection'],
-                    union=r['union'],
-                    iou=r['iou'],
-                    img_path=r['img_path']), ensure_ascii=False))
+                f.write(json.dumps(self._record(r), ensure_ascii=False))
                 f.write('\n')
-        print_log(f'RefSegMetric: wrote {len(records)} per-sentence records '
-                  f'to {path}', logger='current')
+        print_log(f'{type(self).__name__}: wrote {len(records)} per-sentence '
+                  f'records to {path}', logger='current')
         return path
+
+    def _summarise(self, results: List[dict]) -> Dict[str, float]:
+        """The metrics of :meth:`compute_metrics` from its results."""
+        return summarise(
+            np.array([r['intersection'] for r in results], dtype=np.int64),
+            np.array([r['union'] for r in results], dtype=np.int64))
+
+    def _record(self, result: dict) -> dict:
+        """The JSON record :meth:`write_records` writes for one result."""
+        return dict(
+            key=f"{result['ref_id']}/{result['sent_id']}",
+            ref_id=result['ref_id'],
+            sent_id=result['sent_id'],
+            sentence=result['text'],
+            intersection=result['intersection'],
+            union=result['union'],
+            iou=result['iou'],
+            img_path=result['img_path'])
 
     def _output_file_name(self) -> str:
         """File name of the per-sentence records (see ``output_name``)."""
@@ -220,8 +235,9 @@ class RefSegMetric(BaseMetric):
         table.add_column('sentences', [num])
         for key, value in metrics.items():
             table.add_column(key, [f'{value:.2f}'])
-        title = f'RefSegMetric ({self.prefix})' if self.prefix \
-            else 'RefSegMetric'
+        title = type(self).__name__
+        if self.prefix:
+            title += f' ({self.prefix})'
         print_log(f'{title}:\n' + table.get_string(),
                   logger=MMLogger.get_current_instance())
 
