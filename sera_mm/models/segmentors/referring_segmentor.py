@@ -19,23 +19,32 @@ def resolve_test_cfg(test_cfg: Optional[dict]) -> dict:
     """Fills in and checks the segmentor's ``test_cfg``; called in ``__init__``.
 
     Returns:
-        dict: ``threshold`` and ``upsample`` (see :class:`ReferringSegmentor`;
+        dict: ``threshold``, ``upsample``, ``no_target_threshold`` (0.5) and
+        ``min_mask_pixels`` (0) (see :class:`ReferringSegmentor`;
         ``align_corners`` defaults to False for the modes that take it and
         must be absent for the others).
 
     Raises:
         KeyError: For unknown keys, also inside ``upsample``.
-        ValueError: For a bad threshold, mode or ``align_corners``.
+        ValueError: For a bad threshold, mode, ``align_corners`` or pixel count.
     """
     cfg = dict(test_cfg or {})
-    unknown = set(cfg) - {'threshold', 'upsample'}
+    known = ['min_mask_pixels', 'no_target_threshold', 'threshold', 'upsample']
+    unknown = set(cfg) - set(known)
     if unknown:
         raise KeyError(f'ReferringSegmentor: unknown test_cfg keys {sorted(unknown)}; '
-                       "known: ['threshold', 'upsample']")
+                       f'known: {known}')
     threshold = cfg.get('threshold', 0.35)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise ValueError('ReferringSegmentor: test_cfg.threshold must be a number, '
-                         f'got {threshold!r}')
+    no_target_threshold = cfg.get('no_target_threshold', 0.5)
+    for key, value in (('threshold', threshold), ('no_target_threshold', no_target_threshold)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f'ReferringSegmentor: test_cfg.{key} must be a number, '
+                             f'got {value!r}')
+    min_mask_pixels = cfg.get('min_mask_pixels', 0)
+    if isinstance(min_mask_pixels, bool) or not isinstance(min_mask_pixels, int) \
+            or min_mask_pixels < 0:
+        raise ValueError('ReferringSegmentor: test_cfg.min_mask_pixels must be an int >= 0 '
+                         f'(0: off), got {min_mask_pixels!r}')
     upsample = dict(cfg.get('upsample') or dict(mode='bilinear'))
     unknown = set(upsample) - {'mode', 'align_corners'}
     if unknown:
@@ -54,7 +63,9 @@ def resolve_test_cfg(test_cfg: Optional[dict]) -> dict:
     elif 'align_corners' in upsample:
         raise ValueError('ReferringSegmentor: test_cfg.upsample.align_corners is '
                          f"only for modes {alignable}, not '{mode}'")
-    return dict(threshold=float(threshold), upsample=dict(upsample, mode=mode))
+    return dict(threshold=float(threshold), upsample=dict(upsample, mode=mode),
+                no_target_threshold=float(no_target_threshold),
+                min_mask_pixels=min_mask_pixels)
 
 
 @MODELS.register_module()
@@ -80,13 +91,22 @@ class ReferringSegmentor(BaseSegmentor):
             B x 1 x H' x W' logits, ``loss(x, text, gt_masks)`` a loss dict.
         moe_loss (dict, optional): MoE regularisation of the neck's routing
             results, when there are any. Defaults to None.
+        presence_head (dict, optional): Config of a head whose
+            ``forward(x, text)`` gives B "no target" logits from the decoder
+            output and ``loss(x, text, no_target)`` a loss dict, trained on
+            the samples' ``no_target`` metainfo (absent: False); see
+            :meth:`postprocess_result` for its use. Defaults to None: no
+            head, no ``no_target_score`` (docs/en/method.md, s. 9).
         data_preprocessor (dict, optional): Data preprocessor config.
         train_cfg (dict, optional): Unused; kept for mmseg's interface.
         test_cfg (dict, optional): ``threshold`` on the sigmoid and
             ``upsample``, the ``F.interpolate`` options of the resize of the
-            probabilities to the input size. Defaults to None:
-            ``dict(threshold=0.35, upsample=dict(mode='bilinear',
-            align_corners=False))``; DETRIS's protocol is ``upsample=
+            probabilities to the input size; the "no target" rules of
+            :meth:`postprocess_result`: ``no_target_threshold`` on the
+            presence head's probability and ``min_mask_pixels``. Defaults to
+            None: ``dict(threshold=0.35, upsample=dict(mode='bilinear',
+            align_corners=False), no_target_threshold=0.5,
+            min_mask_pixels=0)``; DETRIS's protocol is ``upsample=
             dict(mode='bicubic', align_corners=True)`` with
             ``Letterbox(mode='affine')``.
         init_cfg (dict or list[dict], optional): Applied to every part
@@ -101,6 +121,7 @@ class ReferringSegmentor(BaseSegmentor):
                  decoder: dict,
                  decode_head: dict,
                  moe_loss: Optional[dict] = None,
+                 presence_head: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
                  train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None,
@@ -112,6 +133,7 @@ class ReferringSegmentor(BaseSegmentor):
         self.decoder = MODELS.build(decoder)
         self.decode_head = MODELS.build(decode_head)
         self.moe_loss = MODELS.build(moe_loss) if moe_loss is not None else None
+        self.presence_head = None if presence_head is None else MODELS.build(presence_head)
         self.train_cfg = train_cfg
         self.test_cfg = resolve_test_cfg(test_cfg)
         # The fallback resize to ``ori_shape`` (no letterbox meta) is
@@ -170,12 +192,13 @@ class ReferringSegmentor(BaseSegmentor):
         return self.decode_head(x, text)
 
     def loss(self, inputs: Tensor, data_samples: SampleList) -> Dict[str, Tensor]:
-        """Loss mode: the head's losses plus the MoE regularisation.
+        """Loss mode: the heads' losses plus the MoE regularisation.
 
         Args:
             inputs (Tensor): B x 3 x H x W normalised images.
             data_samples (list[SegDataSample]): With ``text`` (metainfo)
-                and ``gt_sem_seg`` (1 x H x W, at the input size).
+                and ``gt_sem_seg`` (1 x H x W, at the input size); with a
+                presence head also ``no_target`` (metainfo, absent: False).
 
         Returns:
             dict[str, Tensor]: Losses (keys ``loss_*``) and logged statistics,
@@ -187,6 +210,10 @@ class ReferringSegmentor(BaseSegmentor):
         x, routings = self.extract_feat(inputs, text)
         gt_masks = torch.stack([ds.gt_sem_seg.data for ds in data_samples])
         losses = dict(self.decode_head.loss(x, text, gt_masks))
+        if self.presence_head is not None:
+            no_target = [bool(ds.metainfo.get('no_target', False)) for ds in data_samples]
+            losses.update(self.presence_head.loss(
+                x, text, torch.tensor(no_target, device=x.device)))
         fusion = [r for name, r in routings.items() if name.startswith('fusion.')]
         if self.moe_loss is not None and fusion:
             losses.update(self.moe_loss(fusion))
@@ -201,16 +228,18 @@ class ReferringSegmentor(BaseSegmentor):
 
     def predict(self, inputs: Tensor, data_samples: SampleList) -> SampleList:
         """Predict mode: fills ``seg_logits``, ``pred_sem_seg`` and, with
-        routers, ``routing`` per sample (see :meth:`postprocess_result`)."""
+        routers, ``routing``, with a presence head ``no_target_score``, per
+        sample (see :meth:`postprocess_result`)."""
         text = self.encode_text(data_samples)
         x, routings = self.extract_feat(inputs, text)
+        no_target = None if self.presence_head is None else self.presence_head(x, text)
         return self.postprocess_result(self.decode_head(x, text), data_samples,
-                                       inputs.shape[-2:], routings)
+                                       inputs.shape[-2:], routings, no_target)
 
     def postprocess_result(self, seg_logits: Tensor, data_samples: SampleList,
                            input_shape: Optional[Sequence[int]] = None,
-                           routings: Optional[Dict[str, RoutingResult]] = None
-                           ) -> SampleList:
+                           routings: Optional[Dict[str, RoutingResult]] = None,
+                           no_target_logits: Optional[Tensor] = None) -> SampleList:
         """Maps the head's logits to masks at each original image size.
 
         Called by :meth:`predict`. Per docs/en/method.md, s. 6: sigmoid;
@@ -223,6 +252,14 @@ class ReferringSegmentor(BaseSegmentor):
         [1e-6, 1 - 1e-6] (bicubic resampling can overshoot [0, 1]);
         ``pred_sem_seg`` is taken from the unclamped probabilities.
 
+        "No target" (gRefCOCO): a sample whose presence probability
+        (sigmoid of ``no_target_logits``) exceeds
+        ``test_cfg['no_target_threshold']``, or whose ``pred_sem_seg`` at the
+        original size (the mask the metric scores) has fewer than
+        ``test_cfg['min_mask_pixels']`` foreground pixels, gets an all-zero
+        ``pred_sem_seg`` and the probability 1e-6 everywhere in
+        ``seg_logits`` (a later threshold of them keeps it empty).
+
         Args:
             seg_logits (Tensor): B x 1 x H' x W' mask logits.
             data_samples (list[SegDataSample]): One per image; updated in
@@ -231,13 +268,18 @@ class ReferringSegmentor(BaseSegmentor):
                 H x W. Defaults to the logits' size.
             routings (dict[str, RoutingResult], optional): The batch's
                 routing results (:meth:`extract_feat`). Defaults to None.
+            no_target_logits (Tensor, optional): B logits of the presence
+                head. Defaults to None (no head).
 
         Returns:
             list[SegDataSample]: ``data_samples``, each with ``seg_logits``
-            (float) and ``pred_sem_seg`` (long, 0/1), both 1 x h0 x w0, and,
+            (float) and ``pred_sem_seg`` (long, 0/1), both 1 x h0 x w0,
             given ``routings``, ``routing``: its own row of each router's
-            result (detached), by router name.
+            result (detached), by router name, and, given
+            ``no_target_logits``, ``no_target_score``: the presence
+            probability, a 0-d float tensor.
         """
+        min_pixels = self.test_cfg['min_mask_pixels']
         probs = seg_logits.float().sigmoid()
         if input_shape is not None and probs.shape[-2:] != tuple(input_shape):
             probs = F.interpolate(probs, tuple(input_shape), **self.test_cfg['upsample'])
@@ -251,10 +293,17 @@ class ReferringSegmentor(BaseSegmentor):
             elif prob.shape[-2:] != tuple(meta['ori_shape']):
                 prob = F.interpolate(prob[None], tuple(meta['ori_shape']), mode='bilinear',
                                      align_corners=self.align_corners)[0]
+            mask = prob > self.test_cfg['threshold']
+            no_target = min_pixels > 0 and int(mask.sum()) < min_pixels
+            if no_target_logits is not None:
+                score = no_target_logits[i].detach().float().sigmoid()
+                data_sample.set_data(dict(no_target_score=score))
+                no_target |= bool(score > self.test_cfg['no_target_threshold'])
+            if no_target:
+                prob, mask = torch.zeros_like(prob), torch.zeros_like(mask)
             data_sample.set_data(dict(
                 seg_logits=PixelData(data=torch.logit(prob, eps=1e-6)),
-                pred_sem_seg=PixelData(
-                    data=(prob > self.test_cfg['threshold']).long())))
+                pred_sem_seg=PixelData(data=mask.long())))
             if routings:
                 data_sample.routing = {
                     name: RoutingResult(*(None if t is None else t[i].detach() for t in r))

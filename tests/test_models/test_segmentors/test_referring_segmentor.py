@@ -335,10 +335,11 @@ def test_postprocess_equals_detris_inference():
 
 def test_test_cfg_upsample_defaults_and_errors():
     model = build()
-    assert model.test_cfg == dict(threshold=0.35,
+    no_target_off = dict(no_target_threshold=0.5, min_mask_pixels=0)  # gRefCOCO's rules
+    assert model.test_cfg == dict(threshold=0.35, **no_target_off,
                                   upsample=dict(mode='bilinear', align_corners=False))
     detris = MODELS.build(dict(model_cfg(with_fusion=False), test_cfg=DETRIS_TEST_CFG))
-    assert detris.test_cfg == DETRIS_TEST_CFG
+    assert detris.test_cfg == dict(DETRIS_TEST_CFG, **no_target_off)
     nearest = MODELS.build(dict(model_cfg(with_fusion=False),
                                 test_cfg=dict(upsample=dict(mode='nearest'))))
     assert nearest.test_cfg['upsample'] == dict(mode='nearest')
