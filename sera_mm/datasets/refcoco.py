@@ -47,6 +47,20 @@ def _missing(kind: str, path: str) -> FileNotFoundError:
     return FileNotFoundError(f'{kind} not found: {path} ({README_HINT})')
 
 
+def load_json(path: str) -> Any:
+    """Returns the content of JSON file ``path``; raises ValueError naming
+    the file if it is not valid JSON or is nested too deeply."""
+    try:
+        with open(path, 'rb') as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f'{path} is not valid JSON (truncated or '
+                         f'corrupt?): {e} ({README_HINT})') from e
+    except RecursionError:
+        raise ValueError(f'{path}: JSON nested too deeply to load (not a '
+                         f'REFER or COCO file) ({README_HINT})') from None
+
+
 @DATASETS.register_module()
 class RefCOCODataset(BaseDataset):
     """Referring segmentation samples from REFER's ``instances.json`` and
@@ -94,6 +108,8 @@ class RefCOCODataset(BaseDataset):
 
     METAINFO = dict(classes=('background', 'object'),
                     palette=[[0, 0, 0], [255, 0, 0]])
+    #: the refs files listed when ``split_file`` is missing
+    SPLIT_FILE_GLOB = 'refs(*).p'
 
     def __init__(self,
                  data_root: str,
@@ -161,12 +177,13 @@ class RefCOCODataset(BaseDataset):
             raise _missing('ann_file', self.ann_file)
         if not osp.isfile(self.split_file):
             present = sorted(osp.basename(p) for p in glob.glob(
-                osp.join(osp.dirname(self.split_file), 'refs(*).p')))
+                osp.join(osp.dirname(self.split_file), self.SPLIT_FILE_GLOB)))
             raise FileNotFoundError(
                 f'split_file not found: {self.split_file}; REFER files in '
                 f'that folder: {present or "none"} ({README_HINT})')
         images, anns = self.load_instances(self.ann_file)
-        refs = load_refer_pickle(self.split_file)
+        refs = load_json(self.split_file) if self.split_file.endswith('.json') \
+            else load_refer_pickle(self.split_file)
         if not isinstance(refs, list):
             raise ValueError(f'{self.split_file} must hold a list of refs, '
                              f'got {type(refs).__name__}')
@@ -226,15 +243,7 @@ class RefCOCODataset(BaseDataset):
         ``tools/dataset_converters/check_refer.py`` (which checks a download
         with the loader's own checks).
         """
-        try:
-            with open(path, 'rb') as f:
-                inst = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f'{path} is not valid JSON (truncated or '
-                             f'corrupt?): {e} ({README_HINT})') from e
-        except RecursionError:
-            raise ValueError(f'{path}: JSON nested too deeply to load (not a '
-                             f'COCO instances file) ({README_HINT})') from None
+        inst = load_json(path)
         if not isinstance(inst, dict):
             raise ValueError(f'{path} must hold a JSON object with '
                              f"'images' and 'annotations'")
@@ -273,24 +282,13 @@ class RefCOCODataset(BaseDataset):
             sentences = ref['sentences']
         except KeyError as e:
             raise ValueError(f'{where} has no key {e}') from None
-        for key, value in (('ref_id', ref_id), ('ann_id', ann_id),
-                           ('image_id', image_id)):
-            if not isinstance(value, ID_TYPES) or isinstance(value, bool):
-                raise ValueError(f'{where}: {key} must be an int or str, got '
-                                 f'{type(value).__name__}')
+        for key, value in (('ref_id', ref_id), ('image_id', image_id)):
+            _check_id(value, f'{where}: {key}')
         where = f'{self.split_file}: ref_id {ref_id}'
-        ann = anns.get(ann_id)
-        if ann is None:
-            raise ValueError(f'{where}: ann_id {ann_id} is not in '
-                             f'{self.ann_file} annotations')
         img = images.get(image_id)
         if img is None:
             raise ValueError(f'{where}: image_id {image_id} is not in '
                              f'{self.ann_file} images')
-        if ann.get('image_id') != image_id:
-            raise ValueError(
-                f'{where}: ann_id {ann_id} belongs to image_id '
-                f'{ann.get("image_id")} in {self.ann_file}, not {image_id}')
         if not isinstance(sentences, list) or not sentences:
             raise ValueError(f"{where} has an empty 'sentences' list")
         try:
@@ -318,17 +316,43 @@ class RefCOCODataset(BaseDataset):
         except ValueError as e:
             raise ValueError(f'{self.ann_file}: image {image_id}: {e}') \
                 from None
-        seg = ann.get('segmentation')
-        validate_segmentation(seg, height, width,
-                              f'{self.ann_file}: annotation {ann_id}')
         # The ref's own 'file_name' carries an '_<ann_id>' suffix in REFER;
         # the image file is the one named in instances.json.
         return dict(
             img_path=osp.join(img_prefix, file_name),
-            image_id=image_id, ref_id=ref_id, ann_id=ann_id,
-            category_id=ref.get('category_id', ann.get('category_id')),
-            height=height, width=width, segmentation=seg,
+            image_id=image_id, ref_id=ref_id, height=height, width=width,
+            **self.parse_targets(ref, where, anns, height, width),
             sentences=sents, seg_fields=[])
+
+    def parse_targets(self, ref: dict, where: str, anns: Dict[int, dict],
+                      height: int, width: int) -> dict:
+        """Returns the referent's fields of a validated ref: ``ann_id``,
+        ``category_id``, ``segmentation``, ``no_target`` (False) and
+        ``num_targets`` (1). Called by :meth:`parse_ref`; raises ValueError
+        starting with ``where`` (the ref) or naming the annotation."""
+        ann_id = ref['ann_id']
+        ann = self._find_ann(ann_id, where, anns, ref['image_id'])
+        seg = ann.get('segmentation')
+        validate_segmentation(seg, height, width,
+                              f'{self.ann_file}: annotation {ann_id}')
+        return dict(ann_id=ann_id, segmentation=seg, no_target=False,
+                    num_targets=1,
+                    category_id=ref.get('category_id', ann.get('category_id')))
+
+    def _find_ann(self, ann_id: Any, where: str, anns: Dict[int, dict],
+                  image_id: Any) -> dict:
+        """Returns annotation ``ann_id`` of instances.json; raises ValueError
+        (starting with ``where``) unless it is an id there, of ``image_id``."""
+        _check_id(ann_id, f'{where}: ann_id')
+        ann = anns.get(ann_id)
+        if ann is None:
+            raise ValueError(f'{where}: ann_id {ann_id} is not in '
+                             f'{self.ann_file} annotations')
+        if ann.get('image_id') != image_id:
+            raise ValueError(
+                f'{where}: ann_id {ann_id} belongs to image_id '
+                f'{ann.get("image_id")} in {self.ann_file}, not {image_id}')
+        return ann
 
     def _check_images(self, used_images: Dict[int, str]) -> None:
         """Checks once per unique image that its file exists and is not
@@ -396,6 +420,14 @@ class RefCOCODataset(BaseDataset):
                 np.random.seed(pipeline_seed)
                 torch.manual_seed(pipeline_seed)
         return info
+
+
+def _check_id(value: Any, what: str) -> None:
+    """Raises ValueError (starting with ``what``) unless ``value`` is an id
+    of REFER's types (int or str, not bool)."""
+    if not isinstance(value, ID_TYPES) or isinstance(value, bool):
+        raise ValueError(f'{what} must be an int or str, got '
+                         f'{type(value).__name__}')
 
 
 def _image_side(value: Any) -> int:

@@ -142,7 +142,9 @@ def decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
 class LoadReferringMask(BaseTransform):
     """Loads the referent's mask at the original image size.
 
-    Required keys: ``segmentation``, ``height``, ``width`` (from the dataset).
+    Required keys: ``segmentation`` (one COCO segmentation, RefCOCODataset)
+    or ``segmentations`` (a list of them, GRefCOCODataset: the mask is their
+    union, all zeros for an empty list), ``height``, ``width``.
     Added keys: ``gt_seg_map`` (H x W uint8 in {0, 1}), appended to
     ``seg_fields`` so that later geometric transforms move it with the
     image. Put it before ``Letterbox`` in training (GT letterboxed with the
@@ -151,14 +153,17 @@ class LoadReferringMask(BaseTransform):
 
     def transform(self, results: Dict) -> Dict:
         """Called per sample; returns ``results`` with ``gt_seg_map``."""
-        for key in ('segmentation', 'height', 'width'):
+        many = 'segmentations' in results
+        for key in ('segmentations' if many else 'segmentation', 'height', 'width'):
             if key not in results:
                 raise KeyError(f"LoadReferringMask needs key '{key}' in the "
                                'data info (given by RefCOCODataset)')
+        hw = int(results['height']), int(results['width'])
         try:
-            mask = decode_segmentation(results['segmentation'],
-                                       int(results['height']),
-                                       int(results['width']))
+            segs = results['segmentations'] if many else [results['segmentation']]
+            mask = np.zeros(hw, np.uint8)
+            for seg in segs:
+                mask |= decode_segmentation(seg, *hw)
         except Exception as e:
             raise ValueError(f'cannot decode the segmentation of ann_id '
                              f'{results.get("ann_id")} ({results.get("img_path")}): '

@@ -10,7 +10,8 @@ from sera_mm.registry import TRANSFORMS
 
 REFERRING_META_KEYS = ('img_path', 'ori_shape', 'img_shape', 'pad_shape',
                        'scale_factor', 'letterbox', 'text', 'ref_id',
-                       'sent_id', 'ann_id', 'image_id')
+                       'sent_id', 'ann_id', 'image_id', 'no_target',
+                       'num_targets')
 
 
 @TRANSFORMS.register_module()
