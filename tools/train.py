@@ -3,6 +3,7 @@
 Example:
     python tools/train.py configs/sera/sera_dinov2-b_refcoco.py
     python tools/train.py CONFIG --work-dir work_dirs/x --amp --resume
+    python tools/train.py CONFIG --light-checkpoints  # frozen weights by reference
     bash tools/dist_train.sh configs/detris/detris_dinov2-b_refcoco.py 2 --amp  # DETRIS's recipe
 """
 import argparse
@@ -28,6 +29,10 @@ def parse_args() -> argparse.Namespace:
         help='automatic mixed precision: the config\'s amp_dtype (DETRIS configs: '
         'float16 with dynamic loss scaling), else bf16 where the GPU supports it, '
         'else fp16; or name the dtype')
+    parser.add_argument(
+        '--light-checkpoints', action='store_true',
+        help='checkpoints leave out the frozen weights their pretrained files give '
+        '(default_hooks.light_checkpoint.enabled=True; docs/en/custom_data.md)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, key=value (e.g. '
@@ -82,6 +87,9 @@ def main() -> None:
         enable_amp(cfg, args.amp,
                    torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
+    if args.light_checkpoints:
+        cfg.merge_from_dict({'default_hooks.light_checkpoint':
+                             dict(type='LightCheckpointHook', enabled=True)})
     cfg.resume = args.resume
     setup_cpu_distributed(cfg)
 

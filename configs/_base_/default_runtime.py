@@ -23,6 +23,9 @@ default_hooks = dict(
     checkpoint=dict(type='SafeCheckpointHook', by_epoch=True, interval=1,
                     max_keep_ckpts=2, save_best='mIoU', rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # enabled=True (tools/train.py --light-checkpoints): checkpoints leave out
+    # the frozen weights their pretrained files give; loading always rebuilds them
+    light_checkpoint=dict(type='LightCheckpointHook', enabled=False),
     # a NaN/Inf loss stops the training naming the iteration and the last checkpoint
     finite_check=dict(type='FiniteCheckHook'),
     # each epoch's randomness from (seed, epoch): --resume continues exactly

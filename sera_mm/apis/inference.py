@@ -40,7 +40,9 @@ def load_referring_checkpoint(model: nn.Module, checkpoint: str,
     """Loads an mmengine checkpoint (or a bare state dict) into ``model``.
 
     Reads with mmengine's :class:`CheckpointLoader` (paths and URLs,
-    weights-only: :mod:`sera_mm.utils.checkpoint`). mmengine's
+    weights-only: :mod:`sera_mm.utils.checkpoint`); a light checkpoint's
+    frozen weights are rebuilt from their files
+    (:func:`~sera_mm.utils.light_checkpoint.restore_frozen`). mmengine's
     ``load_checkpoint`` only warns on a mismatch; a demo must refuse, so the
     keys and shapes are compared first
     (:func:`~sera_mm.engine.runner.check_state_dict_matches`).
@@ -56,12 +58,14 @@ def load_referring_checkpoint(model: nn.Module, checkpoint: str,
 
     Raises:
         FileNotFoundError: No file at ``checkpoint``.
-        ValueError: The file is not a readable checkpoint.
+        ValueError: The file is not a readable checkpoint, or a light
+            checkpoint's frozen-weight file changed (named).
         CheckpointMismatchError: ``strict`` and the weights do not fit.
     """
     from mmengine.runner import CheckpointLoader
 
     from sera_mm.utils import register_checkpoint_safe_globals
+    from sera_mm.utils.light_checkpoint import restore_frozen
     register_checkpoint_safe_globals()  # also when called without init_model
     if '://' not in str(checkpoint) and not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
@@ -72,6 +76,7 @@ def load_referring_checkpoint(model: nn.Module, checkpoint: str,
     if not isinstance(ckpt, dict):
         raise ValueError(f'checkpoint {checkpoint} holds a {type(ckpt).__name__}, '
                          'not a dict of weights')
+    restore_frozen(ckpt, model)  # a light checkpoint's frozen weights, from their files
     state_dict = ckpt.get('state_dict', ckpt)
     state_dict = {k[len('module.'):] if k.startswith('module.') else k: v
                   for k, v in state_dict.items()}

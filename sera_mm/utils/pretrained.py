@@ -68,3 +68,32 @@ def disable_pretrained(cfg: Any, path: str = 'model') -> List[str]:
             continue
         changed.append(name)
     return changed
+
+
+def pretrained_sources(model_cfg: Any) -> List[Tuple[str, str, dict]]:
+    """The pretrained files a model config names, by the module they load into.
+
+    Args:
+        model_cfg: The ``model`` config.
+
+    Returns:
+        list[tuple]: ``(module name, file, options)`` per reference:
+        ``('text_encoder', path, {})`` for a ``pretrained`` string,
+        ``('backbone', path, {'prefix': p})`` for an ``init_cfg`` of
+        ``type='Pretrained'`` (options hold its ``prefix`` when set); the
+        module name is the dotted path in the segmentor ('' for the
+        segmentor itself). The module's ``load_pretrained(file, **options)``
+        reads the file.
+    """
+    sources = []
+    for container, key, name in _places(model_cfg, 'model'):
+        value = container[key] if isinstance(container, dict) else None
+        module = name[len('model.'):].rpartition('.')[0]
+        if key == 'pretrained' and isinstance(value, str):
+            sources.append((module, value, {}))
+        elif key == 'init_cfg':
+            for init in (value if isinstance(value, list) else [value]):
+                if _is_pretrained_init(init):
+                    options = {'prefix': init['prefix']} if init.get('prefix') else {}
+                    sources.append((module, init['checkpoint'], options))
+    return [s for s in sources if '[' not in s[0]]

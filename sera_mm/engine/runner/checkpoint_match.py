@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from sera_mm.utils.checkpoint import UnsafeCheckpointError, load_weights_only
+from sera_mm.utils.light_checkpoint import FROZEN_SOURCES
 
 #: Keys listed per category in the error message.
 MAX_LISTED = 10
@@ -24,7 +25,9 @@ class CheckpointMismatchError(ValueError):
 
 def load_state_dict_keys(filename: str) -> Dict[str, Tuple[int, ...]]:
     """Shapes of the weights a ``.pth`` file (an mmengine checkpoint or a
-    bare state dict) holds, by key without mmengine's ``module.`` prefix.
+    bare state dict) holds, by key without mmengine's ``module.`` prefix;
+    a light checkpoint's frozen weights count (their files are checked when
+    they are read).
 
     Loaded weights-only and, for torch's zip format, memory-mapped, so only
     the header is read.
@@ -45,8 +48,11 @@ def load_state_dict_keys(filename: str) -> Dict[str, Tuple[int, ...]]:
     if not isinstance(state, Mapping):
         raise ValueError(f'checkpoint {filename} holds no state dict (got '
                          f'{type(ckpt).__name__})')
-    return {re.sub(r'^module\.', '', k): tuple(v.shape)
-            for k, v in state.items() if isinstance(v, torch.Tensor)}
+    shapes = {re.sub(r'^module\.', '', k): tuple(v.shape)
+              for k, v in state.items() if isinstance(v, torch.Tensor)}
+    for record in (ckpt.get('meta') or {}).get(FROZEN_SOURCES, []):
+        shapes.update((k, tuple(v)) for k, v in record['keys'].items())  # from files
+    return shapes
 
 
 def _listing(title: str, items: List[str]) -> str:
