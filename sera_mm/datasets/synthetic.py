@@ -11,6 +11,9 @@ layout::
       refsyn/scenes.json                 every object's shape, colour, bbox and
                                          area, for tests
       refsyn+/...                        the same for flavour 'no_position'
+      grefsyn/instances.json, grefs(unc).json, scenes.json
+                                         ref_format 'grefcoco' (grefsyn+/ for
+                                         'no_position'): gRefCOCO's layout
       synthetic_meta.json                the parameters of the set
 
 Flavour ``'full'`` (``refsyn``) has attribute ("the red circle"), absolute
@@ -27,7 +30,15 @@ another object and a model that reads half of the sentence fails. Masks are
 stored as polygons, compressed and uncompressed RLE, all decoding to the
 painted pixels. Splits are by image, as in RefCOCO's unc split; testA and
 testB are two more held-out sets of the same distribution.
+
+With ``ref_format='grefcoco'`` the refs are gRefCOCO's (``ann_id`` a list,
+``[-1]`` for no target, written as ``grefs(unc).json``) and besides the
+one-object sentences above a ref may name several objects ("all the red
+shapes", "the two circles", "the red circle and the blue square") or none
+("the green square" in a scene without one); :data:`TARGET_WEIGHTS` sets
+their shares (about gRefCOCO's: a third multi-target, a sixth none).
 """
+import itertools
 import json
 import os
 import os.path as osp
@@ -42,6 +53,11 @@ from sera_mm.utils.atomic import atomic_write_bytes, atomic_write_json
 SPLITS = ('train', 'val', 'testA', 'testB')
 SPLIT_CODES = {'train': 1, 'val': 2, 'testA': 3, 'testB': 4}
 FLAVOURS = {'full': 'refsyn', 'no_position': 'refsyn+'}
+REF_FORMATS = ('refer', 'grefcoco')
+#: ``ref_format='grefcoco'``: probabilities that a ref of an image names one
+#: object, several or none (gRefCOCO: ~30% multi-target, ~15% no target)
+TARGET_WEIGHTS = dict(single=0.47, multi=0.33, none=0.2)
+NUMBER_WORDS = ('two', 'three', 'four', 'five', 'six')
 IMAGE_DIR = 'images'
 META_FILE = 'synthetic_meta.json'
 FORMAT_VERSION = 1
@@ -239,6 +255,73 @@ def candidate_sentences(scene: dict, target: int,
     return out
 
 
+def gres_candidates(scene: dict, with_position: bool = True
+                    ) -> Dict[Tuple[int, ...], List[Tuple[str, str]]]:
+    """Lists every sentence of the gRefCOCO grammar with the objects it names.
+
+    Called per image by :func:`generate_synthetic_refer` with
+    ``ref_format='grefcoco'``.
+
+    Returns:
+        {target set (sorted object indices, () for none): [(family,
+        sentence)]}: :func:`candidate_sentences`' for one object; 'plural'
+        ("the red circles", "all the shapes", "the two squares", "both
+        circles") and 'conjunction' ("the red circle and the square") for
+        several; 'none' (a colour, shape or both that no object has).
+    """
+    objects = scene['objects']
+    out: Dict[Tuple[int, ...], List[Tuple[str, str]]] = {}
+    names: Dict[int, str] = {}
+    for k in range(len(objects)):
+        for family, sent in candidate_sentences(scene, k, with_position):
+            out.setdefault((k,), []).append((family, sent))
+            if family == 'attribute':
+                names.setdefault(k, sent)
+    for colour, shape in itertools.product((None, *COLOURS), (None, *SHAPES)):
+        group = tuple(_matching(objects, colour, shape))
+        noun = f'{colour + " " if colour else ""}{shape or "shape"}s'
+        if len(group) >= 2:
+            sents = [f'the {noun}', f'all the {noun}',
+                     f'the {NUMBER_WORDS[len(group) - 2]} {noun}']
+            sents += [f'both {noun}'] if len(group) == 2 else []
+            out.setdefault(group, []).extend(('plural', t) for t in sents)
+        elif not group:
+            out.setdefault((), []).append(
+                ('none', f'the {_descriptor_phrase(colour, shape)}'))
+    for a, b in itertools.combinations(sorted(names), 2):
+        out.setdefault((a, b), []).append(
+            ('conjunction', f'{names[a]} and {names[b]}'))
+    return out
+
+
+def _gres_targets(rng: np.random.Generator, scene: dict, with_position: bool,
+                  n_refs: int, target_weights: Dict[str, float]
+                  ) -> List[Tuple[Tuple[int, ...], List[Tuple[str, str]]]]:
+    """Draws up to ``n_refs`` distinct target sets of an image, each of the
+    kind single / multi / none by ``target_weights`` among the kinds left;
+    returns [(target set, its candidate sentences)]."""
+    cands = gres_candidates(scene, with_position)
+    pools = dict(single=[g for g in cands if len(g) == 1],
+                 multi=[g for g in cands if len(g) > 1],
+                 none=[g for g in cands if not g])
+    picked = []
+    for _ in range(n_refs):
+        kinds = [k for k in TARGET_WEIGHTS if pools[k] and target_weights[k] > 0]
+        if not kinds:
+            break
+        p = np.array([target_weights[k] for k in kinds], dtype=float)
+        pool = pools[kinds[int(rng.choice(len(kinds), p=p / p.sum()))]]
+        group = pool.pop(int(rng.integers(len(pool))))
+        picked.append((group, cands[group]))
+    return picked
+
+
+def _sentence_dicts(texts: Sequence[str], first_id: int) -> List[dict]:
+    """REFER's sentence dicts of ``texts``, numbered from ``first_id``."""
+    return [dict(sent_id=first_id + k, sent=t, raw=t[0].upper() + t[1:],
+                 tokens=t.split()) for k, t in enumerate(texts)]
+
+
 def _pick_sentences(rng: np.random.Generator,
                     candidates: List[Tuple[str, str]], n: int,
                     family_weights: Dict[str, float]) -> List[str]:
@@ -324,8 +407,8 @@ def _check_existing(out_dir: str, image_params: dict, force: bool) -> dict:
                 f'{out_dir} holds a different synthetic set '
                 f'({meta.get("image_params")} vs {image_params}); pass '
                 'force=True (--force) to replace it')
-        for flavour in meta.get('flavours', {}):
-            shutil.rmtree(osp.join(out_dir, FLAVOURS[flavour]),
+        for key in meta.get('flavours', {}):
+            shutil.rmtree(osp.join(out_dir, FLAVOURS.get(key, key)),
                           ignore_errors=True)
         shutil.rmtree(osp.join(out_dir, IMAGE_DIR), ignore_errors=True)
         return fresh
@@ -348,7 +431,9 @@ def generate_synthetic_refer(
         sentence_count_weights: Sequence[float] = (0.2, 0.3, 0.5),
         refs_per_image: Tuple[int, int] = (2, 3),
         force: bool = False,
-        progress: bool = False) -> dict:
+        progress: bool = False,
+        ref_format: str = 'refer',
+        target_weights: Optional[Dict[str, float]] = None) -> dict:
     """Writes a synthetic REFER-format set into ``out_dir`` (see module doc).
 
     Deterministic: the same arguments give byte-identical files. Calling it
@@ -376,10 +461,17 @@ def generate_synthetic_refer(
             that some sentence names alone.
         force: replace a different set found in ``out_dir``.
         progress: show a tqdm progress bar.
+        ref_format: 'refer' (``refs(unc).p``, one object per ref) or
+            'grefcoco' (``grefs(unc).json`` in folder ``g<refsyn>``: refs of
+            one object, several or none).
+        target_weights: 'grefcoco' only: weights of single / multi / none
+            refs. Defaults to :data:`TARGET_WEIGHTS`.
 
     Returns:
         dict(root, ann_file, split_file, img_prefix, skipped, counts), counts
-        ``{split: dict(images, refs, sentences)}``; paths relative to root.
+        ``{split: dict(images, refs, sentences)}`` (for 'grefcoco' also
+        ``multi`` and ``no_target``, refs of several objects and of none);
+        paths relative to root.
     """
     if flavour not in FLAVOURS:
         raise ValueError(f'flavour must be one of {list(FLAVOURS)}, got {flavour!r}')
@@ -400,21 +492,34 @@ def generate_synthetic_refer(
         raise ValueError('sentence_count_weights must be 3 non-negative weights '
                          f'(1, 2, 3 sentences), got {sentence_count_weights}')
     p_count = p_count / p_count.sum()
+    if ref_format not in REF_FORMATS:
+        raise ValueError(f'ref_format must be one of {list(REF_FORMATS)}, '
+                         f'got {ref_format!r}')
+    gres = ref_format == 'grefcoco'
+    targets = dict(TARGET_WEIGHTS, **(target_weights or {}))
+    if set(targets) != set(TARGET_WEIGHTS) or min(targets.values()) < 0:
+        raise ValueError('target_weights must give non-negative weights of '
+                         f'{list(TARGET_WEIGHTS)}, got {target_weights}')
 
-    ann_dir = FLAVOURS[flavour]
+    ann_dir = ('g' if gres else '') + FLAVOURS[flavour]
+    # meta key: the flavour for REFER sets (as before), the folder for gRefCOCO
+    set_key = ann_dir if gres else flavour
     result = dict(root=out_dir, ann_file=f'{ann_dir}/instances.json',
-                  split_file=f'{ann_dir}/refs(unc).p',
+                  split_file=f'{ann_dir}/' + ('grefs(unc).json' if gres
+                                              else 'refs(unc).p'),
                   img_prefix=f'{IMAGE_DIR}/', skipped=False)
     image_params = _image_params(num_images, seed, image_size_range,
                                  image_format)
     flavour_params = dict(family_weights=weights,
                           sentence_count_weights=p_count.round(6).tolist(),
                           refs_per_image=list(refs_per_image))
+    if gres:
+        flavour_params['target_weights'] = targets
     meta = _check_existing(out_dir, image_params, force)
     need_images = write_images and not meta['images_written']
-    if meta['flavours'].get(flavour, {}).get('params') == flavour_params \
+    if meta['flavours'].get(set_key, {}).get('params') == flavour_params \
             and not need_images and not force:
-        result.update(skipped=True, counts=meta['flavours'][flavour]['counts'])
+        result.update(skipped=True, counts=meta['flavours'][set_key]['counts'])
         return result
 
     from pycocotools import mask as mask_utils  # heavy import, only here
@@ -430,12 +535,15 @@ def generate_synthetic_refer(
         jobs = tqdm(jobs, desc=f'synthetic {flavour}', unit='img')
 
     images, annotations, refs, scenes = [], [], [], {}
-    counts = {s: dict(images=0, refs=0, sentences=0) for s in SPLITS}
+    counts = {s: dict(images=0, refs=0, sentences=0,
+                      **(dict(multi=0, no_target=0) if gres else {}))
+              for s in SPLITS}
     next_ref_id, next_sent_id = 1, 1
     for split, i in jobs:
         code = SPLIT_CODES[split]
         scene_rng = np.random.default_rng([seed, code, i, 0])
-        text_rng = np.random.default_rng([seed, code, i, 1 + flavour_code])
+        text_rng = np.random.default_rng(
+            [seed, code, i, 1 + flavour_code + 2 * gres])
         scene = _sample_scene(scene_rng, image_size_range)
         h, w = scene['height'], scene['width']
         image_id = code * 1_000_000 + i + 1
@@ -473,6 +581,32 @@ def generate_synthetic_refer(
             objects=[{k: o[k] for k in ('ann_id', 'shape', 'colour', 'bbox',
                                         'area')} for o in scene['objects']])
         counts[split]['images'] += 1
+        if gres:
+            n_refs = int(text_rng.integers(refs_per_image[0],
+                                           refs_per_image[1] + 1))
+            for group, cand in _gres_targets(text_rng, scene, with_position,
+                                             n_refs, targets):
+                n_sent = 1 + int(text_rng.choice(3, p=p_count))
+                sentences = _sentence_dicts(_pick_sentences(
+                    text_rng, cand, n_sent, dict(
+                        weights, plural=0.7, conjunction=0.3, none=1.0)),
+                    next_sent_id)
+                next_sent_id += len(sentences)
+                objs = [scene['objects'][k] for k in group]
+                refs.append(dict(
+                    ref_id=next_ref_id, image_id=image_id, split=split,
+                    ann_id=[o['ann_id'] for o in objs] or [-1],
+                    category_id=[SHAPES.index(o['shape']) + 1
+                                 for o in objs] or [-1],
+                    no_target=not objs, sentences=sentences,
+                    sent_ids=[s['sent_id'] for s in sentences],
+                    file_name=file_name))
+                next_ref_id += 1
+                counts[split]['refs'] += 1
+                counts[split]['sentences'] += len(sentences)
+                counts[split]['multi'] += len(objs) > 1
+                counts[split]['no_target'] += not objs
+            continue
 
         cands = [(k, candidate_sentences(scene, k, with_position))
                  for k in range(len(scene['objects']))]
@@ -490,12 +624,9 @@ def generate_synthetic_refer(
             k, cand = cands[j]
             obj = scene['objects'][k]
             n_sent = 1 + int(text_rng.choice(3, p=p_count))
-            sentences = []
-            for sent in _pick_sentences(text_rng, cand, n_sent, weights):
-                sentences.append(dict(sent_id=next_sent_id, sent=sent,
-                                      raw=sent[0].upper() + sent[1:],
-                                      tokens=sent.split()))
-                next_sent_id += 1
+            sentences = _sentence_dicts(
+                _pick_sentences(text_rng, cand, n_sent, weights), next_sent_id)
+            next_sent_id += len(sentences)
             refs.append(dict(
                 ref_id=next_ref_id, ann_id=obj['ann_id'], image_id=image_id,
                 split=split, sentences=sentences,
@@ -512,12 +643,16 @@ def generate_synthetic_refer(
                                      seed=seed),
                            images=images, annotations=annotations,
                            categories=CATEGORIES), separators=COMPACT)
-    # Protocol 2: the protocol of the original REFER files.
-    atomic_write_bytes(osp.join(ann_root, 'refs(unc).p'),
-                       pickle.dumps(refs, protocol=2))
+    if gres:
+        atomic_write_json(osp.join(ann_root, 'grefs(unc).json'), refs,
+                          separators=COMPACT)
+    else:
+        # Protocol 2: the protocol of the original REFER files.
+        atomic_write_bytes(osp.join(ann_root, 'refs(unc).p'),
+                           pickle.dumps(refs, protocol=2))
     atomic_write_json(osp.join(ann_root, 'scenes.json'), scenes, separators=COMPACT)
     meta['images_written'] = meta['images_written'] or need_images
-    meta['flavours'][flavour] = dict(params=flavour_params, counts=counts)
+    meta['flavours'][set_key] = dict(params=flavour_params, counts=counts)
     atomic_write_json(osp.join(out_dir, META_FILE), meta, separators=COMPACT)
     result['counts'] = counts
     return result

@@ -1,4 +1,5 @@
 """The synthetic generator: determinism, unambiguous sentences, files."""
+import collections
 import filecmp
 import json
 import os
@@ -257,3 +258,137 @@ def test_dataset_reads_the_fixture(synthetic_refer, split):
               data_prefix=dict(img_path='images/'), split=split)
     assert len(RefCOCODataset(**kw)) == counts['refs']
     assert len(RefCOCODataset(**kw, test_mode=True)) == counts['sentences']
+
+
+# --------------------------------------------------------------------------
+# ref_format='grefcoco': sentences naming one object, several or none
+# --------------------------------------------------------------------------
+GRES_IMAGES = dict(train=24, val=6, testA=6, testB=6)
+NUMBERS = {'two': 2, 'three': 3, 'four': 4, 'five': 5, 'six': 6}
+PLURALS = {'circles': 'circle', 'squares': 'square', 'triangles': 'triangle',
+           'shapes': None}
+
+
+@pytest.fixture(scope='module')
+def gres_root(tmp_path_factory):
+    """A REFER set and a gRefCOCO set of the same images (seed 5)."""
+    root = str(tmp_path_factory.mktemp('gres'))
+    generate_synthetic_refer(root, num_images=GRES_IMAGES, seed=5)
+    generate_synthetic_refer(root, num_images=GRES_IMAGES, seed=5,
+                             ref_format='grefcoco')
+    return root
+
+
+def _load_grefs(root, ann_dir='grefsyn'):
+    with open(os.path.join(root, ann_dir, 'grefs(unc).json')) as f:
+        refs = json.load(f)
+    with open(os.path.join(root, ann_dir, 'scenes.json')) as f:
+        return refs, json.load(f)
+
+
+def _resolve_gres(scene, sent):
+    """The ann_ids a sentence of the gRefCOCO grammar names (sorted), read
+    apart from the generator: 'A and B', plurals, else a singular phrase."""
+    if ' and ' in sent:
+        parts = [_resolve(scene, p) for p in sent.split(' and ')]
+        assert all(len(p) == 1 for p in parts) and len(set(sum(parts, []))) \
+            == len(parts), sent
+        return sorted(sum(parts, []))
+    words = sent.split()
+    if words[-1] not in PLURALS:
+        return sorted(_resolve(scene, sent))
+    count = 2 if words[0] == 'both' else None
+    words = words[2:] if words[:2] == ['all', 'the'] else words[1:]
+    if words[0] in NUMBERS:
+        count, words = NUMBERS[words[0]], words[1:]
+    colour = words[0] if len(words) == 2 else None
+    assert colour in COLOURS | {None}, sent
+    shape = PLURALS[words[-1]]
+    objs = [o['ann_id'] for o in scene['objects']
+            if colour in (None, o['colour']) and shape in (None, o['shape'])]
+    assert len(objs) >= 2 and count in (None, len(objs)), (sent, scene)
+    return sorted(objs)
+
+
+def test_gres_sentences_name_exactly_their_targets(gres_root):
+    refs, scenes = _load_grefs(gres_root)
+    kinds = collections.Counter()
+    for ref in refs:
+        scene = scenes[str(ref['image_id'])]
+        targets = [] if ref['ann_id'] == [-1] else ref['ann_id']
+        assert ref['no_target'] is (not targets)
+        assert 1 <= len(ref['sentences']) <= 3
+        for s in ref['sentences']:
+            assert _resolve_gres(scene, s['sent']) == targets, (s['sent'], scene)
+        kinds['none' if not targets else 'multi' if len(targets) > 1
+              else 'single'] += 1
+    assert set(kinds) == {'single', 'multi', 'none'}
+
+
+def test_gres_shares_of_multi_and_no_target_refs(tmp_path):
+    res = generate_synthetic_refer(str(tmp_path), num_images=dict(train=300),
+                                   ref_format='grefcoco', write_images=False)
+    c = res['counts']['train']
+    assert 0.25 <= c['multi'] / c['refs'] <= 0.4, c
+    assert 0.12 <= c['no_target'] / c['refs'] <= 0.22, c
+    refs, _ = _load_grefs(str(tmp_path))
+    # every kind of plural and 'A and B' sentence occurs
+    texts = [s['sent'] for r in refs for s in r['sentences']]
+    for pattern in ('all the ', 'both ', 'the two ', ' and the '):
+        assert any(pattern in t for t in texts), pattern
+
+
+def test_gres_set_shares_images_and_leaves_the_refer_set_alone(gres_root,
+                                                               tmp_path):
+    alone = str(tmp_path / 'refer_only')
+    generate_synthetic_refer(alone, num_images=GRES_IMAGES, seed=5)
+    for name in ('refsyn/instances.json', 'refsyn/refs(unc).p',
+                 'refsyn/scenes.json'):
+        assert filecmp.cmp(os.path.join(alone, name),
+                           os.path.join(gres_root, name), shallow=False)
+    with open(os.path.join(gres_root, 'refsyn', 'scenes.json')) as f:
+        refer_scenes = json.load(f)
+    assert _load_grefs(gres_root)[1] == refer_scenes  # the same pictures
+    with open(os.path.join(gres_root, 'synthetic_meta.json')) as f:
+        assert set(json.load(f)['flavours']) == {'full', 'grefsyn'}
+    again = generate_synthetic_refer(gres_root, num_images=GRES_IMAGES, seed=5,
+                                     ref_format='grefcoco')
+    assert again['skipped']
+
+
+def test_gres_deterministic_and_cli(tmp_path, gres_root):
+    from helpers.tool_runner import load_tool
+    tool = load_tool('dataset_converters/generate_synthetic.py')
+    out = str(tmp_path / 'cli')
+    argv = ['--out', out, '--seed', '5', '--format', 'grefcoco'] + [
+        a for s, n in GRES_IMAGES.items() for a in (f'--num-{s}', str(n))]
+    assert tool.main(argv) == 0
+    for name in ('grefsyn/instances.json', 'grefsyn/grefs(unc).json'):
+        assert filecmp.cmp(os.path.join(out, name),
+                           os.path.join(gres_root, name), shallow=False)
+    assert not os.path.exists(os.path.join(out, 'refsyn'))
+
+
+@pytest.mark.parametrize('split', ['train', 'val', 'testA', 'testB'])
+def test_grefcoco_dataset_reads_the_gres_set(gres_root, split):
+    from sera_mm.datasets import GRefCOCODataset
+    from sera_mm.datasets.transforms import LoadReferringMask
+    with open(os.path.join(gres_root, 'synthetic_meta.json')) as f:
+        counts = json.load(f)['flavours']['grefsyn']['counts'][split]
+    refs, scenes = _load_grefs(gres_root)
+    kw = dict(data_root=gres_root, ann_file='grefsyn/instances.json',
+              split_file='grefsyn/grefs(unc).json',
+              data_prefix=dict(img_path='images/'), split=split)
+    assert len(GRefCOCODataset(**kw)) == counts['refs']
+    ds = GRefCOCODataset(**kw, test_mode=True)
+    assert len(ds) == counts['sentences']
+    load = LoadReferringMask()
+    for i in range(len(ds)):
+        info = ds[i]
+        objs = {o['ann_id']: o for o in scenes[str(info['image_id'])]['objects']}
+        targets = [a for a in info['ann_id'] if a != -1]
+        mask = load(info)['gt_seg_map']
+        assert info['no_target'] is (not targets)
+        assert info['num_targets'] == len(targets)
+        # disjoint shapes: the union's area is the sum of the targets' areas
+        assert int(mask.sum()) == sum(objs[a]['area'] for a in targets)

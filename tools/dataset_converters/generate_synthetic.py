@@ -1,4 +1,4 @@
-"""Writes the synthetic REFER-format set (see sera_mm/datasets/synthetic.py).
+"""Writes the synthetic REFER or gRefCOCO set (see sera_mm/datasets/synthetic.py).
 
 Examples::
 
@@ -6,6 +6,10 @@ Examples::
     python tools/dataset_converters/generate_synthetic.py --out data/synthetic
     python tools/dataset_converters/generate_synthetic.py --out data/synthetic \
         --flavour no_position
+    # gRefCOCO's layout (grefsyn/grefs(unc).json): sentences naming one
+    # object, several or none, sharing the images
+    python tools/dataset_converters/generate_synthetic.py --out data/synthetic \
+        --format grefcoco
     # annotations only, RefCOCO's size, for the index-building benchmark
     python tools/dataset_converters/generate_synthetic.py \
         --out /tmp/refcoco_scale --refcoco-scale --no-images
@@ -18,7 +22,7 @@ import sys
 import time
 
 from sera_mm.datasets.synthetic import (DEFAULT_NUM_IMAGES, FLAVOURS,
-                                        REFCOCO_SCALE,
+                                        REF_FORMATS, REFCOCO_SCALE,
                                         REFCOCO_SENTENCE_WEIGHTS,
                                         generate_synthetic_refer)
 
@@ -39,7 +43,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         '142k sentences); combine with --no-images')
     p.add_argument('--min-size', type=int, default=96)
     p.add_argument('--max-size', type=int, default=192)
-    p.add_argument('--format', choices=['jpg', 'png'], default='jpg')
+    p.add_argument('--format', choices=list(REF_FORMATS), default='refer',
+                   help="'refer': refs(unc).p, one object per sentence; "
+                        "'grefcoco': g<folder>/grefs(unc).json, sentences "
+                        'naming one object, several or none')
+    p.add_argument('--image-format', choices=['jpg', 'png'], default='jpg')
     p.add_argument('--no-images', action='store_true',
                    help='write annotations only')
     p.add_argument('--force', action='store_true',
@@ -61,17 +69,19 @@ def main(argv=None) -> int:
         result = generate_synthetic_refer(
             args.out, num_images=counts, seed=args.seed, flavour=args.flavour,
             image_size_range=(args.min_size, args.max_size),
-            write_images=not args.no_images, image_format=args.format,
-            force=args.force, progress=True, **extra)
+            write_images=not args.no_images, image_format=args.image_format,
+            force=args.force, progress=True, ref_format=args.format, **extra)
     except FileExistsError as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
     state = 'already there, nothing written' if result['skipped'] else \
         f'written in {time.time() - start:.1f} s'
-    print(f"{args.out} ({args.flavour}): {state}")
+    print(f"{args.out} ({args.flavour}, {args.format}): {state}")
     for split, c in result['counts'].items():
+        gres = f"  (multi-target {c['multi']}, no target {c['no_target']})" \
+            if 'multi' in c else ''
         print(f"  {split:6s} images {c['images']:6d}  refs {c['refs']:6d}  "
-              f"sentences {c['sentences']:6d}")
+              f"sentences {c['sentences']:6d}{gres}")
     print(f"  data_root='{args.out}/', ann_file='{result['ann_file']}', "
           f"split_file='{result['split_file']}', "
           f"data_prefix=dict(img_path='{result['img_prefix']}')")
