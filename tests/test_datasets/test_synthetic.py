@@ -392,3 +392,27 @@ def test_grefcoco_dataset_reads_the_gres_set(gres_root, split):
         assert info['num_targets'] == len(targets)
         # disjoint shapes: the union's area is the sum of the targets' areas
         assert int(mask.sum()) == sum(objs[a]['area'] for a in targets)
+
+
+def test_synthetic_gres_config_loads_the_set(gres_root):
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    from sera_mm.registry import DATASETS
+    from helpers.tool_runner import REPO
+    cfg = Config.fromfile(os.path.join(
+        REPO, 'configs', '_base_', 'datasets', 'synthetic_gres.py'))
+    packed = {}
+    with DefaultScope.overwrite_default_scope('sera_mm'):
+        for key in ('train_dataloader', 'test_dataloader'):
+            ds_cfg = cfg[key].dataset
+            ds_cfg.data_root = gres_root
+            ds = DATASETS.build(ds_cfg)
+            packed[key] = [ds[i]['data_samples'] for i in range(len(ds))]
+    for samples in packed.values():
+        flags = {s.no_target for s in samples}
+        assert flags == {True, False}
+        for s in samples:
+            assert s.num_targets == 0 if s.no_target else s.num_targets >= 1
+            # a no-target sample's mask is empty, the others' are not
+            assert bool(s.gt_sem_seg.data.sum() > 0) is not s.no_target
