@@ -21,9 +21,12 @@ from sera_mm.models.utils import RoutingResult
 #: Metadata key of the exported file: the expert names of each router, a
 #: JSON list of ``[router name, [expert names]]`` in the outputs' order.
 ROUTERS_KEY = 'sera_mm.routers'
-#: Output names: the mask logits, then ``routing.<router>.<field>`` for the
-#: fields of each router's :class:`RoutingResult` (``indices`` for Top-k only).
+#: Output names: the mask logits, the presence head's "no target" logits
+#: (B, models with ``presence_head`` only), then ``routing.<router>.<field>``
+#: for the fields of each router's :class:`RoutingResult` (``indices`` for
+#: Top-k only).
 LOGITS = 'mask_logits'
+NO_TARGET = 'no_target_logits'
 ROUTING_FIELDS = ('logits', 'weights', 'indices')
 
 
@@ -82,11 +85,14 @@ class ONNXReferringSegmentor(ReferringSegmentor):
         holds them; empty for DETRIS."""
         return dict(self._experts)
 
-    def run(self, inputs: Tensor, texts: List[str]) -> Tuple[Tensor, Dict[str, RoutingResult]]:
+    def run(self, inputs: Tensor, texts: List[str]
+            ) -> Tuple[Tensor, Dict[str, RoutingResult], Optional[Tensor]]:
         """Runs the session on a preprocessed batch; called by :meth:`predict`.
 
         Returns:
-            tuple: B x 1 x H' x W' mask logits and every router's result.
+            tuple: B x 1 x H' x W' mask logits, every router's result and
+            the B "no target" logits (None for a model without a presence
+            head).
         """
         if tuple(inputs.shape[-2:]) != self.image_shape:
             raise ValueError(f'{self.onnx_file} takes {self.image_shape} images, the '
@@ -103,12 +109,15 @@ class ONNXReferringSegmentor(ReferringSegmentor):
         routings = {name: RoutingResult(*(outs.get(f'routing.{name}.{f}')
                                           for f in ROUTING_FIELDS))
                     for name in self._experts}
-        return outs[LOGITS].to(inputs.device), routings
+        no_target = outs.get(NO_TARGET)
+        return (outs[LOGITS].to(inputs.device), routings,
+                None if no_target is None else no_target.to(inputs.device))
 
     def predict(self, inputs: Tensor, data_samples: list) -> list:
         """Predict mode: as :meth:`ReferringSegmentor.predict`."""
-        logits, routings = self.run(inputs, [ds.text for ds in data_samples])
-        return self.postprocess_result(logits, data_samples, inputs.shape[-2:], routings)
+        logits, routings, no_target = self.run(inputs, [ds.text for ds in data_samples])
+        return self.postprocess_result(logits, data_samples, inputs.shape[-2:], routings,
+                                       no_target)
 
     def _forward(self, inputs: Tensor, data_samples: Optional[list] = None) -> Tensor:
         """Tensor mode: the mask logits at the head's resolution."""

@@ -178,3 +178,22 @@ def test_min_mask_pixels_counts_pixels_at_the_original_size_not_the_heads():
 def test_bad_no_target_settings_are_named(test_cfg, match):
     with pytest.raises(ValueError, match=match):
         _build(**test_cfg)
+
+
+def test_a_converted_detris_checkpoint_warm_starts_a_model_with_the_head():
+    """Every converted DETRIS weight loads; only the head's are missing, and
+    the mask logits are still DETRIS's."""
+    from helpers import detris_reference as R
+    from test_tools.test_detris_converter import TOL, _compare, _tiny_model_cfg, converter
+    arch = R.tiny()
+    reference = R.make_detris_state_dict(arch, seed=1)
+    converted, _ = converter.convert_detris(reference, arch.word_len)
+    model = MODELS.build(dict(_tiny_model_cfg(arch), presence_head=dict(
+        type='PresenceHead', in_channels=arch.neck_width, text_channels=arch.embed_dim)))
+    result = model.load_state_dict(converted, strict=False)
+    assert not result.unexpected_keys
+    assert result.missing_keys and all(k.startswith('presence_head.')
+                                       for k in result.missing_keys)
+    assert set(result.missing_keys) == {k for k in model.state_dict()
+                                        if k.startswith('presence_head.')}
+    assert _compare(model, reference, arch, 112) <= TOL

@@ -204,3 +204,31 @@ def test_exporter_names_a_missing_checkpoint(tmp_path):
         exporter.main([SERA_TINY, str(tmp_path / 'nothing.pth'), str(tmp_path / 'x.onnx')])
     with pytest.raises(SystemExit, match='must end with .onnx'):
         exporter.main([SERA_TINY, str(tmp_path / 'nothing.pth'), str(tmp_path / 'x.pt')])
+
+
+@pytest.mark.parametrize('bias, empty', [(8., True), (-8., False)])
+def test_presence_head_is_exported_and_its_rule_applied_by_the_backend(tmp_path, bias, empty):
+    """A model with a presence head exports ``no_target_logits``; the
+    backend's predictions carry PyTorch's ``no_target_score`` and empty the
+    masks by ``test_cfg.no_target_threshold`` as PyTorch does."""
+    # mask threshold 0: every pixel is foreground unless the sample is "no target"
+    options = {'model.presence_head': dict(type='PresenceHead', in_channels=128,
+                                           text_channels=128, channels=16),
+               'model.test_cfg.threshold': 0.}
+    torch.manual_seed(5)
+    model = init_model(DETRIS_TINY, None, cfg_options=options)
+    with torch.no_grad():  # a probability near sigmoid(bias) for every input
+        model.presence_head.mlp[-1].weight.mul_(0.01)
+        model.presence_head.mlp[-1].bias.fill_(bias)
+    onnx_file = str(tmp_path / 'gres.onnx')
+    assert exporter.export(model, onnx_file) == ['mask_logits', 'no_target_logits']
+    report = exporter.check(model, onnx_file)
+    assert report['max_abs_diff']['no_target_logits'] <= ATOL and report['passed']
+    onnx_model = init_model(model.cfg, onnx_file, backend='onnxruntime')
+    image = np.random.default_rng(0).integers(0, 256, (90, 130, 3), dtype=np.uint8)
+    ours = inference_referring(model, image, 'the big blue square')
+    theirs = inference_referring(onnx_model, image, 'the big blue square')
+    assert float(theirs.no_target_score) == pytest.approx(float(ours.no_target_score), abs=ATOL)
+    assert (float(ours.no_target_score) > 0.5) == empty
+    assert torch.equal(ours.pred_sem_seg.data, theirs.pred_sem_seg.data)
+    assert bool(theirs.pred_sem_seg.data.any()) != empty

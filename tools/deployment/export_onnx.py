@@ -9,9 +9,11 @@ mask logits: inputs ``image`` (B x 3 x S x S float32, letterboxed and
 normalised by the config's test pipeline and data preprocessor) and
 ``tokens`` (B x L int64 CLIP ids, L the text encoder's ``context_length``);
 outputs ``mask_logits`` (B x 1 x S/4 x S/4 for the DETRIS head, before the
-sigmoid) and, per router of a SERA model, ``routing.<router>.logits``,
-``.weights`` (B x E) and, for Top-k routers, ``.indices`` (B x k). The
-letterbox, the tokenisation and the post-processing stay in Python: ONNX
+sigmoid), for a model with a ``presence_head`` ``no_target_logits`` (B,
+before the sigmoid) and, per router of a SERA model,
+``routing.<router>.logits``, ``.weights`` (B x E) and, for Top-k routers,
+``.indices`` (B x k). The letterbox, the tokenisation and the
+post-processing (with the "no target" rules) stay in Python: ONNX
 Runtime runs the file behind the inference API with the same code
 (``init_model(config, OUT.onnx, backend='onnxruntime')``; ``tools/demo.py
 --backend onnxruntime``). S is the config's test-pipeline size; ``--img-size``
@@ -41,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sera_mm.apis import inference_referring, init_model
-from sera_mm.apis.onnxruntime_backend import LOGITS, ROUTERS_KEY, ROUTING_FIELDS
+from sera_mm.apis.onnxruntime_backend import LOGITS, NO_TARGET, ROUTERS_KEY, ROUTING_FIELDS
 from sera_mm.models.backbones.pos_embed import resize_pos_embed
 
 #: Image sizes (H, W) and sentences of the example inputs: the first pair
@@ -57,7 +59,7 @@ class ExportableSegmentor(nn.Module):
 
     ``forward(image, tokens)`` is the segmentor's tensor path after the
     tokenisation (text encoder, backbone with adapters, neck with
-    SERA-Fusion, decoder, head), returning the outputs it names in
+    SERA-Fusion, decoder, heads), returning the outputs it names in
     ``output_names``. In export (:func:`export`) three parts take another
     form with the same value: SERA-Fusion mixes its experts with the dense
     dispatch (a static graph cannot hold the sparse dispatch's
@@ -78,6 +80,9 @@ class ExportableSegmentor(nn.Module):
         text = self.model.text_encoder(tokens)
         x, routings = self.model.extract_feat(image, text)
         outs, names = [self.model.decode_head(x, text)], [LOGITS]
+        if getattr(self.model, 'presence_head', None) is not None:
+            outs.append(self.model.presence_head(x, text))
+            names.append(NO_TARGET)
         for name in self.routers:
             for field in ROUTING_FIELDS:  # indices: Top-k routers only
                 value = getattr(routings[name], field)

@@ -258,7 +258,8 @@ class ReferringSegmentor(BaseSegmentor):
         original size (the mask the metric scores) has fewer than
         ``test_cfg['min_mask_pixels']`` foreground pixels, gets an all-zero
         ``pred_sem_seg`` and the probability 1e-6 everywhere in
-        ``seg_logits`` (a later threshold of them keeps it empty).
+        ``seg_logits`` (a later threshold of them, from 1e-6 up, keeps it
+        empty).
 
         Args:
             seg_logits (Tensor): B x 1 x H' x W' mask logits.
