@@ -304,6 +304,32 @@ def test_several_or_no_objects_give_grefcoco_json(tool, capsys, tmp_path):
     assert single['ann_id'] == [1020]
     assert len({(r['image_id'], r['split']) for r in grefs}) == 10
 
+    # GRefCOCODataset reads the written set: the union for several objects,
+    # zeros for none, every input sentence once
+    from sera_mm.datasets import GRefCOCODataset
+    from sera_mm.datasets.transforms import LoadReferringMask
+    masks = dict(s['masks'], **{
+        'both blocks': s['masks']['the left block 1000 take 0']
+        | s['masks']['the right block 1001 take 0'],
+        'the purple dog': np.zeros_like(s['masks']['the left block 1010 take 0'])})
+    seen = {}
+    for split in ('train', 'val', 'test'):
+        ds = GRefCOCODataset(data_root=str(out), ann_file='custom/instances.json',
+                             split_file='custom/grefs(custom).json', split=split,
+                             data_prefix=dict(img_path='images/'), test_mode=True)
+        for i in range(len(ds)):
+            info = ds.get_data_info(i)
+            seen[info['text']] = (info['no_target'], info['num_targets'])
+            np.testing.assert_array_equal(
+                LoadReferringMask()(info)['gt_seg_map'], masks[info['text']],
+                err_msg=info['text'])
+    assert set(seen) == set(masks)
+    assert seen['both blocks'] == (False, 2)
+    assert seen['the purple dog'] == (True, 0)
+    # the printed config names the dataset that reads the file
+    assert "type='GRefCOCODataset'" in output
+    assert "split_file='custom/grefs(custom).json'" in output
+
 
 # --------------------------------------------------------------------------
 # photos turned by EXIF, reruns, the config

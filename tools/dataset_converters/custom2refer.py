@@ -24,6 +24,7 @@ What is written (``--out``, ``--name`` and ``--split-by`` name the parts)::
     <out>/<name>/grefs(<split-by>).json   instead, when a sentence names several
                                           objects or none: gRefCOCO's layout,
                                           ann_id a list, [-1] for no object
+                                          (what GRefCOCODataset reads)
 
 Splits are drawn by image, never by sentence, so no image is in two splits:
 the images without a ``split`` in the sentences file are shuffled with
@@ -920,7 +921,8 @@ def config_text(config_path: str, base: str, out: str, name: str,
                            osp.dirname(osp.abspath(config_path)))
     heldout = [s for s in split_names if s != 'train'] or ['train']
     val = 'val' if 'val' in heldout else heldout[0]
-    data = (f"dict(data_root={out.rstrip('/') + '/'!r}, "
+    gref = "type='GRefCOCODataset', " if refs_name.startswith('grefs') else ''
+    data = (f"dict({gref}data_root={out.rstrip('/') + '/'!r}, "
             f"ann_file='{name}/instances.json', split_file='{name}/{refs_name}', "
             f"data_prefix=dict(img_path='{IMAGE_DIR}/'))")
     val_data = '_data' if val == 'val' else f'dict(_data, split={val!r})'
@@ -954,15 +956,17 @@ def _print_problems(problems: Sequence[str]) -> None:
 
 def _verify(out: str, name: str, refs_name: str,
             split_names: Sequence[str]) -> Dict[str, Tuple[int, int, int]]:
-    """Reads the written refs back with RefCOCODataset, split by split;
-    returns {split: (images, refs, sentences)} as the loader sees them."""
-    from sera_mm.datasets.refcoco import RefCOCODataset
+    """Reads the written refs back with RefCOCODataset (GRefCOCODataset for
+    grefs(<by>).json), split by split; returns {split: (images, refs,
+    sentences)} as the loader sees them."""
+    from sera_mm.datasets import GRefCOCODataset, RefCOCODataset
+    dataset = GRefCOCODataset if refs_name.startswith('grefs') else RefCOCODataset
     counts = {}
     for split in split_names:
-        ds = RefCOCODataset(data_root=out, ann_file=f'{name}/instances.json',
-                            split_file=f'{name}/{refs_name}', split=split,
-                            data_prefix=dict(img_path=f'{IMAGE_DIR}/'),
-                            test_mode=True, serialize_data=False)
+        ds = dataset(data_root=out, ann_file=f'{name}/instances.json',
+                     split_file=f'{name}/{refs_name}', split=split,
+                     data_prefix=dict(img_path=f'{IMAGE_DIR}/'),
+                     test_mode=True, serialize_data=False)
         infos = [ds.get_data_info(i) for i in range(len(ds))]
         counts[split] = (len({i['image_id'] for i in infos}),
                          len({i['ref_id'] for i in infos}), len(infos))
@@ -1065,18 +1069,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     refs = build_refs(found, splits, grefer)
     files = serialize(build_instances(found, used), refs, refs_path)
     split_names = [s for s in KNOWN_SPLITS if s in set(splits.values())]
-    config = None
-    if not grefer:
-        target = args.config_out or osp.join('configs', 'custom',
-                                             f'{args.name}.py')
-        config = config_text(target, args.base_config, args.out, args.name,
-                             refs_name, split_names)
-        if args.config_out:
-            files = OrderedDict([(args.config_out, config.encode('utf-8')),
-                                 *files.items()])
-    elif args.config_out:
-        found.notes.append(f'no config written to {args.config_out}: '
-                           'RefCOCODataset reads one object per sentence')
+    target = args.config_out or osp.join('configs', 'custom',
+                                         f'{args.name}.py')
+    config = config_text(target, args.base_config, args.out, args.name,
+                         refs_name, split_names)
+    if args.config_out:
+        files = OrderedDict([(args.config_out, config.encode('utf-8')),
+                             *files.items()])
     _print_notes(found.notes)
     problems = check_outputs(args.out, files, photos, args.symlink,
                              args.force)
@@ -1092,20 +1091,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if grefer:
         print(f'{len(multi)} sentence(s) name several objects or none: the '
               "refs are in gRefCOCO's layout (ann_id a list, [-1] for no "
-              'object), which RefCOCODataset does not read')
-        counts = {s: (len({r['image_id'] for r in refs if r['split'] == s}),
-                      sum(r['split'] == s for r in refs),
-                      sum(len(r['sentences']) for r in refs
-                          if r['split'] == s)) for s in split_names}
-    else:
-        counts = _verify(args.out, args.name, refs_name, split_names)
+              'object), read by GRefCOCODataset')
+    counts = _verify(args.out, args.name, refs_name, split_names)
     for split, (n_img, n_ref, n_sent) in counts.items():
         print(f'  {split:6s} images {n_img:6d}  refs {n_ref:6d}  '
               f'sentences {n_sent:6d}')
-    if config is not None:
-        if not args.config_out:
-            print(f'a config that trains on it (save it as {target}):')
-        print(config, end='')
+    if not args.config_out:
+        print(f'a config that trains on it (save it as {target}):')
+    print(config, end='')
     return 0
 
 
