@@ -270,7 +270,14 @@ def inference_referring(
     Returns:
         SegDataSample or list: ``pred_sem_seg`` (1 x H x W, 0/1 long) and
         ``seg_logits`` (1 x H x W float) at the image's size, plus the
-        metainfo (``text``, ``ori_shape``, ``letterbox`` ...).
+        metainfo (``text``, ``ori_shape``, ``letterbox`` ...). A model with
+        a presence head (``model.presence_head``, docs/en/method.md, s. 9)
+        adds ``no_target_score``, the probability that the sentence names
+        nothing in the image (0-d float tensor; ``float(result.no_target_score)``);
+        a "no target" prediction is an all-zero ``pred_sem_seg``, and it
+        stays empty through the resize of a shrunk photo and a
+        ``threshold`` from 1e-6 up. Without a head there is no
+        ``no_target_score`` (``'no_target_score' in result`` is False).
     """
     single = isinstance(image, (str, Path, np.ndarray))
     images = [image] if single else list(image)
