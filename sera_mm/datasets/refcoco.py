@@ -81,8 +81,9 @@ class RefCOCODataset(BaseDataset):
     persist, or whether the run was resumed. With an empty pipeline
     ``dataset[i]`` holds ``img_path``, ``image_id``, ``ref_id``, ``ann_id``,
     ``sent_id``, ``text`` (REFER's ``sent``), ``category_id``,
-    ``segmentation`` (raw COCO polygons or RLE), ``height``, ``width``,
-    ``seg_fields`` and ``sample_idx``. Every input error is raised at
+    ``segmentation`` (raw COCO polygons or RLE), ``no_target`` (False) and
+    ``num_targets`` (1) as gRefCOCO's samples have them, ``height``,
+    ``width``, ``seg_fields`` and ``sample_idx``. Every input error is raised at
     construction, naming the path, key or id at fault.
 
     Args:
@@ -90,7 +91,8 @@ class RefCOCODataset(BaseDataset):
             ``data_prefix`` (e.g. 'data/coco/').
         ann_file: COCO instances file (e.g. 'refcoco/instances.json').
         split_file: REFER refs pickle (e.g. 'refcoco/refs(unc).p'), loaded
-            without running code (:func:`load_refer_pickle`).
+            without running code (:func:`load_refer_pickle`), or the same
+            list as JSON (a name ending in '.json').
         split: 'train' | 'val' | 'testA' | 'testB' | 'test', present in
             ``split_file``. Defaults to 'train'.
         data_prefix: ``dict(img_path='train2014/')``.
