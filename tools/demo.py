@@ -16,6 +16,11 @@ input is checked before the model is built; an error is one line on stderr
 (``error: ...``, naming the file, line or key at fault) and exit status 1;
 ``--debug`` shows the traceback instead.
 
+A sentence whose mask comes back empty (the model found nothing it names; a
+model with a presence head, docs/en/method.md s. 9, decides so itself) is
+captioned and reported ``"the purple star": not found (p = 0.93)``, p being
+the head's probability that the sentence names nothing (no p without a head).
+
 The caption is drawn with the default font and, for characters it lacks
 (Chinese, emoji ...), installed fonts that have them
 (:func:`sera_mm.visualization.caption_font`); characters that no installed
@@ -26,7 +31,9 @@ import os
 import os.path as osp
 import re
 import sys
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
+
+import numpy as np
 
 DEFAULT_SINGLE_OUT = 'overlay.png'
 #: ``--out`` endings of the images the demo writes (those OpenCV can encode).
@@ -195,18 +202,49 @@ def check_pair(image: str, sentence: str, where: str = '') -> None:
         raise InputError(f'{prefix}empty sentence for image {image}')
 
 
-def draw(model, visualizer, image_path: str, sentence: str, caption: bool):
-    """Runs the model on one pair; returns (RGB overlay, mask area share)."""
+def no_target_score(result) -> Optional[float]:
+    """The probability that the sentence names nothing, from the model's
+    presence head (``no_target_score``); None for a model without one."""
+    score = result.get('no_target_score')
+    return None if score is None else float(score)
+
+
+def not_found(sentence: str, score: Optional[float]) -> str:
+    """What the demo writes for a sentence whose mask is empty: the model
+    found nothing it names (with the presence head's probability)."""
+    return f'"{sentence}": not found' + ('' if score is None else f' (p = {score:.2f})')
+
+
+class Drawing(NamedTuple):
+    """One pair drawn by :func:`draw`."""
+    image: np.ndarray  #: H x W x 3 RGB overlay, the image's size
+    share: float  #: mask area / image area
+    score: Optional[float]  #: :func:`no_target_score`
+    caption: str  #: what the picture's caption says (or would, with --no-caption)
+
+    def summary(self) -> str:
+        """The printed note: the mask's share, or that nothing was found."""
+        if not self.share:
+            return self.caption
+        p = '' if self.score is None else f', no-target p = {self.score:.2f}'
+        return f'mask {100 * self.share:.1f}% of the image{p}'
+
+
+def draw(model, visualizer, image_path: str, sentence: str, caption: bool) -> Drawing:
+    """Runs the model on one pair and draws it; an empty mask (the model
+    found no target) is captioned :func:`not_found` instead of the bare
+    sentence."""
     import mmcv
 
     from sera_mm.apis import inference_referring, load_image
     image = load_image(image_path)
     result = inference_referring(model, image, sentence)
     mask = result.pred_sem_seg.data[0].cpu().numpy().astype(bool)
-    drawn = visualizer.draw_referring(mmcv.bgr2rgb(image), mask,
-                                      sentence if caption else None)
+    score = no_target_score(result)
+    text = sentence if mask.any() else not_found(sentence, score)
+    drawn = visualizer.draw_referring(mmcv.bgr2rgb(image), mask, text if caption else None)
     assert drawn.shape[:2] == image.shape[:2]
-    return drawn, float(mask.mean())
+    return Drawing(drawn, float(mask.mean()), score, text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -240,9 +278,10 @@ def run(args: argparse.Namespace) -> int:
     visualizer = ReferringVisualizer(name='sera_demo', alpha=args.alpha)
 
     if not args.batch:
-        drawn, share = draw(model, visualizer, pairs[0][0], pairs[0][1], not args.no_caption)
-        mmcv.imwrite(mmcv.rgb2bgr(drawn), out, backend_args=ATOMIC)
-        print(f'{out}: {drawn.shape[1]} x {drawn.shape[0]}, mask {100 * share:.1f}% of the image')
+        drawing = draw(model, visualizer, pairs[0][0], pairs[0][1], not args.no_caption)
+        h, w = drawing.image.shape[:2]
+        mmcv.imwrite(mmcv.rgb2bgr(drawing.image), out, backend_args=ATOMIC)
+        print(f'{out}: {w} x {h}, {drawing.summary()}')
         return 0
 
     out_dir = out
@@ -250,14 +289,15 @@ def run(args: argparse.Namespace) -> int:
     overlays = []
     for i, (image, sentence, where) in enumerate(pairs):
         try:
-            drawn, share = draw(model, visualizer, image, sentence, not args.no_caption)
+            drawing = draw(model, visualizer, image, sentence, not args.no_caption)
         except Exception as e:
             raise type(e)(f'{where}: {e}') from e
         stem = osp.splitext(osp.basename(image))[0]
         path = osp.join(out_dir, f'{i:03d}_{stem}.png')
-        mmcv.imwrite(mmcv.rgb2bgr(drawn), path, backend_args=ATOMIC)
-        overlays.append(drawn)
-        print(f'{path}: mask {100 * share:.1f}% of the image ({sentence!r})')
+        mmcv.imwrite(mmcv.rgb2bgr(drawing.image), path, backend_args=ATOMIC)
+        overlays.append(drawing.image)
+        note = drawing.summary()
+        print(f'{path}: {note}' + ('' if note == drawing.caption else f' ({sentence!r})'))
     sheet = osp.join(out_dir, CONTACT_SHEET)
     mmcv.imwrite(mmcv.rgb2bgr(make_contact_sheet(overlays, cell=args.cell)), sheet,
                  backend_args=ATOMIC)

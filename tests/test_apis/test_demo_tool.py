@@ -171,3 +171,86 @@ def test_undecodable_batch_file_names_file_line_and_byte(demo, images, tmp_path,
     path.write_bytes(f'{image}\tthe circle\n'.encode('utf-16-le'))  # UTF-16 without a BOM
     err = _error_of(demo, ['--batch', str(path), config, checkpoint], capsys)
     assert f'{path}:1: holds NUL bytes' in err, err
+
+
+# -- "no target" -----------------------------------------------------------------
+@pytest.fixture(scope='module')
+def presence_files(tiny_model_files, tmp_path_factory):
+    """(config, checkpoint) of the tiny SERA with a presence head, random."""
+    from sera_mm.apis import init_model
+    root = tmp_path_factory.mktemp('tiny_presence')
+    config = str(root / 'tiny_presence.py')
+    with open(config, 'w') as f:
+        f.write(f'_base_ = {tiny_model_files[0]!r}\n'
+                "model = dict(presence_head=dict(type='PresenceHead', in_channels=128, "
+                'text_channels=128, channels=16))\n')
+    torch.manual_seed(0)
+    checkpoint = str(root / 'tiny_presence.pth')
+    torch.save(dict(state_dict=init_model(config).state_dict()), checkpoint)
+    return config, checkpoint
+
+
+@pytest.fixture
+def captions(monkeypatch):
+    """The captions the visualiser draws, in order."""
+    from sera_mm.visualization import ReferringVisualizer
+    drawn, original = [], ReferringVisualizer.draw_caption
+
+    def record(self, text, *args, **kwargs):
+        drawn.append(text)
+        return original(self, text, *args, **kwargs)
+    monkeypatch.setattr(ReferringVisualizer, 'draw_caption', record)
+    return drawn
+
+
+def _score(config, checkpoint, image, sentence):
+    from sera_mm.apis import inference_referring, init_model
+    return float(inference_referring(init_model(config, checkpoint), image,
+                                     sentence).no_target_score)
+
+
+def test_no_target_is_written_in_the_caption_and_the_summary(
+        demo, presence_files, images, tmp_path, capsys, captions):
+    config, checkpoint = presence_files
+    image = images['odd.jpg'][0]
+    p = _score(config, checkpoint, image, 'the purple star')
+    out = str(tmp_path / 'none.png')
+    # every probability exceeds -1: the model says "no target"
+    assert demo.main([image, 'the purple star', config, checkpoint, '--out', out,
+                      '--cfg-options', 'model.test_cfg.no_target_threshold=-1']) == 0
+    expected = f'"the purple star": not found (p = {p:.2f})'
+    assert captions == [expected]
+    assert capsys.readouterr().out.strip() == f'{out}: 131 x 97, {expected}'
+
+    # no probability exceeds 1: a mask, the bare sentence, the mask's share and p
+    captions.clear()
+    assert demo.main([image, 'the red circle', config, checkpoint, '--out', out,
+                      '--cfg-options', 'model.test_cfg.no_target_threshold=1.0',
+                      'model.test_cfg.threshold=0.01']) == 0
+    assert captions == ['the red circle']
+    printed = capsys.readouterr().out
+    assert '% of the image, no-target p = ' in printed and 'not found' not in printed
+
+
+def test_an_empty_mask_without_a_head_is_not_found(demo, tiny_model_files, images, tmp_path,
+                                                   capsys, captions):
+    config, checkpoint, _ = tiny_model_files
+    names = ['odd.jpg', 'gray.png']
+    batch = tmp_path / 'pairs.tsv'
+    batch.write_text(''.join(f'{images[n][0]}\tthe shape {i}\n' for i, n in enumerate(names)))
+    out_dir = tmp_path / 'out'
+    # no probability exceeds 1: every mask is empty
+    assert demo.main(['--batch', str(batch), config, checkpoint, '--out', str(out_dir),
+                      '--cfg-options', 'model.test_cfg.threshold=1.0']) == 0
+    assert captions == ['"the shape 0": not found', '"the shape 1": not found']
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f'{out_dir / "000_odd.png"}: "the shape 0": not found'
+    assert lines[1] == f'{out_dir / "001_gray.png"}: "the shape 1": not found'
+
+    # --no-caption: nothing on the picture, the summary still says it
+    captions.clear()
+    out = str(tmp_path / 'bare.png')
+    assert demo.main([images['odd.jpg'][0], 'the red circle', config, checkpoint, '--out', out,
+                      '--no-caption', '--cfg-options', 'model.test_cfg.threshold=1.0']) == 0
+    assert captions == []
+    assert capsys.readouterr().out.strip().endswith('"the red circle": not found')
