@@ -35,6 +35,10 @@ class ModelExpectation(NamedTuple):
     #: Whether DINOv2's own biases and LayerNorm weights train, and nothing
     #: else of it (SERA's BitFit + LN; full size only).
     bitfit_ln: bool = False
+    #: Whether the model has a presence head (GRES's "no target").
+    presence: bool = False
+    #: The empty-mask rule's ``test_cfg.min_mask_pixels`` (0: not set).
+    min_mask_pixels: int = 0
 
 
 #: the paper's SERA: Top-4, the load term on the smooth assigned share
@@ -97,6 +101,13 @@ MODEL_EXPECTATIONS = {
     'configs/detris/detris_dinov2-l_refcocog-umd.py': _full(**_DETRIS, context_length=22),
     'configs/detris/detris_dinov2-l_refcocog-google.py': _full(**_DETRIS),
     'configs/detris/detris_dinov2-l_refcoco-mixed.py': _full(**_DETRIS),
+    # GRES (gRefCOCO): a presence head, or the empty-mask rule without one
+    'configs/gres/detris_dinov2-b_grefcoco.py': _full(**_DETRIS, presence=True),
+    'configs/gres/detris_dinov2-b_grefcoco_empty-mask.py': _full(**_DETRIS, min_mask_pixels=64),
+    'configs/gres/sera_dinov2-b_grefcoco.py': _full(**_SERA, presence=True),
+    'configs/gres/sera-tiny_synthetic-gres.py': _tiny(**_SERA_TINY, presence=True),
+    'configs/gres/sera-tiny_synthetic-gres_empty-mask.py':
+        _tiny(**_SERA_TINY, min_mask_pixels=16),
     # the CPU toys
     'configs/synthetic/sera-tiny_synthetic.py': _tiny(**_SERA_TINY),
     'configs/synthetic/detris-tiny_synthetic.py': _tiny(**_DETRIS),

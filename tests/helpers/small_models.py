@@ -63,6 +63,8 @@ def _shrink(model: ConfigDict) -> None:
                          feedforward_channels=WIDTH)
     model.decode_head.update(in_channels=WIDTH, mid_channels=WIDTH, channels=16,
                              text_channels=WIDTH)
+    if model.get('presence_head') is not None:
+        model.presence_head.update(in_channels=WIDTH, text_channels=WIDTH, channels=16)
 
 
 def small_model_cfg(path: str) -> ConfigDict:

@@ -115,8 +115,10 @@ def check_detris_protocol(path: str) -> None:
     assert letterboxes and all(node['mode'] == 'affine' for node in letterboxes.values())
     for where, node in letterboxes.items():
         assert node.get('soft_masks', False) == where.startswith('train'), where
+    empty_mask = MODEL_EXPECTATIONS[path].min_mask_pixels
     assert cfg.model.test_cfg == dict(threshold=0.35,
-                                      upsample=dict(mode='bicubic', align_corners=True))
+                                      upsample=dict(mode='bicubic', align_corners=True),
+                                      **(dict(min_mask_pixels=empty_mask) if empty_mask else {}))
 
 
 def test_configs_are_found():
@@ -164,6 +166,7 @@ def test_full_size_config_builds(path):
     # (check_variant: G-Ref (umd) sentences take 22 tokens, as DETRIS)
     assert any('Dice' in type(m).__name__
                for m in model.decode_head.loss_decode) == expected.dice
+    assert (model.presence_head is not None) == expected.presence
 
 
 def test_detris_b_trains_detris_trainable_set():
@@ -240,6 +243,7 @@ def test_tiny_config_builds_and_runs(path):
     assert routed == set(model.router_experts())
     assert len([r for r in routed if r.startswith('fusion.')]) == num_fusions
     assert ('loss_moe' in losses) == (num_fusions > 0)
+    assert ('loss_presence' in losses) == MODEL_EXPECTATIONS[path].presence
     total = sum(v for k, v in losses.items() if k.startswith('loss'))
     assert torch.isfinite(total)
     model.eval()

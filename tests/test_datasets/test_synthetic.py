@@ -400,8 +400,7 @@ def test_synthetic_gres_config_loads_the_set(gres_root):
 
     from sera_mm.registry import DATASETS
     from helpers.tool_runner import REPO
-    cfg = Config.fromfile(os.path.join(
-        REPO, 'configs', '_base_', 'datasets', 'synthetic_gres.py'))
+    cfg = Config.fromfile(os.path.join(REPO, 'configs', 'gres', 'sera-tiny_synthetic-gres.py'))
     packed = {}
     with DefaultScope.overwrite_default_scope('sera_mm'):
         for key in ('train_dataloader', 'test_dataloader'):

@@ -14,3 +14,6 @@ val_dataloader = dict(
     dataset=dict(type='GRefCOCODataset', ann_file='grefcoco/instances.json',
                  split_file='grefcoco/grefs(unc).json'))
 test_dataloader = val_dataloader
+# GRES's protocol (gIoU, cIoU, N-acc, T-acc, Pr@X; docs/en/usage.md)
+val_evaluator = dict(type='GRefSegMetric')
+test_evaluator = val_evaluator

@@ -1,6 +1,7 @@
 """The table of a multi-split test run: one row per split, the number of
-sentences and :class:`~sera_mm.evaluation.RefSegMetric`'s keys; printed as
-a PrettyTable and written as JSON and Markdown."""
+sentences and the metric's keys (:class:`~sera_mm.evaluation.RefSegMetric`'s
+or :class:`~sera_mm.evaluation.GRefSegMetric`'s); printed as a PrettyTable
+and written as JSON and Markdown."""
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
@@ -9,9 +10,16 @@ from sera_mm.utils.atomic import atomic_write_json, atomic_write_text
 #: The table's files.
 TABLE_JSON, TABLE_MD = 'test_results.json', 'test_results.md'
 
-#: The table's metric columns, in order.
+#: The table's metric columns, in order: RefSegMetric's, GRefSegMetric's.
 COLUMNS = ('mIoU', 'oIoU', 'Prec@0.5', 'Prec@0.6', 'Prec@0.7', 'Prec@0.8',
            'Prec@0.9')
+GRES_COLUMNS = ('gIoU', 'cIoU', 'N-acc', 'T-acc', 'Pr@0.7', 'Pr@0.8', 'Pr@0.9')
+
+
+def columns(rows: Dict[str, Dict[str, float]]) -> Sequence[str]:
+    """The metric columns of ``rows``: :data:`GRES_COLUMNS` when a row holds
+    ``gIoU``, else :data:`COLUMNS`."""
+    return GRES_COLUMNS if any('gIoU' in row for row in rows.values()) else COLUMNS
 
 
 def split_row(metrics: Dict[str, float], prefix: str) -> Dict[str, float]:
@@ -28,24 +36,24 @@ def _cell(value: Optional[float]) -> str:
 
 def format_table(rows: Dict[str, Dict[str, float]],
                  sentences: Dict[str, int]) -> str:
-    """The rows as a PrettyTable string (split, sentences, COLUMNS)."""
+    """The rows as a PrettyTable string (split, sentences, :func:`columns`)."""
     from prettytable import PrettyTable  # installed with mmseg
-    table = PrettyTable(['split', 'sentences', *COLUMNS])
+    table = PrettyTable(['split', 'sentences', *columns(rows)])
     for name, row in rows.items():
         table.add_row([name, sentences[name], *(_cell(row.get(c))
-                                                for c in COLUMNS)])
+                                                for c in columns(rows))])
     return table.get_string()
 
 
 def format_markdown(rows: Dict[str, Dict[str, float]],
                     sentences: Dict[str, int]) -> str:
     """The rows as a GitHub Markdown table (values in percent, 2 decimals)."""
-    header = ['split', 'sentences', *COLUMNS]
+    header = ['split', 'sentences', *columns(rows)]
     lines = ['| ' + ' | '.join(header) + ' |',
              '|' + '|'.join(['---'] + ['---:'] * (len(header) - 1)) + '|']
     for name, row in rows.items():
         cells = [name, str(sentences[name]),
-                 *(_cell(row.get(c)) for c in COLUMNS)]
+                 *(_cell(row.get(c)) for c in columns(rows))]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
@@ -70,7 +78,7 @@ def write_table(out_dir: str, rows: Dict[str, Dict[str, float]],
     """
     splits: Sequence[str] = list(rows)
     payload = dict(extra or {})
-    payload['columns'] = list(COLUMNS)
+    payload['columns'] = list(columns(rows))
     payload['splits'] = {
         name: dict(sentences=sentences[name],
                    per_sentence=(records or {}).get(name),
