@@ -5,7 +5,11 @@ Segment: one overlay per sentence (mask fill, outline and the sentence,
 drawn by sera_mm's visualiser at the photo's own size), the binary masks as
 PNG files to download and, for a SERA model, what its routers chose for
 each sentence (per SERA-Fusion level the chosen experts and their weights,
-per SERA-Adapter block the soft-router weights).
+per SERA-Adapter block the soft-router weights, and how much that routing
+changed between the sentences of the photo). A sentence that names nothing
+in the photo (an empty mask; a model with a presence head decides so
+itself, docs/en/method.md s. 9) is answered "not in the picture", with the
+head's probability.
 
 Examples::
 
@@ -169,7 +173,10 @@ class Segmenter:
             dict: ``overlays`` [(path, caption)], ``masks`` [path],
             ``routings`` (one per sentence, or None), ``sentences``,
             ``skipped`` (lines over the limit), ``size`` (w, h), ``shares``
-            (mask area per sentence) and ``seconds``.
+            (mask area per sentence; 0: :func:`not_in_picture`),
+            ``scores`` (per sentence the presence head's probability that
+            it names nothing, None without a head), ``threshold`` and
+            ``seconds``.
 
         Raises:
             RequestError: No photo, no sentence, a photo that cannot be read
@@ -201,11 +208,14 @@ class Segmenter:
                                       threshold=threshold, return_routing=self.routed)
         rgb = mmcv.bgr2rgb(image)
         folder = self._request_dir()
-        overlays, masks, shares = [], [], []
+        overlays, masks, shares, scores = [], [], [], []
         for i, (sentence, result) in enumerate(zip(sentences, results), start=1):
             mask = result.pred_sem_seg.data[0].cpu().numpy().astype(bool)
+            score = result.get('no_target_score')
+            score = None if score is None else float(score)
+            missing = None if mask.any() else not_in_picture(sentence, score)
             with self._draw_lock:
-                drawn = self.visualizer.draw_referring(rgb, mask, sentence)
+                drawn = self.visualizer.draw_referring(rgb, mask, missing or sentence)
             assert drawn.shape[:2] == image.shape[:2]
             stem = f'{i}_{_slug(sentence)}'
             overlay_path = osp.join(folder, f'overlay_{stem}.png')
@@ -213,18 +223,72 @@ class Segmenter:
             cv2.imwrite(overlay_path, mmcv.rgb2bgr(drawn))
             cv2.imwrite(mask_path, mask.astype(np.uint8) * 255)
             share = float(mask.mean())
-            overlays.append((overlay_path, f'{sentence}  ({100 * share:.1f}% of the photo)'))
+            overlays.append((overlay_path,
+                             missing or f'{sentence}  ({100 * share:.1f}% of the photo)'))
             masks.append(mask_path)
             shares.append(share)
+            scores.append(score)
         routings = [r.routing for r in results] if self.routed else None
         return dict(overlays=overlays, masks=masks, routings=routings, sentences=sentences,
                     skipped=skipped, size=(image.shape[1], image.shape[0]), shares=shares,
-                    threshold=threshold, seconds=time.perf_counter() - start)
+                    scores=scores, threshold=threshold, seconds=time.perf_counter() - start)
+
+
+def not_in_picture(sentence: str, score: Optional[float]) -> str:
+    """The page's answer to a sentence whose mask is empty, with the
+    presence head's probability ``score`` when the model has one."""
+    return f'"{sentence}": not in the picture' + ('' if score is None else f' (p = {score:.2f})')
+
+
+def status_line(out: Dict[str, Any]) -> str:
+    """The line under the overlays for a request's result (:class:`Segmenter`):
+    what ran, and which sentences name nothing in the photo."""
+    w, h = out['size']
+    line = (f'{len(out["sentences"])} sentence(s) on a {w} x {h} photo, threshold '
+            f'{out["threshold"]:.2f}, {out["seconds"]:.1f} s.')
+    missing = [not_in_picture(sentence, score) for sentence, share, score
+               in zip(out['sentences'], out['shares'], out['scores']) if not share]
+    return line + ''.join(f'\n\n{m}.' for m in missing)
 
 
 # -- routing chart -----------------------------------------------------------
 def _short(text: str, length: int = 48) -> str:
     return text if len(text) <= length else text[:length - 1] + '…'
+
+
+def routing_change(routings: Optional[Sequence[dict]]) -> Optional[Tuple[float, str]]:
+    """How much the routing changed between the sentences of one photo.
+
+    SERA's routers read the visual features, so on one photo their weights
+    barely move with the sentence; this number says by how much they did.
+
+    Returns:
+        tuple or None: The largest absolute difference of one expert's
+        weight between any two sentences, over every SERA-Fusion level and
+        SERA-Adapter block, and where it is ('level 1', 'adapter block 3');
+        None for fewer than two sentences or no routers.
+    """
+    if not routings or len(routings) < 2:
+        return None
+    best = (0.0, '')
+    for group in ('fusion', 'adapter'):
+        for entries in zip(*(routing[group] for routing in routings)):
+            where = (f'level {entries[0]["level"]}' if group == 'fusion' else
+                     f'adapter block {entries[0]["block"].split(".")[-1]}')
+            for weights in zip(*(entry['weights'] for entry in entries)):
+                best = max(best, (max(weights) - min(weights), where), key=lambda b: b[0])
+    return best
+
+
+def routing_change_text(routings: Optional[Sequence[dict]]) -> str:
+    """:func:`routing_change` in words ('' when there is nothing to compare)."""
+    change = routing_change(routings)
+    if change is None:
+        return ''
+    value, where = change
+    at = f', at {where}' if value > 0 else ''
+    return (f'Routing changed by {value:.2f} between the {len(routings)} sentences '
+            f"(largest difference of one expert's weight{at}).")
 
 
 def routing_figure(sentences: Sequence[str], routings: Sequence[dict]):
@@ -233,12 +297,17 @@ def routing_figure(sentences: Sequence[str], routings: Sequence[dict]):
     One row per sentence: left, per SERA-Fusion level, the weight of every
     expert (0 for those not chosen; chosen ones are labelled); right, per
     SERA-Adapter block, the soft router's spatial and boundary weights.
-    Returns a matplotlib Figure (no pyplot state is touched).
+    With several sentences the title says how much the routing changed
+    between them (:func:`routing_change_text`). Returns a matplotlib Figure
+    (no pyplot state is touched).
     """
     from matplotlib.figure import Figure
     first = routings[0]
     panels = [p for p in ('fusion', 'adapter') if first[p]]
-    fig = Figure(figsize=(4.2 * len(panels) + 0.4, 2.1 * len(routings) + 0.5), dpi=90)
+    change = routing_change_text(routings)
+    change_h = 0.35 if change else 0.0  # inches above the rows
+    fig = Figure(figsize=(4.2 * len(panels) + 0.4, 2.1 * len(routings) + 0.5 + change_h),
+                 dpi=90)
     axes = fig.subplots(len(routings), len(panels), squeeze=False)
     for row, (sentence, routing) in enumerate(zip(sentences, routings)):
         for col, panel in enumerate(panels):
@@ -272,16 +341,20 @@ def routing_figure(sentences: Sequence[str], routings: Sequence[dict]):
             if row == 0:
                 ax.legend(fontsize=7, loc='upper right', ncol=len(experts), frameon=False)
         axes[row][0].set_ylabel('weight', fontsize=8)
-    fig.tight_layout()
+    if change:
+        fig.suptitle(change, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - change_h / fig.get_figheight()))
     return fig
 
 
 def routing_markdown(sentences: Sequence[str], routings: Optional[Sequence[dict]]) -> str:
-    """The routing as text: per sentence, each level's chosen experts with
-    their weights and each adapter block's soft weights."""
+    """The routing as text: how much it changed between the sentences
+    (:func:`routing_change_text`), then per sentence each level's chosen
+    experts with their weights and each adapter block's soft weights."""
     if routings is None:
         return NO_ROUTING
-    lines = []
+    change = routing_change_text(routings)
+    lines = [change, ''] if change else []
     for sentence, routing in zip(sentences, routings):
         parts = []
         for entry in routing['fusion']:
@@ -394,9 +467,7 @@ def build_app(segmenter: Segmenter, examples: Sequence[Sequence[str]] = (),
         if out['skipped']:
             gr.Warning(f'Only the first {MAX_SENTENCES} sentences were segmented '
                        f'({out["skipped"]} more left out).')
-        w, h = out['size']
-        status = (f'{len(out["sentences"])} sentence(s) on a {w} x {h} photo, threshold '
-                  f'{out["threshold"]:.2f}, {out["seconds"]:.1f} s.')
+        status = status_line(out)
         if out['routings'] is None:
             plot = gr.Plot(value=None, visible=False)
         else:
@@ -404,6 +475,14 @@ def build_app(segmenter: Segmenter, examples: Sequence[Sequence[str]] = (),
                            visible=True)
         return (gr.Gallery(value=out['overlays'], columns=min(3, len(out['overlays']))),
                 status, out['masks'], plot, routing_markdown(out['sentences'], out['routings']))
+
+    def clear():
+        """The outputs as the page starts: called after a refused or failed
+        request, so that the previous request's results do not stay under
+        the error as if they were its answer."""
+        return (gr.Gallery(value=None), '', None,
+                gr.Plot(value=None, visible=segmenter.routed),
+                '' if segmenter.routed else NO_ROUTING)
 
     with gr.Blocks(title=title, analytics_enabled=False) as app:
         gr.Markdown(f'## {title}\n{subtitle}\n\nUpload or drop a photo, type what to '
@@ -443,8 +522,11 @@ def build_app(segmenter: Segmenter, examples: Sequence[Sequence[str]] = (),
         common = dict(fn=run, inputs=[photo, sentences, threshold], outputs=outputs,
                       concurrency_limit=CONCURRENT_REQUESTS, concurrency_id='model',
                       show_progress_on=[overlays])
-        button.click(api_name='segment', **common)
-        sentences.submit(api_name=False, **common)  # Shift+Enter in the text box
+        cleared = dict(fn=clear, inputs=None, outputs=outputs, api_name=False, queue=False,
+                       show_progress='hidden')
+        button.click(api_name='segment', **common).failure(**cleared)
+        # Shift+Enter in the text box
+        sentences.submit(api_name=False, **common).failure(**cleared)
     return app
 
 

@@ -190,7 +190,7 @@ def test_sera_page_segments_an_uploaded_photo_and_shows_the_routing(
         assert cw > 300 and ch > 150 and chart.is_displayed()
         routing = _css(browser, '#routing-text')[0].text
         for needle in ('the red circle', 'the small square on the left', 'level 0',
-                       'adapter block'):
+                       'adapter block', 'between the 2 sentences'):
             assert needle in routing, routing
         browser.save_screenshot(str(tmp_path / 'webui.png'))
 
@@ -198,6 +198,11 @@ def test_sera_page_segments_an_uploaded_photo_and_shows_the_routing(
         _type(browser, '')
         _css(browser, '#run')[0].click()
         _toast(browser, 'Type a sentence describing the object')
+        # the previous request's results do not stay under the error
+        _wait(browser, lambda d: not _css(d, '#overlays button.thumbnail-item')
+              and not _css(d, '#masks a') and not _css(d, '#status')[0].text.strip()
+              and not [p for p in _css(d, '#routing-plot img') if p.is_displayed()]
+              and not _css(d, '#routing-text')[0].text.strip(), 'the old results cleared')
         _dismiss_toasts(browser)
 
         broken = tmp_path / 'broken.jpg'
