@@ -13,13 +13,19 @@ DEPLOY_STAMP := $(VENV)/.sera_mm-deploy
 # Python 3.12 with the GPU machines' torch 2.11.0 and torchvision 0.26.0
 TORCH_VENV ?= .venv-torch2.11
 
-.PHONY: install demo test webui webui-deps deploy-deps test-deps device-wheels test-torch2.11
+.PHONY: install demo demo-gres test webui webui-deps deploy-deps test-deps device-wheels test-torch2.11
 
 install:
 	bash tools/install.sh
 
 demo: install
 	bash tools/run_demo.sh
+
+# The GRES demo: the tiny SERA with a presence head on the synthetic
+# gRefCOCO-format set (sentences naming one shape, several or none)
+demo-gres: install
+	CONFIG=configs/gres/sera-tiny_synthetic-gres.py WORK_DIR=work_dirs/demo_gres FORMAT=grefcoco \
+	    bash tools/run_demo.sh
 
 # The web demo's optional requirements, sera_mm's extra `webui` (Gradio, and
 # Selenium for its browser test; the sera_mm package needs neither), pinned

@@ -3,15 +3,18 @@
 # absent, train the tiny config on the CPU (skipped when its final checkpoint
 # exists), evaluate it, then evaluate it again with the sentences shuffled
 # across samples (the control that shows the model reads the sentence).
-# Override with CONFIG=... WORK_DIR=... DATA=...
+# Override with CONFIG=... WORK_DIR=... DATA=...; FORMAT=grefcoco generates
+# and uses the gRefCOCO-format set (`make demo-gres`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG=${CONFIG:-configs/synthetic/sera-tiny_synthetic.py}
 WORK_DIR=${WORK_DIR:-work_dirs/demo}
 DATA=${DATA:-data/synthetic}
+FORMAT=${FORMAT:-refer}
+ANN_DIR=$([ "$FORMAT" = grefcoco ] && echo grefsyn || echo refsyn)
 
-if [ ! -f "$DATA/refsyn/instances.json" ]; then
-  python tools/dataset_converters/generate_synthetic.py --out "$DATA"
+if [ ! -f "$DATA/$ANN_DIR/instances.json" ]; then
+  python tools/dataset_converters/generate_synthetic.py --out "$DATA" --format "$FORMAT"
 fi
 
 ckpt=$(python - "$CONFIG" "$WORK_DIR" <<'PY'
