@@ -5,7 +5,10 @@ Starts ``tools/webui.py CONFIG CHECKPOINT`` on a free local port, opens the
 page, picks the first example (a photo of the synthetic set with two
 sentences), presses Segment, waits for the overlays and the routing chart
 and saves the whole page, shrunk and reduced to 256 colours (a few hundred
-KB at most).
+KB at most). It then prints what the page said (each overlay's caption, the
+status line, how much the routing changed between the sentences), the words
+that go beside the picture in the README: the toy model's mistakes (a mask
+on every blue shape for "the bottommost blue circle") are shown, not hidden.
 
 Example (after ``make demo`` and ``make test-deps``)::
 
@@ -48,8 +51,26 @@ def _wait(driver, condition, what, timeout=120):
     raise SystemExit(f'error: timed out waiting for {what}')
 
 
+def page_text(driver) -> list:
+    """What the page says about the request: each overlay's caption (the
+    sentence and its share of the photo, or "not in the picture"), the
+    status line and the first line of the routing text."""
+    from selenium.webdriver.common.by import By
+    css = By.CSS_SELECTOR
+    lines = [b.text.strip() for b in driver.find_elements(css, '#overlays button.thumbnail-item')]
+    for selector in ('#status', '#routing-text'):
+        found = driver.find_elements(css, selector)
+        text = found[0].text.strip() if found else ''
+        lines += text.splitlines()[:1] if selector == '#routing-text' else text.splitlines()
+    return [line for line in lines if line]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    for name in ('config', 'checkpoint'):
+        if not osp.isfile(getattr(args, name)):
+            hint = ' (make demo trains it)' if name == 'checkpoint' else ''
+            raise SystemExit(f'error: {name} not found: {getattr(args, name)}{hint}')
     from PIL import Image
     from selenium.webdriver.common.by import By
 
@@ -69,6 +90,7 @@ def main(argv=None) -> int:
             _wait(driver, lambda d: len(d.find_elements(css, '#overlays button.thumbnail-item'))
                   >= 1 and d.find_elements(css, '#routing-plot img'), 'the results')
             time.sleep(1.5)  # images decoded, progress bars gone
+            said = page_text(driver)
             height = driver.execute_script('return document.documentElement.scrollHeight')
             driver.set_window_size(1400, min(int(height) + 40, 2400))
             time.sleep(0.5)
@@ -79,7 +101,10 @@ def main(argv=None) -> int:
         im = Image.open(shot).convert('RGB')
         im = im.resize((args.width, round(im.height * args.width / im.width)), Image.LANCZOS)
         im.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(args.out, optimize=True)
-    print(f'{args.out}: {im.width} x {im.height}, {osp.getsize(args.out) // 1024} KB')
+    print(f'{args.out}: {im.width} x {im.height}, {osp.getsize(args.out) // 1024} KB; '
+          'the page says:')
+    for line in said:
+        print(f'  {line}')
     return 0
 
 
