@@ -1,6 +1,8 @@
 """tools/webui.py's answers without a browser: "not in the picture", the
 outputs cleared after a refused request, how much the routing changed
 between the sentences of one photo."""
+import os
+import os.path as osp
 import sys
 
 import numpy as np
@@ -28,8 +30,6 @@ def webui():
 
 @pytest.fixture(scope='module')
 def photo(synthetic_refer):
-    import os
-    import os.path as osp
     name = sorted(os.listdir(osp.join(synthetic_refer, 'images')))[0]
     return osp.join(synthetic_refer, 'images', name)
 
