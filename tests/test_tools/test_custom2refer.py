@@ -329,6 +329,7 @@ def test_several_or_no_objects_give_grefcoco_json(tool, capsys, tmp_path):
     # the printed config names the dataset that reads the file
     assert "type='GRefCOCODataset'" in output
     assert "split_file='custom/grefs(custom).json'" in output
+    assert "val_evaluator = test_evaluator = dict(type='GRefSegMetric')" in output
 
 
 # --------------------------------------------------------------------------

@@ -916,7 +916,8 @@ def write_outputs(out: str, photos: Sequence[Photo], files: Dict[str, bytes],
 def config_text(config_path: str, base: str, out: str, name: str,
                 refs_name: str, split_names: Sequence[str]) -> str:
     """The five-line config that trains ``base`` on the written set, for a
-    config file at ``config_path`` (``_base_`` is relative to its folder)."""
+    config file at ``config_path`` (``_base_`` is relative to its folder);
+    a gRefCOCO set adds GRES's metric (six lines)."""
     base_rel = osp.relpath(osp.abspath(base),
                            osp.dirname(osp.abspath(config_path)))
     heldout = [s for s in split_names if s != 'train'] or ['train']
@@ -930,7 +931,8 @@ def config_text(config_path: str, base: str, out: str, name: str,
             f'_data = {data}\n'
             'train_dataloader = dict(dataset=_data)\n'
             f'val_dataloader = test_dataloader = dict(dataset={val_data})\n'
-            f'test_cfg = dict(splits={heldout!r})\n')
+            f'test_cfg = dict(splits={heldout!r})\n'
+            + ("val_evaluator = test_evaluator = dict(type='GRefSegMetric')\n" if gref else ''))
 
 
 def _print_notes(notes: Sequence[str]) -> None:
