@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch import Tensor
 from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import init_default_scope
@@ -275,8 +276,8 @@ def inference_referring(
         adds ``no_target_score``, the probability that the sentence names
         nothing in the image (0-d float tensor; ``float(result.no_target_score)``);
         a "no target" prediction is an all-zero ``pred_sem_seg``, and it
-        stays empty through the resize of a shrunk photo and a
-        ``threshold`` from 1e-6 up. Without a head there is no
+        stays empty through the resize of a shrunk photo and any
+        ``threshold`` (the model's rules are applied again). Without a head there is no
         ``no_target_score`` (``'no_target_score' in result`` is False).
     """
     single = isinstance(image, (str, Path, np.ndarray))
@@ -309,22 +310,36 @@ def inference_referring(
             if return_routing:
                 result.set_field(sample_routing(model, routing), 'routing', field_type='data')
         thr = default_threshold(model) if threshold is None else float(threshold)
+        test_cfg = getattr(getattr(model, 'module', model), 'test_cfg', None) or {}
         for result, full_shape in zip(results, full_shapes):
             if full_shape is not None:
-                _to_full_size(result, tuple(full_shape), thr)
+                _to_full_size(result, tuple(full_shape), thr, test_cfg)
             elif threshold is not None:
                 prob = result.seg_logits.data.float().sigmoid()
-                result.pred_sem_seg.data = (prob > thr).long()
+                result.pred_sem_seg.data = _mask(result, prob, thr, test_cfg)
     return results[0] if single else results
 
 
-def _to_full_size(result: SegDataSample, shape: tuple, threshold: float) -> None:
+def _mask(result: SegDataSample, prob: Tensor, threshold: float, test_cfg: dict) -> Tensor:
+    """``prob > threshold``, empty when the model's "no target" rules hold
+    (docs/en/method.md, s. 9): the presence probability above
+    ``no_target_threshold``, or fewer pixels than ``min_mask_pixels``."""
+    mask = (prob > threshold).long()
+    score = result.get('no_target_score')
+    if (score is not None and float(score) > test_cfg.get('no_target_threshold', 0.5)) \
+            or int(mask.sum()) < test_cfg.get('min_mask_pixels', 0):
+        mask.zero_()
+    return mask
+
+
+def _to_full_size(result: SegDataSample, shape: tuple, threshold: float,
+                  test_cfg: dict) -> None:
     """Resizes a shrunk image's prediction to the photo's ``shape``: the
     probabilities, bilinear (as the letterbox is undone), then the
-    threshold."""
+    threshold and the "no target" rules (:func:`_mask`)."""
     prob = result.seg_logits.data.float().sigmoid()
     model_shape = tuple(prob.shape[-2:])
     prob = F.interpolate(prob[None], shape, mode='bilinear', align_corners=False)[0]
     result.seg_logits = PixelData(data=torch.logit(prob, eps=1e-6))
-    result.pred_sem_seg = PixelData(data=(prob > threshold).long())
+    result.pred_sem_seg = PixelData(data=_mask(result, prob, threshold, test_cfg))
     result.set_metainfo(dict(ori_shape=shape, model_shape=model_shape))

@@ -45,8 +45,9 @@ def test_no_score_without_a_head(tiny_model_files):
     assert 'no_target_score' not in result
 
 
-@pytest.mark.parametrize('kwargs', [dict(), dict(threshold=0.01), dict(max_side=64)],
-                         ids=['plain', 'threshold', 'shrunk'])
+@pytest.mark.parametrize('kwargs', [dict(), dict(threshold=0.01), dict(threshold=0.0),
+                                    dict(max_side=64)],
+                         ids=['plain', 'threshold', 'threshold-0', 'shrunk'])
 def test_no_target_is_an_empty_mask_with_its_score(presence_model, kwargs):
     """Every sample judged "no target" keeps its score and an empty mask,
     also when the API re-thresholds or resizes a shrunk photo back."""
@@ -70,3 +71,21 @@ def test_no_target_is_an_empty_mask_with_its_score(presence_model, kwargs):
     # the same sentences with the decision off: a mask at threshold 0.01
     if 'threshold' in kwargs:
         assert all(r.pred_sem_seg.data.any() for r in found)
+
+
+def test_a_new_threshold_keeps_the_empty_mask_rule(presence_model):
+    """``min_mask_pixels`` holds for the API's own threshold too."""
+    test_cfg = presence_model.test_cfg
+    old = dict(test_cfg)
+    try:
+        test_cfg.update(no_target_threshold=1.0, min_mask_pixels=0)
+        found = inference_referring(presence_model, _image(97, 131, 1), 'the red circle',
+                                    threshold=0.0)
+        assert found.pred_sem_seg.data.all()
+        test_cfg['min_mask_pixels'] = 97 * 131 + 1  # more than the image has
+        empty = inference_referring(presence_model, _image(97, 131, 1), 'the red circle',
+                                    threshold=0.0)
+        assert not empty.pred_sem_seg.data.any()
+    finally:
+        test_cfg.clear()
+        test_cfg.update(old)
