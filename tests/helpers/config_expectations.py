@@ -39,6 +39,8 @@ class ModelExpectation(NamedTuple):
     presence: bool = False
     #: The empty-mask rule's ``test_cfg.min_mask_pixels`` (0: not set).
     min_mask_pixels: int = 0
+    #: ``test_cfg.no_target_threshold`` (None: not set, the model's 0.5).
+    no_target_threshold: Optional[float] = None
 
 
 #: the paper's SERA: Top-4, the load term on the smooth assigned share
@@ -105,9 +107,10 @@ MODEL_EXPECTATIONS = {
     'configs/gres/detris_dinov2-b_grefcoco.py': _full(**_DETRIS, presence=True),
     'configs/gres/detris_dinov2-b_grefcoco_empty-mask.py': _full(**_DETRIS, min_mask_pixels=64),
     'configs/gres/sera_dinov2-b_grefcoco.py': _full(**_SERA, presence=True),
-    'configs/gres/sera-tiny_synthetic-gres.py': _tiny(**_SERA_TINY, presence=True),
+    'configs/gres/sera-tiny_synthetic-gres.py':
+        _tiny(**_SERA_TINY, presence=True, no_target_threshold=0.17),
     'configs/gres/sera-tiny_synthetic-gres_empty-mask.py':
-        _tiny(**_SERA_TINY, min_mask_pixels=16),
+        _tiny(**_SERA_TINY, min_mask_pixels=16, no_target_threshold=0.17),
     # the CPU toys
     'configs/synthetic/sera-tiny_synthetic.py': _tiny(**_SERA_TINY),
     'configs/synthetic/detris-tiny_synthetic.py': _tiny(**_DETRIS),

@@ -115,10 +115,12 @@ def check_detris_protocol(path: str) -> None:
     assert letterboxes and all(node['mode'] == 'affine' for node in letterboxes.values())
     for where, node in letterboxes.items():
         assert node.get('soft_masks', False) == where.startswith('train'), where
-    empty_mask = MODEL_EXPECTATIONS[path].min_mask_pixels
+    expected = MODEL_EXPECTATIONS[path]
+    no_target = dict(min_mask_pixels=expected.min_mask_pixels,
+                     no_target_threshold=expected.no_target_threshold)
     assert cfg.model.test_cfg == dict(threshold=0.35,
                                       upsample=dict(mode='bicubic', align_corners=True),
-                                      **(dict(min_mask_pixels=empty_mask) if empty_mask else {}))
+                                      **{k: v for k, v in no_target.items() if v})
 
 
 def test_configs_are_found():
