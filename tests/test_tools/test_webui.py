@@ -325,3 +325,33 @@ def test_segmenter_serves_two_requests_at_once(webui, tiny_model_files, phone_ph
         assert both['routings'] == [{group: [dict(e, weights=pytest.approx(e['weights']))
                                              for e in entries]
                                      for group, entries in one['routings'][0].items()}]
+
+
+@pytest.mark.integration
+def test_page_answers_not_in_the_picture_and_serves_the_next_request(
+        browser, phone_photo, tmp_path):
+    """A model with a presence head (the tiny GRES config; its threshold set
+    to 0 so that every sentence is "no target"): the page answers "not in
+    the picture" with the head's probability, and keeps serving."""
+    from sera_mm.apis import init_model
+    config = osp.join(REPO, 'configs', 'gres', 'sera-tiny_synthetic-gres.py')
+    torch.manual_seed(0)
+    checkpoint = str(tmp_path / 'gres_random.pth')
+    torch.save(dict(state_dict=init_model(config).state_dict(), meta=dict(epoch=0)), checkpoint)
+    photo, (w, h) = phone_photo
+    with WebUIServer(config, checkpoint, str(tmp_path),
+                     ['--cfg-options', 'model.test_cfg.no_target_threshold=0.0']) as server:
+        browser.get(server.url)
+        _wait(browser, lambda d: _css(d, '#run'), 'the page')
+        _upload(browser, photo)
+        _type(browser, 'the purple star')
+        overlays = _run_and_wait_for(browser, 1, (w, h))
+        assert '"the purple star": not in the picture (p = ' in overlays[0][2], overlays
+        status = _wait(browser, lambda d: _css(d, '#status')[0].text, 'the status line')
+        assert '"the purple star": not in the picture (p = ' in status, status
+        _type(browser, 'the green moon\nall the blue hexagons')
+        overlays = _run_and_wait_for(browser, 2, (w, h))
+        assert [o[2].split(':')[0] for o in overlays] == ['"the green moon"',
+                                                           '"all the blue hexagons"']
+        assert all('not in the picture' in o[2] for o in overlays)
+        assert server.alive()
