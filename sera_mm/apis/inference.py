@@ -27,6 +27,7 @@ from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
 from sera_mm.engine.runner.checkpoint_match import check_state_dict_matches
+from sera_mm.models.segmentors.referring_segmentor import is_no_target
 from sera_mm.utils.checkpoint import load_error_summary
 from sera_mm.utils.config import ConfigInput, leaf_datasets, load_config
 from sera_mm.utils.pretrained import disable_pretrained
@@ -322,12 +323,9 @@ def inference_referring(
 
 def _mask(result: SegDataSample, prob: Tensor, threshold: float, test_cfg: dict) -> Tensor:
     """``prob > threshold``, empty when the model's "no target" rules hold
-    (docs/en/method.md, s. 9): the presence probability above
-    ``no_target_threshold``, or fewer pixels than ``min_mask_pixels``."""
+    (:func:`~sera_mm.models.segmentors.referring_segmentor.is_no_target`)."""
     mask = (prob > threshold).long()
-    score = result.get('no_target_score')
-    if (score is not None and float(score) > test_cfg.get('no_target_threshold', 0.5)) \
-            or int(mask.sum()) < test_cfg.get('min_mask_pixels', 0):
+    if is_no_target(mask, result.get('no_target_score'), test_cfg):
         mask.zero_()
     return mask
 

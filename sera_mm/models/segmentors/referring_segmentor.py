@@ -68,6 +68,25 @@ def resolve_test_cfg(test_cfg: Optional[dict]) -> dict:
                 min_mask_pixels=min_mask_pixels)
 
 
+def is_no_target(mask: Tensor, score: Optional[Tensor], test_cfg: dict) -> bool:
+    """The "no target" rules (docs/en/method.md, s. 9); called by
+    :meth:`ReferringSegmentor.postprocess_result` and by the inference API
+    when it thresholds again.
+
+    Args:
+        mask (Tensor): The thresholded mask at the original size.
+        score (Tensor, optional): The presence head's probability; None
+            without a head.
+        test_cfg (dict): ``no_target_threshold`` and ``min_mask_pixels``.
+
+    Returns:
+        bool: The probability exceeds ``no_target_threshold``, or ``mask``
+        has fewer foreground pixels than ``min_mask_pixels``.
+    """
+    return (score is not None and float(score) > test_cfg.get('no_target_threshold', 0.5)) \
+        or int(mask.sum()) < test_cfg.get('min_mask_pixels', 0)
+
+
 @MODELS.register_module()
 class ReferringSegmentor(BaseSegmentor):
     """Segments the object a sentence refers to (docs/en/method.md, s. 1-6).
@@ -280,7 +299,6 @@ class ReferringSegmentor(BaseSegmentor):
             ``no_target_logits``, ``no_target_score``: the presence
             probability, a 0-d float tensor.
         """
-        min_pixels = self.test_cfg['min_mask_pixels']
         probs = seg_logits.float().sigmoid()
         if input_shape is not None and probs.shape[-2:] != tuple(input_shape):
             probs = F.interpolate(probs, tuple(input_shape), **self.test_cfg['upsample'])
@@ -295,12 +313,11 @@ class ReferringSegmentor(BaseSegmentor):
                 prob = F.interpolate(prob[None], tuple(meta['ori_shape']), mode='bilinear',
                                      align_corners=self.align_corners)[0]
             mask = prob > self.test_cfg['threshold']
-            no_target = min_pixels > 0 and int(mask.sum()) < min_pixels
+            score = None
             if no_target_logits is not None:
                 score = no_target_logits[i].detach().float().sigmoid()
                 data_sample.set_data(dict(no_target_score=score))
-                no_target |= bool(score > self.test_cfg['no_target_threshold'])
-            if no_target:
+            if is_no_target(mask, score, self.test_cfg):
                 prob, mask = torch.zeros_like(prob), torch.zeros_like(mask)
             data_sample.set_data(dict(
                 seg_logits=PixelData(data=torch.logit(prob, eps=1e-6)),
